@@ -1,0 +1,138 @@
+"""One exception tree for aigw; each error maps to an HTTP status, a CLI exit or a job state here.
+
+    GatewayError                  .type (stable string), .http_status, .retryable
+    ├── ConfigError               .file, .entry, .field
+    ├── AuthError                 401
+    ├── ForbiddenError            403
+    ├── NotFoundError             404
+    ├── ValidationError           422 (bad job request)
+    ├── PayloadTooLargeError      413
+    ├── UnavailableError          503 (Redis down); .retry_after
+    ├── PolicyDeniedError         403 or a failed job; .rule
+    ├── ProviderError             .deployment
+    │   ├── ProviderUnavailableError   transport error or 5xx; retryable
+    │   ├── RateLimitedError           429/529; retryable; .retry_after
+    │   ├── ProviderAuthError          401/403 from the provider (names the env var, never the key)
+    │   ├── ProviderRequestError       other 4xx: the request itself is wrong; not retryable
+    │   └── BadProviderResponseError   a body that is not valid for its wire format
+    └── JobTimeoutError           the job ran past its deadline
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error aigw raises on purpose."""
+
+    type: str = "gateway_error"
+    http_status: int = 500
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error envelope's inner object: what an HTTP client or a job record shows."""
+        return {"type": self.type, "message": self.message}
+
+
+class ConfigError(GatewayError):
+    type = "config_error"
+
+    def __init__(self, message: str, *, file: str = "", entry: str = "", field: str = "") -> None:
+        where = ": ".join(part for part in (file, entry, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.entry, self.field = file, entry, field
+
+
+class AuthError(GatewayError):
+    type = "authentication_error"
+    http_status = 401
+
+
+class ForbiddenError(GatewayError):
+    type = "permission_error"
+    http_status = 403
+
+
+class NotFoundError(GatewayError):
+    type = "not_found"
+    http_status = 404
+
+
+class ValidationError(GatewayError):
+    type = "invalid_request"
+    http_status = 422
+
+
+class PayloadTooLargeError(GatewayError):
+    type = "payload_too_large"
+    http_status = 413
+
+
+class ConflictError(GatewayError):
+    type = "conflict"
+    http_status = 409
+
+
+class UnavailableError(GatewayError):
+    type = "unavailable"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PolicyDeniedError(GatewayError):
+    type = "policy_denied"
+    http_status = 403
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class JobTimeoutError(GatewayError):
+    type = "job_timeout"
+    http_status = 504
+
+
+class ProviderError(GatewayError):
+    type = "provider_error"
+    http_status = 502
+
+    def __init__(self, message: str, *, deployment: str) -> None:
+        super().__init__(message)
+        self.deployment = deployment
+
+
+class ProviderUnavailableError(ProviderError):
+    type = "provider_unavailable"
+    retryable = True
+
+
+class RateLimitedError(ProviderError):
+    type = "rate_limited"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, deployment: str, retry_after: float | None = None) -> None:
+        super().__init__(message, deployment=deployment)
+        self.retry_after = retry_after
+
+
+class ProviderAuthError(ProviderError):
+    type = "provider_auth_error"
+
+
+class ProviderRequestError(ProviderError):
+    type = "provider_bad_request"
+
+
+class BadProviderResponseError(ProviderError):
+    type = "bad_provider_response"

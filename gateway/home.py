@@ -1,0 +1,36 @@
+"""Where aigw keeps its state ($AIGW_HOME) and which config directory it reads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+
+def aigw_home() -> Path:
+    """``$AIGW_HOME``, default ``~/.aigw``: audit log, embedded Redis data, local state."""
+    return Path(os.environ.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
+
+
+def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = False) -> Path:
+    """``--config DIR``, else ``AIGW_CONFIG``, else ``./config`` if present, else ``$AIGW_HOME/config``.
+
+    With ``create`` the last one is filled from the shipped sample on first start.
+    """
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("AIGW_CONFIG"):
+        return Path(env)
+    local = Path.cwd() / "config"
+    if (local / "models.yaml").exists():
+        return local
+    home_config = aigw_home() / "config"
+    if create and not (home_config / "models.yaml").exists():
+        home_config.mkdir(parents=True, exist_ok=True)
+        sample = resources.files("gateway") / "sample_config"
+        for item in sample.iterdir():
+            if item.name.endswith(".yaml") and not (home_config / item.name).exists():
+                with resources.as_file(item) as src:
+                    shutil.copyfile(src, home_config / item.name)
+    return home_config

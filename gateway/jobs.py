@@ -1,0 +1,145 @@
+"""The job contract: what a service submits, what goes on the queue, what it reads back.
+
+Everything here crosses a process boundary as JSON (RQ's JSON serializer), so it is pydantic
+models with ``extra="forbid"`` at the edge and plain dicts on the queue.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: The dotted path RQ stores on every aigw job; the API never imports workers.
+JOB_FUNC = "workers.pipeline.run_job"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+#: RQ's job status -> the state a caller sees.
+RQ_STATUS_TO_STATE: dict[str, JobState] = {
+    "queued": JobState.QUEUED,
+    "deferred": JobState.QUEUED,
+    "started": JobState.RUNNING,
+    "scheduled": JobState.RETRYING,
+    "finished": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "stopped": JobState.CANCELED,
+    "canceled": JobState.CANCELED,
+}
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class JobRequest(BaseModel):
+    """The body of ``POST /v1/jobs``. The service comes from the token, never from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    system: str | None = None
+    model: str | None = Field(None, description="A model alias from models.yaml.")
+    task: str | None = Field(None, description="A task tag matched against models' use_for.")
+    max_tokens: int | None = Field(None, ge=1, le=200_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    queue: Literal["interactive", "batch"] | None = None
+    priority: Literal["normal", "high"] = "normal"
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("prompt must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages must not be empty")
+        if self.model is not None and self.task is not None:
+            raise ValueError("give 'model' or 'task', not both")
+        return self
+
+    def all_messages(self) -> list[Message]:
+        """The conversation to send: system first, then the prompt or the messages."""
+        out = [Message(role="system", content=self.system)] if self.system else []
+        if self.prompt is not None:
+            out.append(Message(role="user", content=self.prompt))
+        else:
+            out.extend(self.messages or [])
+        return out
+
+    def size_chars(self) -> int:
+        return sum(len(m.content) for m in self.all_messages())
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Attempt(BaseModel):
+    """One provider call (or a deployment skipped without a call) within one job attempt."""
+
+    attempt: int
+    model: str
+    deployment: str
+    provider: str
+    outcome: Literal["ok", "error", "skipped"]
+    error: dict[str, Any] | None = None
+    latency_ms: float | None = None
+
+
+class JobResult(BaseModel):
+    """What a worker stores as the RQ result of a succeeded job."""
+
+    output: str
+    model: str
+    provider: str
+    provider_model: str
+    offline: bool = False
+    usage: Usage
+    cost_usd: float
+    attempt: int
+    calls: list[Attempt]
+    timings: dict[str, float]
+    finish_reason: str | None = None
+
+
+class JobView(BaseModel):
+    """What ``GET /v1/jobs/{id}`` returns."""
+
+    id: str
+    status: JobState
+    service: str
+    queue: str
+    created_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    request: dict[str, Any] | None = None
+    result: JobResult | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    metadata: dict[str, str] = {}

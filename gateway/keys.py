@@ -1,0 +1,29 @@
+"""Every Redis key and channel name aigw owns, in one place (RQ owns its own `rq:` keys)."""
+
+from __future__ import annotations
+
+PREFIX = "aigw"
+
+#: pub/sub channel: a job id is published here when the job reaches a final state.
+DONE_CHANNEL = f"{PREFIX}:done"
+#: pub/sub channel: a job id is published here when a caller cancels a running job.
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+#: stream of audit events, drained by the single audit writer.
+AUDIT_STREAM = f"{PREFIX}:audit"
+AUDIT_GROUP = "audit-writer"
+#: hash: sha256(token) -> service name.
+TOKENS = f"{PREFIX}:tokens"
+
+
+def idempotency(service: str, key: str) -> str:
+    """Maps (service, idempotency key) to the job id first created for it."""
+    return f"{PREFIX}:idem:{service}:{key}"
+
+
+def service_tokens(service: str) -> str:
+    """Set of token hashes that belong to one service (for rotate/remove)."""
+    return f"{PREFIX}:service:{service}:tokens"
+
+
+def worker_heartbeat(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}"
