@@ -1,0 +1,14 @@
+# One image for every aigw role (api, worker, audit writer); compose picks the command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AIGW_HOME=/data
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY workers ./workers
+COPY config ./config
+COPY skills ./skills
+RUN pip install --no-cache-dir . && useradd --system --home /data aigw && mkdir -p /data && chown aigw /data
+USER aigw
+ENV AIGW_CONFIG=/app/config
+EXPOSE 18789
+CMD ["aigw", "api", "--host", "0.0.0.0"]

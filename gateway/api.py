@@ -1,0 +1,213 @@
+"""The HTTP API: authenticate, validate, admit, enqueue; read, long-poll and cancel jobs.
+
+Every error leaves through one handler as ``{"error": {"type", "message"}}`` with its status
+(gateway.errors owns the mapping). Redis being down is a 503 with Retry-After, never a 500 or a
+hang: the API's Redis client has short socket timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import redis
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError as PydanticValidationError
+
+from gateway import __version__
+from gateway.config import Config
+from gateway.errors import GatewayError, PayloadTooLargeError, UnavailableError, ValidationError
+from gateway.jobs import JobRequest, JobView
+from gateway.services import ServiceRegistry
+from gateway.status import live_workers
+from gateway.store import JobStore
+from gateway.waiter import CompletionWaiter
+
+_JOB_REQUEST_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
+    }
+}
+
+
+def create_app(config: Config, redis_url: str) -> FastAPI:
+    connection = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
+    )
+    store = JobStore(connection, config)
+    services = ServiceRegistry(connection, config)
+    waiter = CompletionWaiter(redis_url)
+    limits = config.gateway.api
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await waiter.start()
+        yield
+        await waiter.stop()
+        connection.close()
+
+    app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
+    _install_error_handlers(app)
+
+    def authenticate(authorization: str | None, x_api_key: str | None) -> str:
+        token = x_api_key
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        return services.authenticate(token)
+
+    async def wait_for(job_id: str, service: str, wait: float) -> JobView:
+        view = store.view(job_id, service)
+        if view.status.is_final or wait <= 0:
+            return view
+        wait = min(wait, limits.max_wait_seconds)
+        await waiter.wait(job_id, wait, lambda: store.view(job_id, service).status.is_final)
+        return store.view(job_id, service)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobView, openapi_extra=_JOB_REQUEST_SCHEMA)
+    async def submit_job(
+        request: Request,
+        wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (200 if done).")] = 0,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        service = authenticate(authorization, x_api_key)
+        job_request = _parse_job_request(await request.body(), limits.max_prompt_chars)
+        _check_model(config, job_request)
+        job_id, _created = store.enqueue(service, job_request)
+        view = await wait_for(job_id, service, wait)
+        code = 200 if view.status.is_final else 202
+        return JSONResponse(view.model_dump(mode="json", exclude_none=True), status_code=code)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView)
+    async def get_job(
+        job_id: str,
+        wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        service = authenticate(authorization, x_api_key)
+        view = await wait_for(job_id, service, wait)
+        return JSONResponse(view.model_dump(mode="json", exclude_none=True))
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobView)
+    async def cancel_job(
+        job_id: str,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        service = authenticate(authorization, x_api_key)
+        view, signalled = store.cancel(job_id, service)
+        if signalled:
+            view = await wait_for(job_id, service, 10.0)
+        return JSONResponse(view.model_dump(mode="json", exclude_none=True))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        try:
+            connection.ping()
+            workers = live_workers(connection)
+        except redis.RedisError:
+            raise UnavailableError("Redis is unreachable", retry_after=1.0) from None
+        by_queue = {q: sum(1 for w in workers if q in w["queues"]) for q in config.gateway.queues}
+        ready = all(by_queue.values())
+        body = {"status": "ready" if ready else "not_ready", "redis": "ok", "workers": by_queue}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    app.openapi_schema = None
+    _add_job_request_schema(app)
+    return app
+
+
+def _parse_job_request(body: bytes, max_chars: int) -> JobRequest:
+    if len(body) > max_chars * 4 + 65_536:  # bytes can be up to 4 per char; refuse before parsing
+        raise PayloadTooLargeError(f"request body of {len(body)} bytes is over the limit")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise _BadJsonError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("request body must be a JSON object")
+    try:
+        job_request = JobRequest.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ValidationError(_describe(exc)) from None
+    if (size := job_request.size_chars()) > max_chars:
+        raise PayloadTooLargeError(f"prompt is {size} characters; the limit is {max_chars}")
+    return job_request
+
+
+def _check_model(config: Config, job_request: JobRequest) -> None:
+    """Refuse an unknown alias or task at the door, so nothing bad is enqueued."""
+    models = config.models
+    if job_request.model is not None and job_request.model not in models.models:
+        raise ValidationError(
+            f"unknown model alias {job_request.model!r}; known: {', '.join(sorted(models.models))}"
+        )
+    if job_request.task is not None and models.alias_for_task(job_request.task) is None:
+        raise ValidationError(f"no model serves task {job_request.task!r}")
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{where}: {message}"
+
+
+class _BadJsonError(GatewayError):
+    type = "invalid_json"
+    http_status = 400
+
+
+def _error_response(error: GatewayError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, UnavailableError):
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        return _error_response(exc)
+
+    async def redis_down(_request: Request, _exc: Exception) -> JSONResponse:
+        return _error_response(UnavailableError("Redis is unreachable; try again shortly", retry_after=1.0))
+
+    async def bad_params(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        return _error_response(ValidationError(f"{where}: {first.get('msg', 'invalid')}"))
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(redis.ConnectionError, redis_down)
+    app.add_exception_handler(redis.TimeoutError, redis_down)
+    app.add_exception_handler(RequestValidationError, bad_params)
+
+
+def _add_job_request_schema(app: FastAPI) -> None:
+    """Publish JobRequest in /openapi.json although the route parses the body itself."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            job_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(job_schema.pop("$defs", {}))
+            components["JobRequest"] = job_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

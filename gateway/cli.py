@@ -1,0 +1,360 @@
+"""The ``aigw`` command. The one place that starts both sides (API and workers).
+
+Errors print one readable line and exit non-zero; nothing here prints a secret except the new
+token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import redis
+import typer
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.home import aigw_home, resolve_config_dir
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="aigw: the local AI gateway.")
+gateway_app = typer.Typer(no_args_is_help=True, help="Inspect the running gateway.")
+config_app = typer.Typer(no_args_is_help=True, help="Validate configuration.")
+service_app = typer.Typer(no_args_is_help=True, help="Service tokens.")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Jobs.")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(config_app, name="config")
+app.add_typer(service_app, name="service")
+app.add_typer(audit_app, name="audit")
+app.add_typer(jobs_app, name="jobs")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("AIGW_LOG_LEVEL", level), format="{time:HH:mm:ss} {level:<7} {message}")
+
+
+def _config(path: Path | None, *, create: bool = False) -> Config:
+    try:
+        return load_config(resolve_config_dir(path, create=create))
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _redis_url(config: Config) -> str:
+    url = config.redis_url()
+    if url:
+        return url
+    from gateway.redis_server import DEFAULT_LOCAL_URL
+
+    return DEFAULT_LOCAL_URL
+
+
+def _connect(config: Config) -> redis.Redis:
+    client = redis.Redis.from_url(_redis_url(config), socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        fail(f"cannot reach Redis at {_redis_url(config)}: {exc} (is `aigw up` running? set REDIS_URL)")
+    return client
+
+
+# --- running the stack ---------------------------------------------------------------------------
+
+
+@app.command()
+def up(config: ConfigOpt = None, port: Annotated[int | None, typer.Option(help="API port.")] = None) -> None:
+    """Start the whole local stack in the foreground: Redis, API, workers, audit writer."""
+    from gateway.stack import Stack
+
+    setup_logging("WARNING")
+    cfg = _config(config, create=True)
+    stack = Stack(cfg, aigw_home(), port if port is not None else cfg.gateway.api.port)
+    try:
+        token = stack.start()
+    except (GatewayError, RuntimeError, redis.RedisError) as exc:
+        stack.stop(grace=5)
+        fail(str(exc))
+    _banner(stack, token)
+    try:
+        stack.supervise()
+    finally:
+        out.print("\nstopping…")
+        stack.stop()
+        out.print("aigw stopped.")
+
+
+def _banner(stack: Any, token: str | None) -> None:
+    embedded = " (embedded, data in " + str(stack.redis_server.data_dir) + ")" if stack.redis_server else ""
+    out.print(f"[bold green]aigw is up[/] at {stack.api_url}")
+    out.print(f"  redis:   {stack.redis_url}{embedded}")
+    out.print(f"  config:  {stack.config.directory}")
+    out.print(f"  audit:   {stack.config.gateway.audit.path or stack.home / 'audit.log'}")
+    if token:
+        out.print("  token for service 'default' (shown once, stored only as a hash):")
+        out.print(f"AIGW_TOKEN={token}", soft_wrap=True)
+    else:
+        out.print("  service 'default' already has a token; `aigw service rotate default` makes a new one")
+    out.print("try:")
+    out.print(f"  export AIGW_TOKEN={token or '<your token>'}", soft_wrap=True)
+    out.print(
+        f"  curl -s -H \"Authorization: Bearer $AIGW_TOKEN\" -d '{{\"prompt\": \"Hello\"}}' "
+        f"'{stack.api_url}/v1/jobs?wait=10'",
+        soft_wrap=True,
+    )
+    out.print("Ctrl-C stops everything.")
+
+
+@app.command()
+def api(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run only the HTTP API (for compose or scale-out)."""
+    import uvicorn
+
+    from gateway.api import create_app
+
+    setup_logging()
+    cfg = _config(config)
+    bind_host = host or cfg.gateway.api.host
+    bind_port = port if port is not None else cfg.gateway.api.port
+    app_ = create_app(cfg, _redis_url(cfg))
+    uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    queue: Annotated[str, typer.Option("--queue", "-q", help="The one queue this process serves.")] = "interactive",
+    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Run one async worker process on one queue."""
+    from workers.main import main as worker_main
+
+    setup_logging()
+    cfg = _config(config)
+    if queue not in cfg.gateway.queues:
+        fail(f"unknown queue {queue!r}; configured: {', '.join(cfg.gateway.queues)}")
+    worker_main(cfg, _redis_url(cfg), queue, concurrency, burst)
+
+
+# --- using it ------------------------------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    question: str,
+    model: Annotated[str | None, typer.Option(help="Model alias.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task tag (matched against use_for).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the answer.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
+    url: Annotated[str | None, typer.Option(envvar="AIGW_URL", help="API URL.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="AIGW_TOKEN", help="Service token.")] = None,
+) -> None:
+    """Send a question through the gateway and print the answer."""
+    from gateway.client import ApiError, Client
+
+    if not token:
+        fail("no service token: set AIGW_TOKEN (printed by the first `aigw up`) or pass --token")
+    try:
+        with Client(url, token) as client:
+            job = client.submit(question, model=model, task=task, wait=min(timeout, 30) if wait else 0)
+            if wait:
+                job = client.wait(job["id"], timeout=timeout)
+    except ApiError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot reach the API at {url or 'http://127.0.0.1:18789'}: {exc}")
+    _print_job(job, wait)
+
+
+def _print_job(job: dict[str, Any], waited: bool) -> None:
+    status = job["status"]
+    if status == "succeeded":
+        result = job["result"]
+        out.print(result["output"], soft_wrap=True, markup=False)
+        label = " (offline provider)" if result.get("offline") else ""
+        usage = result["usage"]
+        err.print(
+            f"[dim]{result['model']} via {result['provider']}/{result['provider_model']}{label} · "
+            f"{usage['input_tokens']}+{usage['output_tokens']} tokens · ${result['cost_usd']:.6f} · job {job['id']}[/]"
+        )
+    elif status in ("failed", "canceled"):
+        error = job.get("error") or {}
+        fail(f"job {job['id']} {status}: {error.get('type', '')}: {error.get('message', '')}")
+    else:
+        out.print(f"job {job['id']} is {status}")
+        if waited:
+            raise typer.Exit(2)
+
+
+@gateway_app.command("status")
+def gateway_status(
+    config: ConfigOpt = None,
+    url: Annotated[str | None, typer.Option(envvar="AIGW_URL", help="API URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """API, Redis, queues, workers, in-flight and failed jobs."""
+    import httpx
+
+    from gateway.status import stack_status
+
+    cfg = _config(config)
+    api_url = url or f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}"
+    try:
+        api_ok = httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        api_ok = False
+    status = stack_status(_connect(cfg), cfg)
+    status["api"] = {"url": api_url, "ok": api_ok}
+    if as_json:
+        out.print_json(json.dumps(status))
+        return
+    _print_status(status)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    api_, rds = status["api"], status["redis"]
+    out.print(f"API     {api_['url']}  " + ("[green]up[/]" if api_["ok"] else "[red]down[/]"))
+    persistence = "AOF on" if rds["aof_enabled"] else "[yellow]AOF off[/]"
+    out.print(f"Redis   {rds['version']}  {persistence}  memory {rds['used_memory_human']}  {rds['maxmemory_policy']}")
+    table = Table("queue", "queued", "running", "retrying", "failed", "succeeded", title="Queues")
+    for name, q in status["queues"].items():
+        table.add_row(name, *(str(q[k]) for k in ("queued", "running", "retrying", "failed", "succeeded")))
+    out.print(table)
+    workers = Table("worker", "queues", "state", "pid", "ok", "failed", title="Live workers")
+    for w in status["workers"]:
+        workers.add_row(w["name"], ",".join(w["queues"]), w["state"], str(w["pid"]), str(w["successful"]),
+                        str(w["failed"]))  # fmt: skip
+    out.print(workers if status["workers"] else "[yellow]no live workers[/]")
+
+
+@config_app.command("check")
+def config_check(directory: Annotated[Path | None, typer.Argument(help="Config directory.")] = None) -> None:
+    """Validate every config file; names the file, entry and field of the first error."""
+    target = resolve_config_dir(directory)
+    try:
+        cfg = load_config(target)
+    except ConfigError as exc:
+        fail(str(exc))
+    aliases = ", ".join(cfg.models.models)
+    out.print(f"[green]ok[/] {cfg.directory}: {len(cfg.models.models)} models ({aliases}), "
+              f"{len(cfg.policies.policies)} policies, {len(cfg.channels.channels)} channels, "
+              f"{len(cfg.services.services)} services")  # fmt: skip
+
+
+# --- services ------------------------------------------------------------------------------------
+
+
+def _registry(config: Path | None) -> Any:
+    from gateway.services import ServiceRegistry
+
+    cfg = _config(config)
+    return ServiceRegistry(_connect(cfg), cfg)
+
+
+@service_app.command("add")
+def service_add(name: str, config: ConfigOpt = None) -> None:
+    """Create a token for a service (printed once)."""
+    try:
+        token = _registry(config).create_token(name)
+    except GatewayError as exc:
+        fail(str(exc))
+    out.print(token, soft_wrap=True)
+
+
+@service_app.command("rotate")
+def service_rotate(name: str, config: ConfigOpt = None) -> None:
+    """Revoke a service's tokens and print a new one."""
+    out.print(_registry(config).rotate(name), soft_wrap=True)
+
+
+@service_app.command("remove")
+def service_remove(name: str, config: ConfigOpt = None) -> None:
+    """Revoke every token of a service."""
+    try:
+        count = _registry(config).remove(name)
+    except GatewayError as exc:
+        fail(str(exc))
+    out.print(f"revoked {count} token(s) of {name}")
+
+
+@service_app.command("list")
+def service_list(config: ConfigOpt = None) -> None:
+    """Services and how many live tokens each has."""
+    table = Table("service", "tokens")
+    for name, count in sorted(_registry(config).list().items()):
+        table.add_row(name, str(count))
+    out.print(table)
+
+
+# --- jobs and audit ------------------------------------------------------------------------------
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
+    """Show one job (any service's) as JSON."""
+    from gateway.store import JobStore
+
+    cfg = _config(config)
+    try:
+        view = JobStore(_connect(cfg), cfg).view(job_id, None)
+    except GatewayError as exc:
+        fail(str(exc))
+    out.print_json(view.model_dump_json(exclude_none=True))
+
+
+@audit_app.command("tail")
+def audit_tail(
+    lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 20,
+    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
+) -> None:
+    """The last audit lines."""
+    from gateway.audit import tail
+
+    target = path or aigw_home() / "audit.log"
+    if not target.exists():
+        fail(f"no audit log at {target}")
+    for entry in tail(target, lines):
+        out.print(json.dumps(entry), soft_wrap=True, markup=False)
+
+
+@audit_app.command("verify")
+def audit_verify(path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None) -> None:
+    """Check the hash chain; exits 1 at the first edited, deleted or reordered line."""
+    from gateway.audit import verify
+
+    target = path or aigw_home() / "audit.log"
+    if not target.exists():
+        fail(f"no audit log at {target}")
+    report = verify(target)
+    if not report.ok:
+        fail(f"{target}: chain broken at line {report.first_bad_line}: {report.reason}")
+    out.print(f"[green]ok[/] {target}: {report.lines} lines, chain intact")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

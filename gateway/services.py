@@ -1,0 +1,102 @@
+"""Service tokens: who is calling. Tokens are shown once and stored only as SHA-256 hashes.
+
+Redis holds ``hash -> service`` (so every API replica sees a new or revoked token at once) plus
+each service's set of hashes for rotation; services.yaml may also declare hashes (compose
+stacks). The API caches a lookup for a few seconds: a revoked token stops working within that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+import redis
+
+from gateway import keys
+from gateway.config import Config
+from gateway.errors import AuthError, NotFoundError, ValidationError
+
+TOKEN_PREFIX = "aigw_"
+_CACHE_SECONDS = 5.0
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class ServiceRegistry:
+    def __init__(self, connection: redis.Redis, config: Config) -> None:
+        self.connection = connection
+        self.config = config
+        self._declared = {h: name for name, svc in config.services.services.items() for h in svc.token_sha256}
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    def authenticate(self, token: str | None) -> str:
+        """The service a token belongs to, or AuthError (never says which part was wrong)."""
+        if not token:
+            raise AuthError("missing service token: send 'Authorization: Bearer <token>' or 'x-api-key'")
+        digest = hash_token(token)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            service = cached[0]
+        else:
+            service = self._declared.get(digest) or _text(self.connection.hget(keys.TOKENS, digest))
+            self._cache[digest] = (service, time.monotonic() + _CACHE_SECONDS)
+        if service is None:
+            raise AuthError("invalid service token")
+        return service
+
+    def create_token(self, service: str) -> str:
+        """A new token for ``service`` (which may already have others); returns it once."""
+        _check_name(service)
+        token = new_token()
+        digest = hash_token(token)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(keys.TOKENS, digest, service)
+            pipe.sadd(keys.service_tokens(service), digest)
+            pipe.execute()
+        return token
+
+    def has_tokens(self, service: str) -> bool:
+        declared = any(name == service for name in self._declared.values())
+        return declared or bool(self.connection.scard(keys.service_tokens(service)))
+
+    def rotate(self, service: str) -> str:
+        """Revoke every Redis-held token of ``service`` and return a fresh one."""
+        self.remove(service, missing_ok=True)
+        return self.create_token(service)
+
+    def remove(self, service: str, *, missing_ok: bool = False) -> int:
+        digests = [d.decode() for d in self.connection.smembers(keys.service_tokens(service))]
+        if not digests and not missing_ok:
+            raise NotFoundError(f"service {service!r} has no tokens")
+        with self.connection.pipeline() as pipe:
+            if digests:
+                pipe.hdel(keys.TOKENS, *digests)
+            pipe.delete(keys.service_tokens(service))
+            pipe.execute()
+        return len(digests)
+
+    def list(self) -> dict[str, int]:
+        """Service name -> number of live tokens (configured services with none show 0)."""
+        counts = {name: 0 for name in self.config.services.services}
+        for service in self.connection.hvals(keys.TOKENS):
+            name = service.decode()
+            counts[name] = counts.get(name, 0) + 1
+        for name in self._declared.values():
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+def _check_name(service: str) -> None:
+    if not service or not all(c.isalnum() or c in "-_." for c in service) or len(service) > 64:
+        raise ValidationError("a service name is 1-64 letters, digits, '-', '_' or '.'")
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None

@@ -1,0 +1,155 @@
+"""Jobs in Redis as callers see them: enqueue, read, cancel, on RQ's data model.
+
+The API and the CLI use this; it never imports ``workers`` (jobs are enqueued by dotted path).
+A job's owner is in its RQ meta, and a caller sees only its own service's jobs: another
+service's job id is "not found", not "forbidden", so ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus, Retry
+from rq.queue import Queue
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from gateway import keys
+from gateway.config import Config
+from gateway.errors import NotFoundError
+from gateway.jobs import JOB_FUNC, RQ_STATUS_TO_STATE, JobRequest, JobResult, JobState, JobView
+
+#: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).
+_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "meta", "retries_left")
+
+
+class JobStore:
+    def __init__(self, connection: redis.Redis, config: Config) -> None:
+        self.connection = connection
+        self.config = config
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.connection, serializer=JSONSerializer)
+        return self._queues[name]
+
+    def enqueue(self, service: str, request: JobRequest) -> tuple[str, bool]:
+        """Put a job on its queue; returns (job id, created). An idempotency key returns the first job."""
+        job_id = uuid.uuid4().hex
+        if request.idempotency_key:
+            idem_key = keys.idempotency(service, request.idempotency_key)
+            ttl = self.config.gateway.jobs.result_ttl
+            if not self.connection.set(idem_key, job_id, nx=True, ex=ttl):
+                existing = self.connection.get(idem_key)
+                if existing is not None:
+                    return existing.decode(), False
+        jobs = self.config.gateway.jobs
+        queue_name = request.queue or self._default_queue(service)
+        max_attempts = jobs.max_attempts
+        payload = {
+            "service": service,
+            "request": request.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"}),
+            "max_attempts": max_attempts,
+            "submitted_at": time.time(),
+        }
+        self.queue(queue_name).enqueue(
+            JOB_FUNC,
+            payload,
+            job_id=job_id,
+            job_timeout=self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
+            result_ttl=jobs.result_ttl,
+            failure_ttl=jobs.failure_ttl,
+            retry=Retry(max=max_attempts - 1, interval=jobs.retry_intervals) if max_attempts > 1 else None,
+            meta={"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
+            at_front=request.priority == "high",
+        )
+        return job_id, True
+
+    def _default_queue(self, service: str) -> str:
+        entry = self.config.services.services.get(service)
+        return entry.default_queue if entry else "interactive"
+
+    def view(self, job_id: str, service: str | None) -> JobView:
+        """The job as its owner sees it; ``service=None`` (the CLI's admin view) sees every job."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hmget(f"rq:job:{job_id}", _FIELDS)
+            pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+            fields, results = pipe.execute()
+        raw = dict(zip(_FIELDS, fields, strict=True))
+        if raw["status"] is None:
+            raise NotFoundError(f"no job {job_id}")
+        meta = json.loads(raw["meta"]) if raw["meta"] else {}
+        if service is not None and meta.get("service") != service:
+            raise NotFoundError(f"no job {job_id}")
+        status = RQ_STATUS_TO_STATE.get(raw["status"].decode(), JobState.QUEUED)
+        view = JobView(
+            id=job_id,
+            status=status,
+            service=meta.get("service", ""),
+            queue=_text(raw["origin"]) or "",
+            created_at=_text(raw["created_at"]),
+            started_at=_text(raw["started_at"]),
+            ended_at=_text(raw["ended_at"]) if status.is_final else None,
+            metadata=meta.get("metadata", {}),
+            attempts=_attempts(meta, raw["retries_left"], status),
+        )
+        if results and status.is_final:
+            self._attach_result(view, job_id, results[0])
+        return view
+
+    def _attach_result(self, view: JobView, job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> None:
+        result = Result.restore(job_id, entry[0].decode(), entry[1], self.connection, JSONSerializer)
+        if result.type == Result.Type.SUCCESSFUL and isinstance(result.return_value, dict):
+            view.result = JobResult.model_validate(result.return_value)
+            view.attempts = view.result.attempt
+        elif result.exc_string:
+            view.error = _parse_error(result.exc_string)
+
+    def cancel(self, job_id: str, service: str | None) -> tuple[JobView, bool]:
+        """Cancel a queued or retrying job here; a running one is signalled to its worker.
+
+        Returns the view and whether a running job was signalled (its worker finalises it).
+        """
+        view = self.view(job_id, service)
+        if view.status.is_final:
+            return view, False
+        job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        if job.get_status() == JobStatus.STARTED:
+            self.connection.publish(keys.CANCEL_CHANNEL, job_id)
+            return view, True
+        with contextlib.suppress(InvalidJobOperation):
+            job.cancel()
+        self.connection.publish(keys.DONE_CHANNEL, job_id)
+        return self.view(job_id, service), False
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+def _attempts(meta: dict[str, Any], retries_left: bytes | None, status: JobState) -> int:
+    """Attempts started so far, from RQ's retries-left counter."""
+    if status == JobState.QUEUED and retries_left is None:
+        return 0
+    max_attempts = int(meta.get("max_attempts", 1))
+    left = int(retries_left) if retries_left is not None else max_attempts - 1
+    started = max_attempts - left
+    return started if status != JobState.QUEUED else started - 1
+
+
+def _parse_error(exc_string: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(exc_string)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "type" in parsed:
+        return parsed
+    last_line = exc_string.strip().splitlines()[-1] if exc_string.strip() else "unknown error"
+    return {"type": "internal_error", "message": last_line}

@@ -1,0 +1,47 @@
+"""Entry point of one worker process: config -> providers -> pipeline -> async worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+
+from gateway.config import Config
+from workers.pipeline import JobPipeline
+from workers.worker import AsyncWorker
+
+
+def build_worker(
+    config: Config, redis_url: str, queue: str, concurrency: int | None = None, name: str | None = None
+) -> tuple[AsyncWorker, JobPipeline]:
+    if queue not in config.gateway.queues:
+        raise ValueError(f"unknown queue {queue!r}; configured: {', '.join(config.gateway.queues)}")
+    connection = redis.Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=10)
+    pipeline = JobPipeline.from_config(config, connection)
+    settings = config.gateway.workers
+    worker = AsyncWorker(
+        queue,
+        connection=connection,
+        redis_url=redis_url,
+        runner=pipeline,
+        concurrency=concurrency or config.gateway.queues[queue].concurrency,  # type: ignore[index]
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_ttl=settings.heartbeat_ttl,
+        name=name,
+    )
+    return worker, pipeline
+
+
+async def run_worker(
+    config: Config, redis_url: str, queue: str, *, concurrency: int | None = None, burst: bool = False
+) -> None:
+    worker, pipeline = build_worker(config, redis_url, queue, concurrency)
+    try:
+        await worker.run(burst=burst)
+    finally:
+        await pipeline.aclose()
+        worker.connection.close()
+
+
+def main(config: Config, redis_url: str, queue: str, concurrency: int | None, burst: bool) -> None:
+    asyncio.run(run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst))

@@ -1,0 +1,209 @@
+"""The job pipeline: one queued request -> route -> provider calls -> result and audit event.
+
+The worker calls a ``JobPipeline`` for every job. A retryable provider failure moves on to the
+next deployment in the chain; when the chain is exhausted the last retryable error is raised and
+the worker hands the job back to RQ, which requeues it with backoff. Every attempt leaves one
+audit event, appended to the Redis stream before the result is written (at-least-once: the
+audit writer drops a re-delivered duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from loguru import logger
+from rq.job import Job
+
+from gateway.audit import AuditEvent, append_event, request_sha256
+from gateway.config import Config
+from gateway.errors import GatewayError, ProviderError
+from gateway.jobs import Attempt, JobRequest, JobResult, Usage
+from workers.providers.base import Completion, CompletionRequest, Provider
+from workers.providers.registry import build_provider
+from workers.routing import RouteStep, build_chain, resolve_alias
+
+
+class JobPipeline:
+    """Runs one job end to end; holds the providers (and their HTTP pools) for the worker's life."""
+
+    def __init__(self, config: Config, connection: redis.Redis, providers: dict[str, Provider]) -> None:
+        self.config = config
+        self.connection = connection
+        self.providers = providers
+
+    @classmethod
+    def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
+        providers: dict[str, Provider] = {}
+        for alias in config.models.models:
+            for step in build_chain(config.models, alias):
+                if step.name not in providers:
+                    providers[step.name] = build_provider(step.name, step.deployment)
+        return cls(config, connection, providers)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        payload: dict[str, Any] = job.args[0]
+        request = JobRequest.model_validate(payload["request"])
+        attempt = _attempt_number(job, int(payload.get("max_attempts", 1)))
+        started = time.monotonic()
+        queue_wait_ms = _ms_between(job.enqueued_at, job.started_at)
+        calls: list[Attempt] = []
+        alias = resolve_alias(self.config.models, request.model, request.task)
+        chain = build_chain(self.config.models, alias)
+        context = _AuditContext(job, payload["service"], attempt, queue_wait_ms, request)
+        try:
+            step, completion, latency_ms = await self._call_chain(chain, request, attempt, calls)
+        except GatewayError as exc:
+            will_retry = exc.retryable and bool(job.retries_left)
+            self._audit(context, calls, started, error=exc, status="retrying" if will_retry else "failed")
+            raise
+        result = self._result(step, completion, attempt, calls, queue_wait_ms, latency_ms, started)
+        self._audit(context, calls, started, result=result)
+        return result.model_dump(mode="json")
+
+    async def _call_chain(
+        self, chain: list[RouteStep], request: JobRequest, attempt: int, calls: list[Attempt]
+    ) -> tuple[RouteStep, Completion, float]:
+        """Try each deployment in order; a retryable error moves on, any other error stops."""
+        completion_request = CompletionRequest(
+            messages=request.all_messages(),
+            max_tokens=request.max_tokens or self.config.gateway.jobs.max_output_tokens,
+            temperature=request.temperature,
+        )
+        last_error: GatewayError | None = None
+        for step in chain:
+            provider = self.providers[step.name]
+            record = Attempt(
+                attempt=attempt, model=step.alias, deployment=step.name, provider=provider.kind, outcome="ok"
+            )
+            if reason := provider.unavailable_reason():
+                calls.append(record.model_copy(update={"outcome": "skipped", "error": {"reason": reason}}))
+                continue
+            began = time.monotonic()
+            try:
+                completion = await provider.complete(completion_request)
+            except ProviderError as exc:
+                latency = (time.monotonic() - began) * 1000
+                calls.append(
+                    record.model_copy(update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency})
+                )
+                logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
+                if not exc.retryable:
+                    raise
+                last_error = exc
+                continue
+            latency = (time.monotonic() - began) * 1000
+            calls.append(record.model_copy(update={"latency_ms": round(latency, 2)}))
+            return step, completion, latency
+        if last_error is not None:
+            raise last_error
+        reasons = "; ".join(f"{c.deployment}: {(c.error or {}).get('reason')}" for c in calls)
+        raise _NoDeploymentError(f"no deployment of {chain[0].alias if chain else '?'} can be called: {reasons}")
+
+    def _result(
+        self,
+        step: RouteStep,
+        completion: Completion,
+        attempt: int,
+        calls: list[Attempt],
+        queue_wait_ms: float,
+        latency_ms: float,
+        started: float,
+    ) -> JobResult:
+        pricing = step.deployment.pricing
+        return JobResult(
+            output=completion.text,
+            model=step.alias,
+            provider=step.deployment.provider,
+            provider_model=completion.provider_model,
+            offline=step.deployment.provider == "offline",
+            usage=Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens),
+            cost_usd=round(pricing.cost(completion.input_tokens, completion.output_tokens), 8),
+            attempt=attempt,
+            calls=calls,
+            timings={
+                "queue_wait_ms": round(queue_wait_ms, 2),
+                "provider_latency_ms": round(latency_ms, 2),
+                "worker_ms": round((time.monotonic() - started) * 1000, 2),
+            },
+            finish_reason=completion.finish_reason,
+        )
+
+    def _audit(
+        self,
+        ctx: _AuditContext,
+        calls: list[Attempt],
+        started: float,
+        *,
+        result: JobResult | None = None,
+        error: GatewayError | None = None,
+        status: str = "succeeded",
+    ) -> None:
+        last = calls[-1] if calls else None
+        event = AuditEvent(
+            time=ctx.time,
+            job_id=ctx.job.id,
+            attempt=ctx.attempt,
+            service=ctx.service,
+            model=result.model if result else (last.model if last else ""),
+            provider=result.provider if result else (last.provider if last else ""),
+            provider_model=result.provider_model if result else "",
+            deployment=last.deployment if last else "",
+            status=status,  # type: ignore[arg-type]
+            queue=ctx.job.origin,
+            queue_wait_ms=round(ctx.queue_wait_ms, 2),
+            latency_ms=result.timings["provider_latency_ms"] if result else 0.0,
+            total_ms=round((time.monotonic() - started) * 1000 + ctx.queue_wait_ms, 2),
+            input_tokens=result.usage.input_tokens if result else 0,
+            output_tokens=result.usage.output_tokens if result else 0,
+            cost_usd=result.cost_usd if result else 0.0,
+            request_sha256=ctx.request_hash,
+            error_type=error.type if error else None,
+            error_message=error.message if error else None,
+            calls=sum(1 for c in calls if c.outcome != "skipped"),
+            offline=result.offline if result else False,
+        )
+        append_event(self.connection, event)
+
+
+class _NoDeploymentError(GatewayError):
+    type = "no_deployment_available"
+    http_status = 503
+
+
+class _AuditContext:
+    """What every audit event of one attempt shares."""
+
+    def __init__(self, job: Job, service: str, attempt: int, queue_wait_ms: float, request: JobRequest) -> None:
+        self.job = job
+        self.service = service
+        self.attempt = attempt
+        self.queue_wait_ms = queue_wait_ms
+        self.request_hash = request_sha256(request.model_dump(mode="json", exclude_none=True))
+        started = job.started_at or datetime.now(UTC)
+        self.time = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _attempt_number(job: Job, max_attempts: int) -> int:
+    """RQ counts retries left; callers count attempts (1-based)."""
+    if job.retries_left is None:
+        return 1
+    return max(1, max_attempts - int(job.retries_left))
+
+
+def _ms_between(start: Any, end: Any) -> float:
+    if start is None or end is None:
+        return 0.0
+    return max(0.0, (end - start).total_seconds() * 1000)
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """The dotted path on every aigw job. aigw's AsyncWorker runs its JobPipeline instead; this
+    exists so the path resolves, and refuses to run under a stock RQ worker (no shared pools)."""
+    raise RuntimeError("aigw jobs run on `aigw worker` (the async worker), not on a stock RQ worker")

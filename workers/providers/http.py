@@ -1,0 +1,243 @@
+"""Shared plumbing of the network providers: one capped httpx client per deployment, the key
+lookup, and the single place where transport errors and HTTP statuses become ``ProviderError``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from gateway.config import Deployment
+from gateway.errors import (
+    BadProviderResponseError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from workers.providers.base import Completion, CompletionRequest
+
+#: 409 is a provider-side lock (e.g. a concurrent update), worth another try like a 5xx.
+UNAVAILABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+#: 529 is Anthropic's "overloaded": back off the same way as a 429.
+RATE_LIMITED_STATUSES = frozenset({429, 529})
+AUTH_STATUSES = frozenset({401, 403})
+#: How much of a provider's own error message reaches a job record.
+MAX_DETAIL_CHARS = 200
+
+
+def build_client(deployment: Deployment) -> httpx.AsyncClient:
+    """A client for one deployment, reused for the life of the worker (DESIGN.md §3).
+
+    The config names connect, read and total; a stalled write is waiting on the peer like a
+    read, and waiting for a free connection in the capped pool is bounded by the total anyway.
+    Every idle connection is kept: the pool is small and reconnecting costs a TLS handshake.
+    """
+    t = deployment.timeouts
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.total),
+        limits=httpx.Limits(
+            max_connections=deployment.max_connections,
+            max_keepalive_connections=deployment.max_connections,
+        ),
+    )
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP-date)."""
+    millis = _finite(headers.get("retry-after-ms"))
+    if millis is not None:
+        return max(0.0, millis / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _finite(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def error_for_status(
+    response: httpx.Response, *, deployment: str, key_env: str | None, secret: str | None
+) -> ProviderError | None:
+    """The error a non-2xx answer means, or None for a success."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    if status in RATE_LIMITED_STATUSES:
+        return RateLimitedError(
+            f"provider is rate limiting (HTTP {status})",
+            deployment=deployment,
+            retry_after=parse_retry_after(response.headers),
+        )
+    if status in AUTH_STATUSES:
+        # Only the provider's error *type*: some providers quote the offending key in the message.
+        kind = _error_field(response, "type")
+        what = f"HTTP {status}" + (f", {kind}" if kind else "")
+        fix = f"check the key in {key_env}" if key_env else "this deployment sends no key; set api_key_env"
+        return ProviderAuthError(f"provider rejected the credentials ({what}); {fix}", deployment=deployment)
+    detail = _scrub(_error_field(response, "message") or response.text, secret)
+    if status in UNAVAILABLE_STATUSES or status >= 500:
+        return ProviderUnavailableError(
+            f"provider unavailable (HTTP {status}): {detail}", deployment=deployment
+        )
+    if status >= 400:
+        return ProviderRequestError(
+            f"provider refused the request (HTTP {status}): {detail}", deployment=deployment
+        )
+    return BadProviderResponseError(f"unexpected HTTP {status} from provider", deployment=deployment)
+
+
+def _error_field(response: httpx.Response, field: str) -> str | None:
+    """``error.<field>`` (OpenAI, Anthropic) or a bare ``error`` string (Ollama) from an error body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get(field), str):
+        return str(error[field])
+    if isinstance(error, str) and field == "message":
+        return error
+    return None
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    flat = " ".join(text.split())
+    if secret:
+        flat = flat.replace(secret, "***")
+    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 3] + "..."
+
+
+def require_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def optional_str(value: Any) -> str | None:
+    return None if value is None else require_str(value)
+
+
+def require_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+class HttpProvider:
+    """Base of the network providers: the client, the key and one exchange per ``complete``.
+
+    A subclass says where to post (``path``), how to authenticate (``headers``), and how to
+    translate (``payload``, ``parse``). The key is read from the environment on every call, so a
+    rotated key (config reload) takes effect without rebuilding the provider.
+    """
+
+    kind: str = ""
+    default_api_base: str = ""
+    #: The vendor's conventional variable, used only against the vendor's own endpoint.
+    default_key_env: str | None = None
+    path: str = ""
+
+    def __init__(self, name: str, deployment: Deployment) -> None:
+        self.name = name
+        self.deployment = deployment
+        self.api_base = (deployment.api_base or self.default_api_base).rstrip("/")
+        default_env = self.default_key_env if deployment.api_base is None else None
+        self.key_env: str | None = deployment.api_key_env or default_env
+        self._client = build_client(deployment)
+
+    def unavailable_reason(self) -> str | None:
+        if self.key_env is not None and not os.environ.get(self.key_env):
+            return f"{self.key_env} is not set"
+        return None
+
+    def headers(self, key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def payload(self, request: CompletionRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, data: Any) -> Completion:
+        raise NotImplementedError
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        key = self._key()
+        data = await self._post(self.payload(request), self.headers(key), key)
+        try:
+            return self.parse(data)
+        except (LookupError, TypeError, ValueError) as exc:
+            raise BadProviderResponseError(
+                f"not a valid {self.kind} response: {type(exc).__name__}: {_scrub(str(exc), key)}",
+                deployment=self.name,
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _key(self) -> str | None:
+        if self.key_env is None:
+            return None
+        key = os.environ.get(self.key_env)
+        if not key:
+            raise ProviderAuthError(f"{self.key_env} is not set", deployment=self.name)
+        return key
+
+    async def _post(self, payload: dict[str, Any], headers: dict[str, str], key: str | None) -> Any:
+        """One HTTP exchange; every way it can fail leaves as a ProviderError."""
+        total = self.deployment.timeouts.total
+        url = self.api_base + self.path
+        try:
+            async with asyncio.timeout(total):
+                response = await self._client.post(url, json=payload, headers=headers)
+        except TimeoutError as exc:
+            raise ProviderUnavailableError(
+                f"no answer within {total:g}s (timeouts.total)", deployment=self.name
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailableError(
+                f"{type(exc).__name__} talking to {url}", deployment=self.name
+            ) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ProviderRequestError(
+                f"bad api_base {self.api_base!r}: {exc}", deployment=self.name
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailableError(
+                f"{type(exc).__name__} talking to {url}: {_scrub(str(exc), key)}", deployment=self.name
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
+        error = error_for_status(response, deployment=self.name, key_env=self.key_env, secret=key)
+        if error is not None:
+            raise error
+        try:
+            return response.json()
+        except ValueError as exc:
+            snippet = _scrub(response.text, key)[:60]
+            raise BadProviderResponseError(
+                f"response is not JSON (HTTP {response.status_code}): {snippet!r}", deployment=self.name
+            ) from exc

@@ -1,0 +1,337 @@
+"""The async RQ worker: many jobs in flight in one process, on RQ's own bookkeeping.
+
+Stock RQ runs one job per process. Our jobs are I/O-bound provider calls, so one asyncio loop
+runs up to ``concurrency`` of them at once (DESIGN.md §3). What stays RQ's: the queue and its
+intermediate queue (BLMOVE), executions, the started/failed/finished registries, results,
+retries and the scheduler's lock. What is ours: the loop, one heartbeat task that refreshes
+every in-flight execution with a short TTL, a reaper that finds abandoned jobs in seconds, and
+cancellation of a running job through a pub/sub message to the worker that holds it.
+
+A worker serves exactly one queue: multi-queue dequeue falls back to BLPOP and loses the
+intermediate queue's crash safety. RQ's sync Redis calls run on the loop; each is one
+loopback round trip, cheaper than a thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from loguru import logger
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
+
+from gateway import keys
+from gateway.errors import GatewayError, JobTimeoutError
+
+#: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
+JobRunner = Callable[[Job], Awaitable[Any]]
+
+
+@dataclass
+class _Running:
+    job: Job
+    execution: Execution
+    task: asyncio.Task[None]
+    canceled_by_user: bool = False
+
+
+class AsyncWorker(BaseWorker):  # type: ignore[misc]
+    """Runs up to ``concurrency`` jobs of one queue at once in one asyncio loop."""
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        connection: redis.Redis,
+        redis_url: str,
+        runner: JobRunner,
+        concurrency: int = 200,
+        heartbeat_interval: float = 3.0,
+        heartbeat_ttl: int = 15,
+        reap_interval: float = 5.0,
+        shutdown_grace: float = 25.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            [queue],
+            name=name,
+            connection=connection,
+            serializer=JSONSerializer,
+            worker_ttl=max(heartbeat_ttl, 10),
+            job_monitoring_interval=int(heartbeat_interval) or 1,
+        )
+        self.runner = runner
+        self.redis_url = redis_url
+        self.concurrency = concurrency
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.reap_interval = reap_interval
+        self.shutdown_grace = shutdown_grace
+        self.queue: Queue = self.queues[0]
+        self._running: dict[str, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
+
+    # --- RQ hooks -------------------------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Short on purpose: a killed worker's jobs expire from the started registry in seconds."""
+        return self.heartbeat_ttl
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    # --- main loop ------------------------------------------------------------------------------
+
+    def work_async(self, burst: bool = False) -> None:
+        """Blocking entry point: run the loop until stopped (or, in burst mode, until idle)."""
+        asyncio.run(self.run(burst=burst))
+
+    async def run(self, burst: bool = False) -> None:
+        self.register_birth()
+        self.set_state(WorkerStatus.IDLE)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_shutdown)
+        aconn = aredis.Redis.from_url(self.redis_url, socket_keepalive=True)
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._reaper_loop(), name="reaper"),
+            asyncio.create_task(self._cancel_listener(aconn), name="cancel-listener"),
+        ]
+        logger.info("worker {} serving queue {!r} with {} slots", self.name, self.queue.name, self.concurrency)
+        try:
+            await self._dequeue_loop(aconn, burst)
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await aconn.aclose()
+            with contextlib.suppress(redis.RedisError):
+                self._scheduler.release_locks()
+                self.register_death()
+            logger.info("worker {} stopped", self.name)
+
+    def request_shutdown(self) -> None:
+        """SIGTERM/SIGINT: stop taking jobs; in-flight jobs get ``shutdown_grace`` seconds."""
+        if not self._stopping.is_set():
+            logger.info("worker {} shutting down: {} jobs in flight", self.name, len(self._running))
+            self._stopping.set()
+
+    async def _dequeue_loop(self, aconn: aredis.Redis, burst: bool) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        backoff = 0.5
+        while not self._stopping.is_set():
+            await slots.acquire()
+            try:
+                job_id = await self._dequeue(aconn, burst)
+                backoff = 0.5
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                slots.release()
+                logger.warning("worker {}: Redis unreachable ({}); retrying in {:.1f}s", self.name, exc, backoff)
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if job_id is None:
+                slots.release()
+                if burst:
+                    if not self._running:
+                        return
+                    await asyncio.wait([r.task for r in self._running.values()], timeout=0.5)
+                continue
+            task = asyncio.create_task(self._execute(job_id))
+            task.add_done_callback(lambda _t: slots.release())
+
+    async def _dequeue(self, aconn: aredis.Redis, burst: bool) -> str | None:
+        """Move one job id to the intermediate queue (RQ's crash-safe BLMOVE)."""
+        intermediate = self.queue.intermediate_queue_key
+        if burst:
+            raw = await aconn.lmove(self.queue.key, intermediate)
+        else:
+            raw = await aconn.blmove(self.queue.key, intermediate, timeout=1)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # --- one job --------------------------------------------------------------------------------
+
+    async def _execute(self, job_id: str) -> None:
+        job = self._fetch(job_id)
+        if job is None:
+            return
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        task = asyncio.current_task()
+        assert task is not None
+        running = _Running(job=job, execution=execution, task=task)
+        self._running[job.id] = running
+        try:
+            with logger.contextualize(job_id=job.id):
+                await self._perform(running)
+        finally:
+            self._running.pop(job.id, None)
+            if not self._running:
+                self.set_state(WorkerStatus.IDLE)
+
+    def _fetch(self, job_id: str) -> Job | None:
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except Exception as exc:  # a missing or unreadable job: drop it from the intermediate queue
+            logger.warning("worker {}: cannot load job {}: {}", self.name, job_id, exc)
+            self.connection.lrem(self.queue.intermediate_queue_key, 1, job_id)
+            return None
+        if job.get_status(refresh=False) == JobStatus.CANCELED:
+            self.connection.lrem(self.queue.intermediate_queue_key, 1, job_id)
+            return None
+        return job
+
+    async def _perform(self, running: _Running) -> None:
+        job, execution = running.job, running.execution
+        job.started_at = now()
+        timeout = job.timeout if job.timeout and job.timeout > 0 else None
+        try:
+            async with asyncio.timeout(timeout):
+                value = await self.runner(job)
+        except asyncio.CancelledError:
+            if running.canceled_by_user:
+                self._finalize_canceled(job, execution)
+                return
+            self._requeue_interrupted(job, execution)
+            raise
+        except TimeoutError:
+            self._fail(job, execution, JobTimeoutError(f"job ran past its timeout of {timeout}s"))
+        except GatewayError as exc:
+            self._fail(job, execution, exc)
+        except Exception as exc:
+            logger.exception("job {} raised an unexpected error", job.id)
+            self._fail(job, execution, GatewayError(f"{type(exc).__name__}: {exc}"))
+        else:
+            self._finalize_success(job, self.queue, execution, value)
+            self._publish_done(job.id)
+
+    def _fail(self, job: Job, execution: Execution, error: GatewayError) -> None:
+        """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left."""
+        job._status = JobStatus.FAILED
+        job.ended_at = now()
+        if not error.retryable:
+            job.retries_left = 0
+        will_retry = job.should_retry
+        self.handle_job_failure(
+            job=job,
+            queue=self.queue,
+            started_job_registry=self.queue.started_job_registry,
+            exc_string=json.dumps(error.to_dict()),
+            execution=execution,
+        )
+        if not will_retry:
+            self._publish_done(job.id)
+
+    def _finalize_canceled(self, job: Job, execution: Execution) -> None:
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            job.set_status(JobStatus.CANCELED, pipeline=pipe)
+            job.ended_at = now()
+            pipe.hset(job.key, "ended_at", job.ended_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            pipe.execute()
+        self._publish_done(job.id)
+        logger.info("job {} canceled while running", job.id)
+
+    def _requeue_interrupted(self, job: Job, execution: Execution) -> None:
+        """Shutdown reached a job that did not finish in time: put it back at the queue's front."""
+        with contextlib.suppress(redis.RedisError), self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            job.set_status(JobStatus.QUEUED, pipeline=pipe)
+            self.queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            pipe.execute()
+            logger.info("job {} requeued on shutdown", job.id)
+
+    def _publish_done(self, job_id: str) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.connection.publish(keys.DONE_CHANNEL, job_id)
+
+    async def _drain(self) -> None:
+        """Let in-flight jobs finish up to the grace deadline, then requeue the rest."""
+        if not self._running:
+            return
+        tasks = [r.task for r in self._running.values()]
+        _done, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- background tasks -----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """One pipeline refreshes the worker and every in-flight execution's TTL."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                self._heartbeat_all()
+            except redis.RedisError as exc:
+                logger.warning("worker {}: heartbeat failed: {}", self.name, exc)
+
+    def _heartbeat_all(self) -> None:
+        ttl = self.heartbeat_ttl
+        stamp = now()
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.heartbeat(self.worker_ttl + ttl, pipeline=pipe)
+            for running in list(self._running.values()):
+                running.execution.heartbeat(self.queue.started_job_registry, ttl, pipeline=pipe)
+                running.job.heartbeat(stamp, ttl, pipeline=pipe, xx=True)
+            pipe.execute()
+
+    async def _reaper_loop(self) -> None:
+        """Requeue abandoned jobs, move due retries back to the queue, clean registries."""
+        last_clean = 0.0
+        while True:
+            try:
+                self._reap()
+                if time.monotonic() - last_clean > self.maintenance_interval:
+                    self.clean_registries()
+                    last_clean = time.monotonic()
+            except redis.RedisError as exc:
+                logger.warning("worker {}: maintenance failed: {}", self.name, exc)
+            await asyncio.sleep(self.reap_interval if not self._stopping.is_set() else 0.2)
+
+    def _reap(self) -> None:
+        self.queue.started_job_registry.cleanup()
+        if self._scheduler.acquire_locks():
+            self._scheduler.enqueue_scheduled_jobs()
+
+    async def _cancel_listener(self, aconn: aredis.Redis) -> None:
+        """Cancel a running job when the API publishes its id (stop_job commands reach one job only)."""
+        while True:
+            try:
+                async with aconn.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._cancel_running(message["data"].decode())
+            except (redis.ConnectionError, OSError) as exc:
+                logger.warning("worker {}: cancel listener lost Redis ({}); reconnecting", self.name, exc)
+                await asyncio.sleep(1.0)
+
+    def _cancel_running(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is not None and not running.task.done():
+            running.canceled_by_user = True
+            running.task.cancel()
