@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
@@ -35,40 +36,64 @@ _JOB_REQUEST_SCHEMA = {
 }
 
 
-def create_app(config: Config, redis_url: str) -> FastAPI:
-    connection = redis.Redis.from_url(
-        redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
-    )
-    store = JobStore(connection, config)
-    services = ServiceRegistry(connection, config)
-    waiter = CompletionWaiter(redis_url)
-    limits = config.gateway.api
+@dataclass
+class _Gateway:
+    """What the routes share: built once in ``create_app``, passed down (no module globals)."""
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await waiter.start()
-        yield
-        await waiter.stop()
-        connection.close()
+    config: Config
+    connection: redis.Redis
+    store: JobStore
+    services: ServiceRegistry
+    waiter: CompletionWaiter
 
-    app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
-    _install_error_handlers(app)
-
-    def authenticate(authorization: str | None, x_api_key: str | None) -> str:
+    def authenticate(self, authorization: str | None, x_api_key: str | None) -> str:
         token = x_api_key
         if authorization:
             scheme, _, value = authorization.partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
-        return services.authenticate(token)
+        return self.services.authenticate(token)
 
-    async def wait_for(job_id: str, service: str, wait: float) -> JobView:
-        view = store.view(job_id, service)
+    async def wait_for(self, job_id: str, service: str, wait: float) -> JobView:
+        view = self.store.view(job_id, service)
         if view.status.is_final or wait <= 0:
             return view
-        wait = min(wait, limits.max_wait_seconds)
-        await waiter.wait(job_id, wait, lambda: store.view(job_id, service).status.is_final)
-        return store.view(job_id, service)
+        wait = min(wait, self.config.gateway.api.max_wait_seconds)
+        await self.waiter.wait(job_id, wait, lambda: self.store.view(job_id, service).status.is_final)
+        return self.store.view(job_id, service)
 
+
+def create_app(config: Config, redis_url: str) -> FastAPI:
+    connection = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
+    )
+    gw = _Gateway(
+        config=config,
+        connection=connection,
+        store=JobStore(connection, config),
+        services=ServiceRegistry(connection, config),
+        waiter=CompletionWaiter(redis_url),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gw.waiter.start()
+        yield
+        await gw.waiter.stop()
+        connection.close()
+
+    app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
+    _install_error_handlers(app)
+    _add_job_routes(app, gw)
+    _add_health_routes(app, gw)
+    _add_job_request_schema(app)
+    return app
+
+
+def _json(view: JobView, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(view.model_dump(mode="json", exclude_none=True), status_code=status_code)
+
+
+def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
     @app.post("/v1/jobs", status_code=202, response_model=JobView, openapi_extra=_JOB_REQUEST_SCHEMA)
     async def submit_job(
         request: Request,
@@ -76,13 +101,12 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        service = authenticate(authorization, x_api_key)
-        job_request = _parse_job_request(await request.body(), limits.max_prompt_chars)
-        _check_model(config, job_request)
-        job_id, _created = store.enqueue(service, job_request)
-        view = await wait_for(job_id, service, wait)
-        code = 200 if view.status.is_final else 202
-        return JSONResponse(view.model_dump(mode="json", exclude_none=True), status_code=code)
+        service = gw.authenticate(authorization, x_api_key)
+        job_request = _parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
+        _check_model(gw.config, job_request)
+        job_id, _created = gw.store.enqueue(service, job_request)
+        view = await gw.wait_for(job_id, service, wait)
+        return _json(view, 200 if view.status.is_final else 202)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(
@@ -91,9 +115,8 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        service = authenticate(authorization, x_api_key)
-        view = await wait_for(job_id, service, wait)
-        return JSONResponse(view.model_dump(mode="json", exclude_none=True))
+        service = gw.authenticate(authorization, x_api_key)
+        return _json(await gw.wait_for(job_id, service, wait))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView)
     async def cancel_job(
@@ -101,12 +124,14 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        service = authenticate(authorization, x_api_key)
-        view, signalled = store.cancel(job_id, service)
-        if signalled:
-            view = await wait_for(job_id, service, 10.0)
-        return JSONResponse(view.model_dump(mode="json", exclude_none=True))
+        service = gw.authenticate(authorization, x_api_key)
+        view, signalled = gw.store.cancel(job_id, service)
+        if signalled:  # a running job: its worker finalises the cancel
+            view = await gw.wait_for(job_id, service, 10.0)
+        return _json(view)
 
+
+def _add_health_routes(app: FastAPI, gw: _Gateway) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
@@ -114,18 +139,14 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         try:
-            connection.ping()
-            workers = live_workers(connection)
+            gw.connection.ping()
+            workers = live_workers(gw.connection)
         except redis.RedisError:
             raise UnavailableError("Redis is unreachable", retry_after=1.0) from None
-        by_queue = {q: sum(1 for w in workers if q in w["queues"]) for q in config.gateway.queues}
+        by_queue = {q: sum(1 for w in workers if q in w["queues"]) for q in gw.config.gateway.queues}
         ready = all(by_queue.values())
         body = {"status": "ready" if ready else "not_ready", "redis": "ok", "workers": by_queue}
         return JSONResponse(body, status_code=200 if ready else 503)
-
-    app.openapi_schema = None
-    _add_job_request_schema(app)
-    return app
 
 
 def _parse_job_request(body: bytes, max_chars: int) -> JobRequest:

@@ -47,7 +47,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def setup_logging(level: str = "INFO") -> None:
     logger.remove()
-    logger.add(sys.stderr, level=os.environ.get("AIGW_LOG_LEVEL", level), format="{time:HH:mm:ss} {level:<7} {message}")
+    logger.add(
+        sys.stderr,
+        level=os.environ.get("AIGW_LOG_LEVEL", level),
+        format="{time:HH:mm:ss} {level:<7} {message}",
+    )
 
 
 def _config(path: Path | None, *, create: bool = False) -> Config:
@@ -58,11 +62,14 @@ def _config(path: Path | None, *, create: bool = False) -> Config:
 
 
 def _redis_url(config: Config) -> str:
-    url = config.redis_url()
-    if url:
-        return url
-    from gateway.redis_server import DEFAULT_LOCAL_URL
+    """REDIS_URL or config, else the embedded Redis a running `aigw up` noted, else 127.0.0.1:6379."""
+    from gateway.redis_server import DEFAULT_LOCAL_URL, embedded_url_file
 
+    if url := config.redis_url():
+        return url
+    noted = embedded_url_file(aigw_home())
+    if noted.exists():
+        return noted.read_text().strip()
     return DEFAULT_LOCAL_URL
 
 
@@ -114,7 +121,7 @@ def _banner(stack: Any, token: str | None) -> None:
     out.print("try:")
     out.print(f"  export AIGW_TOKEN={token or '<your token>'}", soft_wrap=True)
     out.print(
-        f"  curl -s -H \"Authorization: Bearer $AIGW_TOKEN\" -d '{{\"prompt\": \"Hello\"}}' "
+        f'  curl -s -H "Authorization: Bearer $AIGW_TOKEN" -d \'{{"prompt": "Hello"}}\' '
         f"'{stack.api_url}/v1/jobs?wait=10'",
         soft_wrap=True,
     )
@@ -143,7 +150,9 @@ def api(
 @app.command()
 def worker(
     config: ConfigOpt = None,
-    queue: Annotated[str, typer.Option("--queue", "-q", help="The one queue this process serves.")] = "interactive",
+    queue: Annotated[
+        str, typer.Option("--queue", "-q", help="The one queue this process serves.")
+    ] = "interactive",
     concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
 ) -> None:
@@ -194,9 +203,10 @@ def _print_job(job: dict[str, Any], waited: bool) -> None:
         out.print(result["output"], soft_wrap=True, markup=False)
         label = " (offline provider)" if result.get("offline") else ""
         usage = result["usage"]
+        tokens = f"{usage['input_tokens']}+{usage['output_tokens']} tokens"
         err.print(
             f"[dim]{result['model']} via {result['provider']}/{result['provider_model']}{label} · "
-            f"{usage['input_tokens']}+{usage['output_tokens']} tokens · ${result['cost_usd']:.6f} · job {job['id']}[/]"
+            f"{tokens} · ${result['cost_usd']:.6f} · job {job['id']}[/]"
         )
     elif status in ("failed", "canceled"):
         error = job.get("error") or {}
@@ -236,7 +246,8 @@ def _print_status(status: dict[str, Any]) -> None:
     api_, rds = status["api"], status["redis"]
     out.print(f"API     {api_['url']}  " + ("[green]up[/]" if api_["ok"] else "[red]down[/]"))
     persistence = "AOF on" if rds["aof_enabled"] else "[yellow]AOF off[/]"
-    out.print(f"Redis   {rds['version']}  {persistence}  memory {rds['used_memory_human']}  {rds['maxmemory_policy']}")
+    memory = f"memory {rds['used_memory_human']}  {rds['maxmemory_policy']}"
+    out.print(f"Redis   {rds['version']}  {persistence}  {memory}")
     table = Table("queue", "queued", "running", "retrying", "failed", "succeeded", title="Queues")
     for name, q in status["queues"].items():
         table.add_row(name, *(str(q[k]) for k in ("queued", "running", "retrying", "failed", "succeeded")))
@@ -350,6 +361,30 @@ def audit_verify(path: Annotated[Path | None, typer.Option(help="Audit log path.
     if not report.ok:
         fail(f"{target}: chain broken at line {report.first_bad_line}: {report.reason}")
     out.print(f"[green]ok[/] {target}: {report.lines} lines, chain intact")
+
+
+@audit_app.command("writer")
+def audit_writer(
+    config: ConfigOpt = None,
+    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
+) -> None:
+    """Drain the audit stream into the JSON-lines file (one writer per file; `aigw up` runs one)."""
+    import threading
+
+    from gateway.audit import AuditWriter
+
+    setup_logging()
+    cfg = _config(config)
+    target = path or Path(cfg.gateway.audit.path or aigw_home() / "audit.log").expanduser()
+    writer = AuditWriter(_connect(cfg), target, consumer=f"writer-{os.getpid()}")
+    stop = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        writer.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 def main() -> None:

@@ -37,7 +37,9 @@ def _check(response: httpx.Response) -> dict[str, Any]:
         body = None
     if response.status_code >= 400:
         error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise ApiError(response.status_code, error.get("type", "http_error"), error.get("message", response.text))
+        raise ApiError(
+            response.status_code, error.get("type", "http_error"), error.get("message", response.text)
+        )
     if not isinstance(body, dict):
         raise ApiError(response.status_code, "bad_response", "the API did not answer with a JSON object")
     return body
@@ -67,7 +69,9 @@ class Client:
     def submit(self, prompt: str | None = None, *, wait: float = 0, **fields: Any) -> dict[str, Any]:
         """Enqueue a job (prompt or messages=…, model=…, task=…); ``wait`` > 0 waits for the result."""
         params = {"wait": wait} if wait else None
-        return _check(self._http.post("/v1/jobs", json=_job_body(prompt, fields), params=params, timeout=wait + 30))
+        return _check(
+            self._http.post("/v1/jobs", json=_job_body(prompt, fields), params=params, timeout=wait + 30)
+        )
 
     def get(self, job_id: str, *, wait: float = 0) -> dict[str, Any]:
         params = {"wait": wait} if wait else None

@@ -116,6 +116,8 @@ class RedisConfig(Strict):
     """Where Redis is. ``REDIS_URL`` in the environment wins over ``url``."""
 
     url: str | None = None
+    #: use a Redis answering on 127.0.0.1:6379 before starting an embedded one
+    probe_local: bool = True
     embedded_port: int = Field(6390, ge=1, le=65535)
 
 
@@ -245,7 +247,9 @@ def _load_file(path: Path, model: type[Strict], required: bool) -> Strict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path), entry=where) from exc
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path), entry=where
+        ) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -1,21 +1,21 @@
 """One exception tree for aigw; each error maps to an HTTP status, a CLI exit or a job state here.
 
-    GatewayError                  .type (stable string), .http_status, .retryable
-    ├── ConfigError               .file, .entry, .field
-    ├── AuthError                 401
-    ├── ForbiddenError            403
-    ├── NotFoundError             404
-    ├── ValidationError           422 (bad job request)
-    ├── PayloadTooLargeError      413
-    ├── UnavailableError          503 (Redis down); .retry_after
-    ├── PolicyDeniedError         403 or a failed job; .rule
-    ├── ProviderError             .deployment
-    │   ├── ProviderUnavailableError   transport error or 5xx; retryable
-    │   ├── RateLimitedError           429/529; retryable; .retry_after
-    │   ├── ProviderAuthError          401/403 from the provider (names the env var, never the key)
-    │   ├── ProviderRequestError       other 4xx: the request itself is wrong; not retryable
-    │   └── BadProviderResponseError   a body that is not valid for its wire format
-    └── JobTimeoutError           the job ran past its deadline
+GatewayError                  .type (stable string), .http_status, .retryable
+├── ConfigError               .file, .entry, .field
+├── AuthError                 401
+├── ForbiddenError            403
+├── NotFoundError             404
+├── ValidationError           422 (bad job request)
+├── PayloadTooLargeError      413
+├── UnavailableError          503 (Redis down); .retry_after
+├── PolicyDeniedError         403 or a failed job; .rule
+├── ProviderError             .deployment
+│   ├── ProviderUnavailableError   transport error or 5xx; retryable
+│   ├── RateLimitedError           429/529; retryable; .retry_after
+│   ├── ProviderAuthError          401/403 from the provider (names the env var, never the key)
+│   ├── ProviderRequestError       other 4xx: the request itself is wrong; not retryable
+│   └── BadProviderResponseError   a body that is not valid for its wire format
+└── JobTimeoutError           the job ran past its deadline
 """
 
 from __future__ import annotations

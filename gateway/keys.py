@@ -27,3 +27,8 @@ def service_tokens(service: str) -> str:
 
 def worker_heartbeat(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}"
+
+
+def text(value: bytes | str | None) -> str | None:
+    """Decode what redis-py returns (bytes unless the client decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -122,11 +122,18 @@ class RedisServer:
             self.process.wait()
 
 
-def resolve_redis(configured_url: str | None, home: Path, embedded_port: int) -> tuple[str, RedisServer | None]:
+def embedded_url_file(home: Path) -> Path:
+    """Where `aigw up` notes the URL of the embedded Redis it started, for the other commands."""
+    return home / "redis" / "url"
+
+
+def resolve_redis(
+    configured_url: str | None, home: Path, embedded_port: int, *, probe_local: bool = True
+) -> tuple[str, RedisServer | None]:
     """The URL to use and, when we had to start one, the server we own."""
     if configured_url:
         return configured_url, None
-    if ping(DEFAULT_LOCAL_URL):
+    if probe_local and ping(DEFAULT_LOCAL_URL):
         return DEFAULT_LOCAL_URL, None
     port = embedded_port if _port_free(embedded_port) else free_port()
     server = RedisServer.start(home / "redis", port)

@@ -45,7 +45,7 @@ class ServiceRegistry:
         if cached is not None and cached[1] > time.monotonic():
             service = cached[0]
         else:
-            service = self._declared.get(digest) or _text(self.connection.hget(keys.TOKENS, digest))
+            service = self._declared.get(digest) or keys.text(self.connection.hget(keys.TOKENS, digest))
             self._cache[digest] = (service, time.monotonic() + _CACHE_SECONDS)
         if service is None:
             raise AuthError("invalid service token")
@@ -72,7 +72,7 @@ class ServiceRegistry:
         return self.create_token(service)
 
     def remove(self, service: str, *, missing_ok: bool = False) -> int:
-        digests = [d.decode() for d in self.connection.smembers(keys.service_tokens(service))]
+        digests = [str(keys.text(d)) for d in self.connection.smembers(keys.service_tokens(service))]
         if not digests and not missing_ok:
             raise NotFoundError(f"service {service!r} has no tokens")
         with self.connection.pipeline() as pipe:
@@ -86,7 +86,7 @@ class ServiceRegistry:
         """Service name -> number of live tokens (configured services with none show 0)."""
         counts = {name: 0 for name in self.config.services.services}
         for service in self.connection.hvals(keys.TOKENS):
-            name = service.decode()
+            name = str(keys.text(service))
             counts[name] = counts.get(name, 0) + 1
         for name in self._declared.values():
             counts[name] = counts.get(name, 0) + 1
@@ -96,7 +96,3 @@ class ServiceRegistry:
 def _check_name(service: str) -> None:
     if not service or not all(c.isalnum() or c in "-_." for c in service) or len(service) > 64:
         raise ValidationError("a service name is 1-64 letters, digits, '-', '_' or '.'")
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value is not None else None

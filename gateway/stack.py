@@ -22,7 +22,7 @@ from loguru import logger
 
 from gateway.audit import AuditWriter
 from gateway.config import Config
-from gateway.redis_server import RedisServer, resolve_redis
+from gateway.redis_server import RedisServer, embedded_url_file, resolve_redis
 from gateway.services import ServiceRegistry
 
 
@@ -64,7 +64,11 @@ class Stack:
         """Start everything; returns a new token for ``default`` when one had to be created."""
         self.home.mkdir(parents=True, exist_ok=True)
         gw = self.config.gateway
-        self.redis_url, self.redis_server = resolve_redis(self.config.redis_url(), self.home, gw.redis.embedded_port)
+        self.redis_url, self.redis_server = resolve_redis(
+            self.config.redis_url(), self.home, gw.redis.embedded_port, probe_local=gw.redis.probe_local
+        )
+        if self.redis_server is not None:  # so `aigw gateway status` etc. find the embedded Redis
+            embedded_url_file(self.home).write_text(self.redis_url)
         connection = redis.Redis.from_url(self.redis_url)
         try:
             registry = ServiceRegistry(connection, self.config)
@@ -145,3 +149,4 @@ class Stack:
             self.writer_thread.join(timeout=10)
         if self.redis_server is not None:
             self.redis_server.stop()
+            embedded_url_file(self.home).unlink(missing_ok=True)

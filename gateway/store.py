@@ -49,7 +49,7 @@ class JobStore:
             if not self.connection.set(idem_key, job_id, nx=True, ex=ttl):
                 existing = self.connection.get(idem_key)
                 if existing is not None:
-                    return existing.decode(), False
+                    return str(keys.text(existing)), False
         jobs = self.config.gateway.jobs
         queue_name = request.queue or self._default_queue(service)
         max_attempts = jobs.max_attempts
@@ -63,6 +63,7 @@ class JobStore:
             JOB_FUNC,
             payload,
             job_id=job_id,
+            description=f"aigw job from {service}",
             job_timeout=self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
             result_ttl=jobs.result_ttl,
             failure_ttl=jobs.failure_ttl,

@@ -27,6 +27,8 @@ class CompletionWaiter:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="completion-waiter")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), timeout=5)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -24,7 +24,7 @@ def build_worker(
         connection=connection,
         redis_url=redis_url,
         runner=pipeline,
-        concurrency=concurrency or config.gateway.queues[queue].concurrency,  # type: ignore[index]
+        concurrency=concurrency or config.gateway.queues[queue].concurrency,
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_ttl=settings.heartbeat_ttl,
         name=name,

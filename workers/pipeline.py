@@ -18,7 +18,7 @@ import redis
 from loguru import logger
 from rq.job import Job
 
-from gateway.audit import AuditEvent, append_event, request_sha256
+from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, ProviderError
 from gateway.jobs import Attempt, JobRequest, JobResult, Usage
@@ -91,7 +91,9 @@ class JobPipeline:
             except ProviderError as exc:
                 latency = (time.monotonic() - began) * 1000
                 calls.append(
-                    record.model_copy(update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency})
+                    record.model_copy(
+                        update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency}
+                    )
                 )
                 logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
                 if not exc.retryable:
@@ -104,7 +106,9 @@ class JobPipeline:
         if last_error is not None:
             raise last_error
         reasons = "; ".join(f"{c.deployment}: {(c.error or {}).get('reason')}" for c in calls)
-        raise _NoDeploymentError(f"no deployment of {chain[0].alias if chain else '?'} can be called: {reasons}")
+        raise _NoDeploymentError(
+            f"no deployment of {chain[0].alias if chain else '?'} can be called: {reasons}"
+        )
 
     def _result(
         self,
@@ -143,7 +147,7 @@ class JobPipeline:
         *,
         result: JobResult | None = None,
         error: GatewayError | None = None,
-        status: str = "succeeded",
+        status: Status = "succeeded",
     ) -> None:
         last = calls[-1] if calls else None
         event = AuditEvent(
@@ -155,7 +159,7 @@ class JobPipeline:
             provider=result.provider if result else (last.provider if last else ""),
             provider_model=result.provider_model if result else "",
             deployment=last.deployment if last else "",
-            status=status,  # type: ignore[arg-type]
+            status=status,
             queue=ctx.job.origin,
             queue_wait_ms=round(ctx.queue_wait_ms, 2),
             latency_ms=result.timings["provider_latency_ms"] if result else 0.0,
@@ -180,7 +184,9 @@ class _NoDeploymentError(GatewayError):
 class _AuditContext:
     """What every audit event of one attempt shares."""
 
-    def __init__(self, job: Job, service: str, attempt: int, queue_wait_ms: float, request: JobRequest) -> None:
+    def __init__(
+        self, job: Job, service: str, attempt: int, queue_wait_ms: float, request: JobRequest
+    ) -> None:
         self.job = job
         self.service = service
         self.attempt = attempt
@@ -200,7 +206,7 @@ def _attempt_number(job: Job, max_attempts: int) -> int:
 def _ms_between(start: Any, end: Any) -> float:
     if start is None or end is None:
         return 0.0
-    return max(0.0, (end - start).total_seconds() * 1000)
+    return max(0.0, float((end - start).total_seconds()) * 1000)
 
 
 def run_job(payload: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class _Running:
     canceled_by_user: bool = False
 
 
-class AsyncWorker(BaseWorker):  # type: ignore[misc]
+class AsyncWorker(BaseWorker):
     """Runs up to ``concurrency`` jobs of one queue at once in one asyncio loop."""
 
     def __init__(
@@ -73,6 +73,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
             serializer=JSONSerializer,
             worker_ttl=max(heartbeat_ttl, 10),
             job_monitoring_interval=int(heartbeat_interval) or 1,
+            log_job_description=False,  # the description holds the prompt; logs never do
         )
         self.runner = runner
         self.redis_url = redis_url
@@ -84,6 +85,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
         self.queue: Queue = self.queues[0]
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
+        self._listening = asyncio.Event()
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
 
     # --- RQ hooks -------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
         asyncio.run(self.run(burst=burst))
 
     async def run(self, burst: bool = False) -> None:
-        self.register_birth()
+        self.register_birth()  # type: ignore[no-untyped-call]
         self.set_state(WorkerStatus.IDLE)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,7 +117,11 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
             asyncio.create_task(self._reaper_loop(), name="reaper"),
             asyncio.create_task(self._cancel_listener(aconn), name="cancel-listener"),
         ]
-        logger.info("worker {} serving queue {!r} with {} slots", self.name, self.queue.name, self.concurrency)
+        with contextlib.suppress(TimeoutError):  # take no job before a cancel could reach us
+            await asyncio.wait_for(self._listening.wait(), timeout=5)
+        logger.info(
+            "worker {} serving queue {!r} with {} slots", self.name, self.queue.name, self.concurrency
+        )
         try:
             await self._dequeue_loop(aconn, burst)
             await self._drain()
@@ -126,7 +132,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
             await aconn.aclose()
             with contextlib.suppress(redis.RedisError):
                 self._scheduler.release_locks()
-                self.register_death()
+                self.register_death()  # type: ignore[no-untyped-call]
             logger.info("worker {} stopped", self.name)
 
     def request_shutdown(self) -> None:
@@ -145,7 +151,9 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
                 backoff = 0.5
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 slots.release()
-                logger.warning("worker {}: Redis unreachable ({}); retrying in {:.1f}s", self.name, exc, backoff)
+                logger.warning(
+                    "worker {}: Redis unreachable ({}); retrying in {:.1f}s", self.name, exc, backoff
+                )
                 await self._sleep_unless_stopping(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -306,7 +314,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
             try:
                 self._reap()
                 if time.monotonic() - last_clean > self.maintenance_interval:
-                    self.clean_registries()
+                    self.clean_registries()  # type: ignore[no-untyped-call]
                     last_clean = time.monotonic()
             except redis.RedisError as exc:
                 logger.warning("worker {}: maintenance failed: {}", self.name, exc)
@@ -323,6 +331,7 @@ class AsyncWorker(BaseWorker):  # type: ignore[misc]
             try:
                 async with aconn.pubsub() as pubsub:
                     await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    self._listening.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self._cancel_running(message["data"].decode())

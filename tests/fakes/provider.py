@@ -84,6 +84,8 @@ class ReceivedRequest:
     #: whether that credential equals the fake's ``api_key`` (any credential if it has none)
     key_ok: bool
     body: Any
+    #: the client's "host:port": one value per TCP connection (to check pooling)
+    connection: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,48 +101,44 @@ class _Wire:
 
 def _openai_reply(model: str, text: str, prompt: int, completion: int, cut: bool) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "length" if cut else "stop",
-            }
-        ],
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
+        "choices": [{
+            "index": 0, "message": {"role": "assistant", "content": text},
+            "finish_reason": "length" if cut else "stop",
+        }],
         "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
+            "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion
         },
-    }
+    }  # fmt: skip
 
 
 def _anthropic_reply(model: str, text: str, prompt: int, completion: int, cut: bool) -> dict[str, Any]:
     return {
-        "id": "msg_fake",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if cut else "end_turn",
-        "stop_sequence": None,
+        "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": prompt, "output_tokens": completion},
-    }
+    }  # fmt: skip
 
 
 def _ollama_reply(model: str, text: str, prompt: int, completion: int, cut: bool) -> dict[str, Any]:
     return {
-        "model": model,
-        "created_at": "2024-01-01T00:00:00Z",
+        "model": model, "created_at": "2024-01-01T00:00:00Z",
         "message": {"role": "assistant", "content": text},
-        "done": True,
-        "done_reason": "length" if cut else "stop",
-        "prompt_eval_count": prompt,
-        "eval_count": completion,
+        "done": True, "done_reason": "length" if cut else "stop",
+        "prompt_eval_count": prompt, "eval_count": completion,
+    }  # fmt: skip
+
+
+def _error_type(status: int) -> str:
+    names = {
+        400: "invalid_request",
+        401: "authentication",
+        403: "permission",
+        404: "not_found",
+        429: "rate_limit",
     }
+    return names.get(status, "overloaded" if status == 529 else "api") + "_error"
 
 
 def _anthropic_check(body: dict[str, Any]) -> str | None:
@@ -156,13 +154,13 @@ _WIRES = {
         auth_header="authorization",
         limit=lambda b: b.get("max_completion_tokens") or b.get("max_tokens"),
         reply=_openai_reply,
-        error=lambda status, msg: {"error": {"message": msg, "type": "fake_error", "code": status}},
+        error=lambda status, msg: {"error": {"message": msg, "type": _error_type(status), "code": None}},
     ),
     "/v1/messages": _Wire(
         auth_header="x-api-key",
         limit=lambda b: b.get("max_tokens"),
         reply=_anthropic_reply,
-        error=lambda status, msg: {"type": "error", "error": {"type": "fake_error", "message": msg}},
+        error=lambda status, msg: {"type": "error", "error": {"type": _error_type(status), "message": msg}},
         check=_anthropic_check,
     ),
     "/api/chat": _Wire(
@@ -188,15 +186,22 @@ def _tokens(text: str) -> int:
 class FakeProvider:
     """Use as ``with FakeProvider() as fake:``; state is thread-safe (the server runs in a thread)."""
 
-    def __init__(self, *, api_key: str | None = None, latency: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        port: int = 0,
+        max_records: int | None = None,
+    ) -> None:
         #: when set, OpenAI and Anthropic requests without this key get a 401 (Ollama has no auth)
         self.api_key = api_key
         #: seconds to wait before every answer; may be changed at any time
         self.latency = latency
         self.port = port
-        self.max_records: int | None = None
         self._lock = threading.Lock()
-        self._records: deque[ReceivedRequest] = deque()
+        #: ``max_records`` keeps only the newest (a long benchmark); ``count`` still counts them all
+        self._records: deque[ReceivedRequest] = deque(maxlen=max_records)
         self._counts: Counter[tuple[str, str | None]] = Counter()
         self._scripts: dict[str | None, deque[Fault]] = {}
         self._server: uvicorn.Server | None = None
@@ -288,11 +293,13 @@ class FakeProvider:
         except ValueError:
             return JSONResponse(wire.error(400, "body is not JSON"), status_code=400)
         model = body.get("model") if isinstance(body, dict) else None
-        auth_header, key_ok = self._record(request, wire, model, body)
+        key_ok = self._record(request, model, body)
         if self.latency > 0 and await self._client_left(request, self.latency):
             return Response()
         if wire.auth_header is not None and self.api_key is not None and not key_ok:
-            return JSONResponse(wire.error(401, "invalid api key"), status_code=401)
+            # Like OpenAI, quote what was presented: the client must never pass this message on.
+            quoted = request.headers.get(wire.auth_header, "(none)")
+            return JSONResponse(wire.error(401, f"Incorrect API key provided: {quoted}"), status_code=401)
         problem = self._invalid(body, wire)
         if problem:
             return JSONResponse(wire.error(400, problem), status_code=400)
@@ -301,22 +308,22 @@ class FakeProvider:
             return await self._fault(request, wire, fault, body)
         return self._answer(wire, body, fault.text if fault else None)
 
-    def _record(self, request: Request, wire: _Wire, model: Any, body: Any) -> tuple[str | None, bool]:
+    def _record(self, request: Request, model: Any, body: Any) -> bool:
         headers = {k: REDACTED if k in _CREDENTIAL_HEADERS else v for k, v in request.headers.items()}
         auth_header = next((h for h in _CREDENTIAL_HEADERS if h in request.headers), None)
         presented = request.headers.get(auth_header or "")
         if auth_header == "authorization" and presented is not None:
             presented = presented.removeprefix("Bearer ")
         key_ok = presented is not None and (self.api_key is None or presented == self.api_key)
+        peer = request.client
         record = ReceivedRequest(
-            request.url.path, model if isinstance(model, str) else None, headers, auth_header, key_ok, body
-        )
+            request.url.path, model if isinstance(model, str) else None, headers, auth_header, key_ok, body,
+            f"{peer.host}:{peer.port}" if peer else "",
+        )  # fmt: skip
         with self._lock:
             self._records.append(record)
-            if self.max_records is not None and len(self._records) > self.max_records:
-                self._records.popleft()
             self._counts[(record.path, record.model)] += 1
-        return auth_header, key_ok
+        return key_ok
 
     @staticmethod
     def _invalid(body: Any, wire: _Wire) -> str | None:
@@ -392,8 +399,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--api-key", default=None, help="require this key (OpenAI and Anthropic paths)")
     args = parser.parse_args(argv)
-    fake = FakeProvider(api_key=args.api_key, latency=args.latency, port=args.port)
-    fake.max_records = 10_000  # a long benchmark must not grow memory without bound
+    fake = FakeProvider(api_key=args.api_key, latency=args.latency, port=args.port, max_records=10_000)
     with fake, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
         print(f"fake provider on {fake.base_url} (OpenAI-compatible base: {fake.base_url}/v1)", flush=True)
         threading.Event().wait()

@@ -169,6 +169,9 @@ class HttpProvider:
         default_env = self.default_key_env if deployment.api_base is None else None
         self.key_env: str | None = deployment.api_key_env or default_env
         self._client = build_client(deployment)
+        # Callers beyond the pool size wait here, in FIFO order, instead of in httpcore's pool,
+        # which rescans every queued request whenever a connection frees up (O(queued) each time).
+        self._slots = asyncio.Semaphore(deployment.max_connections)
 
     def unavailable_reason(self) -> str | None:
         if self.key_env is not None and not os.environ.get(self.key_env):
@@ -212,7 +215,8 @@ class HttpProvider:
         url = self.api_base + self.path
         try:
             async with asyncio.timeout(total):
-                response = await self._client.post(url, json=payload, headers=headers)
+                async with self._slots:
+                    response = await self._client.post(url, json=payload, headers=headers)
         except TimeoutError as exc:
             raise ProviderUnavailableError(
                 f"no answer within {total:g}s (timeouts.total)", deployment=self.name
@@ -226,8 +230,9 @@ class HttpProvider:
                 f"bad api_base {self.api_base!r}: {exc}", deployment=self.name
             ) from exc
         except httpx.TransportError as exc:
+            detail = _scrub(str(exc), key) or "connection failed or was closed"
             raise ProviderUnavailableError(
-                f"{type(exc).__name__} talking to {url}: {_scrub(str(exc), key)}", deployment=self.name
+                f"{type(exc).__name__} talking to {url}: {detail}", deployment=self.name
             ) from exc
         except httpx.DecodingError as exc:
             raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
