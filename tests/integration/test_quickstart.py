@@ -1,0 +1,157 @@
+"""The README's quick start, as a new user runs it: `aigw up`, a job, `aigw ask`, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gateway.audit import tail
+from gateway.redis_server import free_port, ping
+from tests.integration.conftest import wait_until
+
+AIGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def user_env(tmp_path: Path, config_dir: Path) -> Iterator[tuple[dict[str, str], Path, int, int]]:
+    """A fresh $AIGW_HOME, no provider keys, no REDIS_URL: the embedded default."""
+    redis_port, api_port = free_port(), free_port()
+    gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
+    gateway["redis"].update({"probe_local": False, "embedded_port": redis_port})
+    (config_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway))
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+    }
+    env.update({"AIGW_HOME": str(tmp_path / "home"), "AIGW_CONFIG": str(config_dir)})
+    yield env, tmp_path / "home", redis_port, api_port
+
+
+def _read_banner(process: subprocess.Popen[str], timeout: float = 60.0) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"aigw up exited early: {''.join(lines)}")
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            return lines
+    raise AssertionError("no banner from aigw up")
+
+
+def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str], Path, int, int]) -> None:
+    env, home, redis_port, api_port = user_env
+    log = (home.parent / "up.log").open("w")
+    up = subprocess.Popen(
+        [*AIGW, "up", "--port", str(api_port)], env=env, stdout=subprocess.PIPE, stderr=log, text=True
+    )
+    try:
+        banner = "".join(_read_banner(up))
+        token_match = re.search(r"AIGW_TOKEN=(aigw_\S+)", banner)
+        assert token_match, banner
+        token = token_match.group(1)
+        assert f"http://127.0.0.1:{api_port}" in banner and "curl" in banner
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        assert ping(redis_url)
+
+        # the curl of the banner, through httpx
+        response = httpx.post(
+            f"http://127.0.0.1:{api_port}/v1/jobs",
+            params={"wait": 10},
+            json={"prompt": "Hello"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        job = response.json()
+        assert job["status"] == "succeeded" and job["result"]["offline"] is True
+
+        ask_env = {**env, "AIGW_TOKEN": token, "AIGW_URL": f"http://127.0.0.1:{api_port}"}
+        ask = subprocess.run(
+            [*AIGW, "ask", "What is aigw?"], env=ask_env, capture_output=True, text=True, timeout=60
+        )
+        assert ask.returncode == 0, ask.stderr
+        assert "aigw offline provider" in ask.stdout
+        assert "What is aigw?" in ask.stdout
+
+        status = subprocess.run(
+            [*AIGW, "gateway", "status", "--json", "--url", f"http://127.0.0.1:{api_port}"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)
+        assert state["api"]["ok"] and state["redis"]["aof_enabled"]
+        assert {q for w in state["workers"] for q in w["queues"]} == {"interactive", "batch"}
+        assert state["queues"]["interactive"]["succeeded"] >= 2
+
+        audit_log = home / "audit.log"
+        wait_until(lambda: audit_log.exists() and len(tail(audit_log, 10)) >= 2, "audit lines")
+        assert {line["job_id"] for line in tail(audit_log, 10)} >= {job["id"]}
+
+        children = _children(up.pid)
+        assert len(children) >= 4  # redis-server, API, two workers
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        wait_until(lambda: not any(_alive(pid) for pid in children), "children to exit", timeout=10)
+        assert not ping(redis_url)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{api_port}/healthz")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
+        log.close()
+
+
+def test_up_refuses_a_broken_config(
+    user_env: tuple[dict[str, str], Path, int, int], config_dir: Path
+) -> None:
+    env, _home, _redis_port, api_port = user_env
+    models = yaml.safe_load((config_dir / "models.yaml").read_text())
+    models["models"]["general"]["pricing"]["input_per_mtok"] = "cheap"
+    (config_dir / "models.yaml").write_text(yaml.safe_dump(models))
+    result = subprocess.run(
+        [*AIGW, "up", "--port", str(api_port)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "models.yaml" in result.stderr and "models.general" in result.stderr
+    assert "input_per_mtok" in result.stderr
