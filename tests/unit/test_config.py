@@ -1,0 +1,101 @@
+"""Config loading: the shipped sample is valid, and every error names file, entry and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+SHIPPED = Path(__file__).parents[2] / "config"
+
+
+def test_config_shipped_sample_is_valid() -> None:
+    config = load_config(SHIPPED)
+    assert config.models.default_model == "general"
+    general = config.models.models["general"]
+    assert general.deployments[0].provider == "anthropic"
+    assert general.deployments[0].api_key_env == "ANTHROPIC_API_KEY"
+    assert config.models.models["sensitive"].sensitive
+    assert [p.rule for p in config.policies.policies] == [
+        "all_outputs_are_drafts",
+        "if_context_contains_pii_use_sensitive_model",
+        "log_all_requests_and_responses",
+    ]
+
+
+def _write(config_dir: Path, name: str, data: object) -> None:
+    (config_dir / name).write_text(yaml.safe_dump(data))
+
+
+def _models(config_dir: Path) -> dict[str, object]:
+    loaded = yaml.safe_load((config_dir / "models.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda m: m["models"]["general"].update(colour="red"),
+            ["models.yaml", "models.general", "colour", "unknown"],
+        ),
+        (
+            lambda m: m["models"]["openai"].update(provider="bard"),
+            ["models.yaml", "models.openai", "provider"],
+        ),
+        (
+            lambda m: m["models"]["general"]["pricing"].update(output_per_mtok=-1),
+            ["models.general", "output_per_mtok"],
+        ),
+        (lambda m: m["models"]["general"].update(fallbacks=["nope"]), ["models.yaml", "nope"]),
+        (lambda m: m.update(default_model="missing"), ["models.yaml", "missing"]),
+        (
+            lambda m: m["models"]["general"].update(api_key_env="sk-live-123"),
+            ["models.general", "api_key_env"],
+        ),
+    ],
+)
+def test_config_error_names_file_entry_and_field(
+    config_dir: Path, mutate: object, expected: list[str]
+) -> None:
+    models = _models(config_dir)
+    assert callable(mutate)
+    mutate(models)
+    _write(config_dir, "models.yaml", models)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    for part in expected:
+        assert part in str(caught.value)
+
+
+def test_config_invalid_yaml_names_the_line(config_dir: Path) -> None:
+    (config_dir / "gateway.yaml").write_text("api:\n  port: [1\n")
+    with pytest.raises(ConfigError, match=r"gateway.yaml: line \d+"):
+        load_config(config_dir)
+
+
+def test_config_unknown_policy_field_type_is_reported(config_dir: Path) -> None:
+    _write(
+        config_dir, "policies.yaml", {"policies": [{"name": "x", "rule": "budget", "enforce": "sometimes"}]}
+    )
+    with pytest.raises(ConfigError, match=r"policies.yaml: policies.0: enforce"):
+        load_config(config_dir)
+
+
+def test_config_missing_models_file_is_an_error(config_dir: Path) -> None:
+    (config_dir / "models.yaml").unlink()
+    with pytest.raises(ConfigError, match="models.yaml: file is missing"):
+        load_config(config_dir)
+
+
+def test_config_optional_files_default_when_absent(config_dir: Path) -> None:
+    for name in ("gateway.yaml", "services.yaml", "policies.yaml", "channels.yaml"):
+        (config_dir / name).unlink()
+    config = load_config(config_dir)
+    assert config.gateway.api.host == "127.0.0.1" and config.gateway.api.port == 18789
+    assert set(config.gateway.queues) == {"interactive", "batch"}
