@@ -129,15 +129,31 @@ class QueueConfig(Strict):
 class JobsConfig(Strict):
     result_ttl: int = Field(86_400, ge=1)
     failure_ttl: int = Field(7 * 86_400, ge=1)
+    #: attempts per job (RQ requeues); each attempt walks the deployment chain once
     max_attempts: int = Field(3, ge=1, le=20)
+    #: seconds before attempt 2, 3, ... (the last value repeats); a Retry-After can only lengthen it
     retry_intervals: list[int] = [1, 5, 30]
+    #: hard cap on provider calls per job across all attempts and failovers
+    max_provider_calls: int = Field(8, ge=1, le=100)
     max_output_tokens: int = Field(1024, ge=1)
+
+
+class BreakerConfig(Strict):
+    """A deployment with ``failures`` retryable failures within ``window`` seconds cools down."""
+
+    failures: int = Field(5, ge=1)
+    window: int = Field(30, ge=1)
+    cooldown: int = Field(30, ge=1)
 
 
 class WorkersConfig(Strict):
     processes: int = Field(1, ge=1, le=64)
     heartbeat_interval: float = Field(3.0, gt=0)
+    #: an in-flight job whose worker stops heartbeating is recovered after this many seconds
     heartbeat_ttl: int = Field(15, ge=2)
+    reap_interval: float = Field(5.0, gt=0)
+    #: on SIGTERM, in-flight jobs get this long to finish before they are requeued
+    shutdown_grace: float = Field(25.0, ge=0)
 
 
 class AuditConfig(Strict):
@@ -154,6 +170,7 @@ class GatewayFile(Strict):
         "batch": QueueConfig(concurrency=50, timeout=1800),
     }
     jobs: JobsConfig = JobsConfig()
+    breaker: BreakerConfig = BreakerConfig()
     workers: WorkersConfig = WorkersConfig()
     audit: AuditConfig = AuditConfig()
 

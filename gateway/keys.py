@@ -32,3 +32,21 @@ def worker_heartbeat(worker_name: str) -> str:
 def text(value: bytes | str | None) -> str | None:
     """Decode what redis-py returns (bytes unless the client decodes responses)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def job_calls(job_id: str) -> str:
+    """List of JSON provider-call records of a job's earlier attempts (written only on retry)."""
+    return f"{PREFIX}:job:{job_id}:calls"
+
+
+def deployment_failures(deployment: str) -> str:
+    return f"{PREFIX}:breaker:{deployment}:failures"
+
+
+def deployment_cooldown(deployment: str) -> str:
+    return f"{PREFIX}:breaker:{deployment}:open"
+
+
+def intermediate_seen(job_id: str) -> str:
+    """When the reaper first saw a job sitting in a queue's intermediate list without a worker."""
+    return f"{PREFIX}:intermediate-seen:{job_id}"

@@ -27,7 +27,10 @@ def build_worker(
         concurrency=concurrency or config.gateway.queues[queue].concurrency,
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_ttl=settings.heartbeat_ttl,
+        reap_interval=settings.reap_interval,
+        shutdown_grace=settings.shutdown_grace,
         name=name,
+        on_heartbeat=pipeline.breakers.refresh,
     )
     return worker, pipeline
 

@@ -18,10 +18,12 @@ import redis
 from loguru import logger
 from rq.job import Job
 
+from gateway import keys
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, ProviderError
 from gateway.jobs import Attempt, JobRequest, JobResult, Usage
+from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
 from workers.routing import RouteStep, build_chain, resolve_alias
@@ -30,10 +32,13 @@ from workers.routing import RouteStep, build_chain, resolve_alias
 class JobPipeline:
     """Runs one job end to end; holds the providers (and their HTTP pools) for the worker's life."""
 
-    def __init__(self, config: Config, connection: redis.Redis, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self, config: Config, connection: redis.Redis, providers: dict[str, Provider], breakers: Breakers
+    ) -> None:
         self.config = config
         self.connection = connection
         self.providers = providers
+        self.breakers = breakers
 
     @classmethod
     def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
@@ -42,7 +47,8 @@ class JobPipeline:
             for step in build_chain(config.models, alias):
                 if step.name not in providers:
                     providers[step.name] = build_provider(step.name, step.deployment)
-        return cls(config, connection, providers)
+        breakers = Breakers(connection, config.gateway.breaker, list(providers))
+        return cls(config, connection, providers, breakers)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
@@ -53,24 +59,45 @@ class JobPipeline:
         attempt = _attempt_number(job, int(payload.get("max_attempts", 1)))
         started = time.monotonic()
         queue_wait_ms = _ms_between(job.enqueued_at, job.started_at)
+        earlier = self._earlier_calls(job.id) if attempt > 1 else []
         calls: list[Attempt] = []
         alias = resolve_alias(self.config.models, request.model, request.task)
         chain = build_chain(self.config.models, alias)
         context = _AuditContext(job, payload["service"], attempt, queue_wait_ms, request)
+        made = sum(1 for c in earlier if c.outcome != "skipped")
+        budget = self.config.gateway.jobs.max_provider_calls - made
         try:
-            step, completion, latency_ms = await self._call_chain(chain, request, attempt, calls)
+            step, completion, latency_ms = await self._call_chain(chain, request, attempt, calls, budget)
         except GatewayError as exc:
             will_retry = exc.retryable and bool(job.retries_left)
+            self._remember_calls(job.id, calls)
             self._audit(context, calls, started, error=exc, status="retrying" if will_retry else "failed")
             raise
-        result = self._result(step, completion, attempt, calls, queue_wait_ms, latency_ms, started)
+        result = self._result(step, completion, attempt, earlier + calls, queue_wait_ms, latency_ms, started)
         self._audit(context, calls, started, result=result)
         return result.model_dump(mode="json")
 
+    def _earlier_calls(self, job_id: str) -> list[Attempt]:
+        raw = self.connection.lrange(keys.job_calls(job_id), 0, -1)
+        return [Attempt.model_validate_json(item) for item in raw]
+
+    def _remember_calls(self, job_id: str, calls: list[Attempt]) -> None:
+        """Keep a failed attempt's calls for the job record (failure path only)."""
+        if not calls:
+            return
+        key = keys.job_calls(job_id)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, *(c.model_dump_json(exclude_none=True) for c in calls))
+            pipe.expire(key, self.config.gateway.jobs.failure_ttl)
+            pipe.execute()
+
     async def _call_chain(
-        self, chain: list[RouteStep], request: JobRequest, attempt: int, calls: list[Attempt]
+        self, chain: list[RouteStep], request: JobRequest, attempt: int, calls: list[Attempt], budget: int
     ) -> tuple[RouteStep, Completion, float]:
-        """Try each deployment in order; a retryable error moves on, any other error stops."""
+        """Try each deployment in order; a retryable error moves on, any other error stops.
+
+        ``budget`` is what is left of the job's provider-call bound; at zero the job fails.
+        """
         completion_request = CompletionRequest(
             messages=request.all_messages(),
             max_tokens=request.max_tokens or self.config.gateway.jobs.max_output_tokens,
@@ -82,9 +109,18 @@ class JobPipeline:
             record = Attempt(
                 attempt=attempt, model=step.alias, deployment=step.name, provider=provider.kind, outcome="ok"
             )
-            if reason := provider.unavailable_reason():
+            reason = provider.unavailable_reason()
+            if reason is None and self.breakers.is_open(step.name):
+                reason = "circuit open: cooling down after repeated failures"
+            if reason:
                 calls.append(record.model_copy(update={"outcome": "skipped", "error": {"reason": reason}}))
                 continue
+            if budget <= 0:
+                raise CallBoundError(
+                    f"the job made {self.config.gateway.jobs.max_provider_calls} provider calls, its bound; "
+                    f"last error: {last_error.message if last_error else 'none'}"
+                )
+            budget -= 1
             began = time.monotonic()
             try:
                 completion = await provider.complete(completion_request)
@@ -98,6 +134,8 @@ class JobPipeline:
                 logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
                 if not exc.retryable:
                     raise
+                if self.breakers.record_failure(step.name):
+                    logger.warning("deployment {} is cooling down after repeated failures", step.name)
                 last_error = exc
                 continue
             latency = (time.monotonic() - began) * 1000
@@ -176,7 +214,16 @@ class JobPipeline:
         append_event(self.connection, event)
 
 
+class CallBoundError(GatewayError):
+    """The job reached ``jobs.max_provider_calls``: no layer may multiply calls past it."""
+
+    type = "call_bound_reached"
+    http_status = 502
+
+
 class _NoDeploymentError(GatewayError):
+    """Every deployment was skipped: no key configured, or its circuit is open (then retryable)."""
+
     type = "no_deployment_available"
     http_status = 503
 

@@ -21,12 +21,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
 from loguru import logger
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
@@ -65,6 +67,7 @@ class AsyncWorker(BaseWorker):
         reap_interval: float = 5.0,
         shutdown_grace: float = 25.0,
         name: str | None = None,
+        on_heartbeat: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
             [queue],
@@ -82,6 +85,7 @@ class AsyncWorker(BaseWorker):
         self.heartbeat_ttl = heartbeat_ttl
         self.reap_interval = reap_interval
         self.shutdown_grace = shutdown_grace
+        self.on_heartbeat = on_heartbeat
         self.queue: Queue = self.queues[0]
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
@@ -183,11 +187,16 @@ class AsyncWorker(BaseWorker):
     # --- one job --------------------------------------------------------------------------------
 
     async def _execute(self, job_id: str) -> None:
-        job = self._fetch(job_id)
-        if job is None:
+        try:
+            job = self._fetch(job_id)
+            if job is None:
+                return
+            execution = self.prepare_execution(job)
+            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        except redis.RedisError as exc:
+            # still in the intermediate queue: the reaper hands it back once Redis answers
+            logger.warning("worker {}: could not start job {}: {}", self.name, job_id, exc)
             return
-        execution = self.prepare_execution(job)
-        self.prepare_job_execution(job, remove_from_intermediate_queue=True)
         task = asyncio.current_task()
         assert task is not None
         running = _Running(job=job, execution=execution, task=task)
@@ -195,10 +204,16 @@ class AsyncWorker(BaseWorker):
         try:
             with logger.contextualize(job_id=job.id):
                 await self._perform(running)
+        except redis.RedisError as exc:
+            # the result was not written; the execution's heartbeat lapses and the reaper requeues it
+            logger.warning(
+                "worker {}: lost Redis finishing job {} ({}); it will be recovered", self.name, job.id, exc
+            )
         finally:
             self._running.pop(job.id, None)
             if not self._running:
-                self.set_state(WorkerStatus.IDLE)
+                with contextlib.suppress(redis.RedisError):
+                    self.set_state(WorkerStatus.IDLE)
 
     def _fetch(self, job_id: str) -> Job | None:
         try:
@@ -237,12 +252,19 @@ class AsyncWorker(BaseWorker):
             self._publish_done(job.id)
 
     def _fail(self, job: Job, execution: Execution, error: GatewayError) -> None:
-        """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left."""
+        """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left.
+
+        A provider's Retry-After can only push the next attempt later than the configured interval.
+        """
         job._status = JobStatus.FAILED
         job.ended_at = now()
         if not error.retryable:
             job.retries_left = 0
         will_retry = job.should_retry
+        retry_after = getattr(error, "retry_after", None)
+        if will_retry and retry_after:
+            self._retry_later(job, execution, max(float(retry_after), float(job.get_retry_interval())))
+            return
         self.handle_job_failure(
             job=job,
             queue=self.queue,
@@ -252,6 +274,18 @@ class AsyncWorker(BaseWorker):
         )
         if not will_retry:
             self._publish_done(job.id)
+
+    def _retry_later(self, job: Job, execution: Execution, delay: float) -> None:
+        """RQ's job.retry(), scheduled no earlier than ``delay`` seconds from now."""
+        when = now() + timedelta(seconds=delay)
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            self.increment_failed_job_count(pipeline=pipe)
+            job.retries_left = (job.retries_left or 1) - 1
+            job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+            self.queue.schedule_job(job, when, pipeline=pipe)
+            pipe.execute()
+        logger.info("job {} retries at {} (provider asked to wait {:.1f}s)", job.id, when.isoformat(), delay)
 
     def _finalize_canceled(self, job: Job, execution: Execution) -> None:
         with self.connection.pipeline() as pipe:
@@ -306,6 +340,8 @@ class AsyncWorker(BaseWorker):
                 running.execution.heartbeat(self.queue.started_job_registry, ttl, pipeline=pipe)
                 running.job.heartbeat(stamp, ttl, pipeline=pipe, xx=True)
             pipe.execute()
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
     async def _reaper_loop(self) -> None:
         """Requeue abandoned jobs, move due retries back to the queue, clean registries."""
@@ -322,8 +358,35 @@ class AsyncWorker(BaseWorker):
 
     def _reap(self) -> None:
         self.queue.started_job_registry.cleanup()
+        self._recover_intermediate()
         if self._scheduler.acquire_locks():
             self._scheduler.enqueue_scheduled_jobs()
+
+    def _recover_intermediate(self) -> None:
+        """Hand back jobs a dead worker moved off the queue but never started.
+
+        RQ waits a minute and then burns one of the job's retries; a job that never started
+        did not fail, so it goes back to the queue's front untouched once it has sat there for
+        longer than a heartbeat TTL without an execution.
+        """
+        intermediate = IntermediateQueue(self.queue.key, connection=self.connection)
+        for job_id in intermediate.get_job_ids():
+            if job_id in self._running or job_id in self.queue.started_job_registry:
+                continue
+            marker = keys.intermediate_seen(job_id)
+            stamp = time.time()
+            # the marker expires, so a sighting from an earlier dequeue of the same job is forgotten
+            if self.connection.set(marker, stamp, nx=True, ex=self.heartbeat_ttl * 3):
+                continue
+            seen = float(self.connection.get(marker) or stamp)
+            if stamp - seen < self.heartbeat_ttl:
+                continue
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(intermediate.key, 1, job_id)
+                pipe.lpush(self.queue.key, job_id)
+                pipe.delete(marker)
+                pipe.execute()
+            logger.info("job {} recovered from the intermediate queue", job_id)
 
     async def _cancel_listener(self, aconn: aredis.Redis) -> None:
         """Cancel a running job when the API publishes its id (stop_job commands reach one job only)."""
