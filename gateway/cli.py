@@ -155,15 +155,36 @@ def worker(
     ] = "interactive",
     concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    processes: Annotated[
+        int | None, typer.Option(help="Worker processes to run and supervise (default: workers.processes).")
+    ] = None,
 ) -> None:
-    """Run one async worker process on one queue."""
-    from workers.main import main as worker_main
-
+    """Run async worker processes on one queue; with several, restart any that dies."""
     setup_logging()
     cfg = _config(config)
     if queue not in cfg.gateway.queues:
         fail(f"unknown queue {queue!r}; configured: {', '.join(cfg.gateway.queues)}")
-    worker_main(cfg, _redis_url(cfg), queue, concurrency, burst)
+    count = processes or cfg.gateway.workers.processes
+    if count == 1 or burst:
+        from workers.main import main as worker_main
+
+        worker_main(cfg, _redis_url(cfg), queue, concurrency, burst)
+        return
+    _supervise_workers(cfg, queue, count, concurrency)
+
+
+def _supervise_workers(cfg: Config, queue: str, count: int, concurrency: int | None) -> None:
+    from gateway.supervisor import Child, Supervisor
+
+    env = {**os.environ, "REDIS_URL": _redis_url(cfg)}
+    argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", cfg.directory, "--queue", queue]
+    argv += ["--processes", "1"] + (["--concurrency", str(concurrency)] if concurrency else [])
+    supervisor = Supervisor([Child(f"worker-{queue}-{i}", argv, env) for i in range(count)])
+    supervisor.start_all()
+    try:
+        supervisor.supervise()
+    finally:
+        supervisor.stop(cfg.gateway.workers.shutdown_grace + 5)
 
 
 # --- using it ------------------------------------------------------------------------------------
@@ -332,6 +353,50 @@ def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
     except GatewayError as exc:
         fail(str(exc))
     out.print_json(view.model_dump_json(exclude_none=True))
+
+
+@jobs_app.command("failed")
+def jobs_failed(
+    config: ConfigOpt = None, limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50
+) -> None:
+    """Dead letters: failed jobs with their errors."""
+    from gateway.store import JobStore, failed_jobs
+
+    cfg = _config(config)
+    views = failed_jobs(JobStore(_connect(cfg), cfg), limit)
+    if not views:
+        out.print("no failed jobs")
+        return
+    table = Table("job", "service", "queue", "ended", "attempts", "error")
+    for view in views:
+        error = view.error or {}
+        table.add_row(view.id, view.service, view.queue, view.ended_at or "", str(view.attempts),
+                      f"{error.get('type', '')}: {error.get('message', '')}")  # fmt: skip
+    out.print(table)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[str | None, typer.Argument(help="The failed job to requeue.")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Requeue every failed job.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Requeue a failed job, or all of them."""
+    from rich.progress import track
+
+    from gateway.store import JobStore, failed_jobs, retry_failed
+
+    if (job_id is None) == (not all_failed):
+        fail("give a job id or --all-failed")
+    cfg = _config(config)
+    store = JobStore(_connect(cfg), cfg)
+    ids = [job_id] if job_id else [v.id for v in failed_jobs(store, limit=1_000_000)]
+    for one in track(ids, description="requeueing", console=err, disable=len(ids) < 20):
+        try:
+            retry_failed(store, one)
+        except GatewayError as exc:
+            fail(str(exc))
+    out.print(f"requeued {len(ids)} job(s)")
 
 
 @audit_app.command("tail")

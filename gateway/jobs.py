@@ -142,4 +142,8 @@ class JobView(BaseModel):
     result: JobResult | None = None
     error: dict[str, Any] | None = None
     attempts: int = 0
+    #: provider calls of earlier (failed) attempts, for a job that is retrying or failed
+    calls: list[Attempt] | None = None
+    #: when a retrying job's next attempt is due (ISO-8601 UTC)
+    next_attempt_at: str | None = None
     metadata: dict[str, str] = {}

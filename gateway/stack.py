@@ -8,8 +8,6 @@ that dies, and drains the audit stream into ``$AIGW_HOME/audit.log`` in a thread
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -18,30 +16,12 @@ from pathlib import Path
 
 import httpx
 import redis
-from loguru import logger
 
 from gateway.audit import AuditWriter
 from gateway.config import Config
 from gateway.redis_server import RedisServer, embedded_url_file, resolve_redis
 from gateway.services import ServiceRegistry
-
-
-@dataclass
-class Child:
-    """A supervised child process and how to start it again."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+from gateway.supervisor import Child, Supervisor
 
 
 @dataclass
@@ -51,8 +31,7 @@ class Stack:
     port: int
     redis_url: str = ""
     redis_server: RedisServer | None = None
-    children: list[Child] = field(default_factory=list)
-    stop_event: threading.Event = field(default_factory=threading.Event)
+    supervisor: Supervisor = field(default_factory=Supervisor)
     writer_stop: threading.Event = field(default_factory=threading.Event)
     writer_thread: threading.Thread | None = None
 
@@ -78,13 +57,13 @@ class Stack:
         env = {**os.environ, "REDIS_URL": self.redis_url, "AIGW_HOME": str(self.home)}
         cli = [sys.executable, "-m", "gateway.cli"]
         config_args = ["--config", self.config.directory]
-        self.children.append(Child("api", [*cli, "api", *config_args, "--port", str(self.port)], env))
+        children = self.supervisor.children
+        children.append(Child("api", [*cli, "api", *config_args, "--port", str(self.port)], env))
         for queue in gw.queues:
             for index in range(gw.workers.processes):
-                argv = [*cli, "worker", *config_args, "--queue", queue]
-                self.children.append(Child(f"worker-{queue}-{index}", argv, env))
-        for child in self.children:
-            child.start()
+                argv = [*cli, "worker", *config_args, "--queue", queue, "--processes", "1"]
+                children.append(Child(f"worker-{queue}-{index}", argv, env))
+        self.supervisor.start_all()
         self._start_audit_writer()
         self._wait_for_api()
         return token
@@ -101,7 +80,7 @@ class Stack:
     def _wait_for_api(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.children[0].alive():
+            if not self.supervisor.children[0].alive():
                 raise RuntimeError("the API process exited during start-up (see its log above)")
             try:
                 if httpx.get(f"{self.api_url}/healthz", timeout=1.0).status_code == 200:
@@ -112,38 +91,10 @@ class Stack:
         raise RuntimeError(f"the API did not answer on {self.api_url} within {timeout:.0f}s")
 
     def supervise(self) -> None:
-        """Restart children that die (backing off), until SIGINT/SIGTERM."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        try:
-            while not self.stop_event.wait(0.5):
-                for child in self.children:
-                    self._restart_if_dead(child)
-        except KeyboardInterrupt:
-            pass
-
-    def _restart_if_dead(self, child: Child) -> None:
-        if child.alive() or time.monotonic() < child.next_start:
-            return
-        code = child.process.returncode if child.process else None
-        child.restarts += 1
-        child.next_start = time.monotonic() + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-        logger.warning("{} exited with code {}; restarting (restart #{})", child.name, code, child.restarts)
-        child.start()
+        self.supervisor.supervise()
 
     def stop(self, grace: float = 30.0) -> None:
-        self.stop_event.set()
-        for child in self.children:
-            if child.alive() and child.process is not None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        self.supervisor.stop(grace)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:
             self.writer_thread.join(timeout=10)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -22,8 +23,8 @@ from rq.serializers import JSONSerializer
 
 from gateway import keys
 from gateway.config import Config
-from gateway.errors import NotFoundError
-from gateway.jobs import JOB_FUNC, RQ_STATUS_TO_STATE, JobRequest, JobResult, JobState, JobView
+from gateway.errors import ConflictError, NotFoundError
+from gateway.jobs import JOB_FUNC, RQ_STATUS_TO_STATE, Attempt, JobRequest, JobResult, JobState, JobView
 
 #: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).
 _FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "meta", "retries_left")
@@ -103,7 +104,21 @@ class JobStore:
         )
         if results and status.is_final:
             self._attach_result(view, job_id, results[0])
+        if status in (JobState.RETRYING, JobState.FAILED) or (status == JobState.QUEUED and view.attempts):
+            self._attach_history(view)
         return view
+
+    def _attach_history(self, view: JobView) -> None:
+        """Failure paths only: earlier attempts' calls, the last error, when the next try is due."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.lrange(keys.job_calls(view.id), 0, -1)
+            pipe.zscore(f"rq:scheduled:{view.queue}", view.id)
+            raw_calls, due = pipe.execute()
+        view.calls = [Attempt.model_validate_json(item) for item in raw_calls] or None
+        if view.error is None and view.calls:
+            view.error = next((c.error for c in reversed(view.calls) if c.outcome == "error"), None)
+        if due is not None and view.status == JobState.RETRYING:
+            view.next_attempt_at = datetime.fromtimestamp(float(due), UTC).isoformat().replace("+00:00", "Z")
 
     def _attach_result(self, view: JobView, job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> None:
         result = Result.restore(job_id, entry[0].decode(), entry[1], self.connection, JSONSerializer)
@@ -129,6 +144,25 @@ class JobStore:
             job.cancel()
         self.connection.publish(keys.DONE_CHANNEL, job_id)
         return self.view(job_id, service), False
+
+
+def failed_jobs(store: JobStore, limit: int = 100) -> list[JobView]:
+    """Dead letters: failed jobs of every queue, newest first."""
+    views: list[JobView] = []
+    for name in store.config.gateway.queues:
+        registry = store.queue(name).failed_job_registry
+        for job_id in reversed(registry.get_job_ids(0, limit - 1)):
+            with contextlib.suppress(NotFoundError):
+                views.append(store.view(job_id, None))
+    return sorted(views, key=lambda v: v.ended_at or "", reverse=True)[:limit]
+
+
+def retry_failed(store: JobStore, job_id: str) -> None:
+    """Requeue a failed job (a fresh attempt; its earlier calls stay on the record)."""
+    view = store.view(job_id, None)
+    if view.status != JobState.FAILED:
+        raise ConflictError(f"job {job_id} is {view.status.value}, not failed")
+    store.queue(view.queue).failed_job_registry.requeue(job_id)
 
 
 def _text(value: bytes | None) -> str | None:
