@@ -8,6 +8,8 @@ PREFIX = "aigw"
 DONE_CHANNEL = f"{PREFIX}:done"
 #: pub/sub channel: a job id is published here when a caller cancels a running job.
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+#: pub/sub channel: "<deployment> <seconds>" when a worker opens a deployment's circuit breaker.
+BREAKER_CHANNEL = f"{PREFIX}:breaker"
 #: stream of audit events, drained by the single audit writer.
 AUDIT_STREAM = f"{PREFIX}:audit"
 AUDIT_GROUP = "audit-writer"

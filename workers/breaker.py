@@ -3,7 +3,8 @@
 A retryable failure bumps a short-lived counter; at the threshold the deployment's cooldown key
 is set with a TTL and every worker skips it until the key expires, then tries it again. Reading
 the state costs nothing on the job path: each worker refreshes its view of open breakers with
-one MGET on its heartbeat, and trips its local view at once when it opens one itself.
+one read on its heartbeat, and a worker that opens a breaker tells the others at once over
+pub/sub (``keys.BREAKER_CHANNEL``), so none of them calls the failing deployment again.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ class Breakers:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.set(keys.deployment_cooldown(deployment), "1", ex=self.config.cooldown)
             pipe.delete(counter)
+            pipe.publish(keys.BREAKER_CHANNEL, f"{deployment} {self.config.cooldown}")
             pipe.execute()
         self._open_until[deployment] = time.monotonic() + self.config.cooldown
         return True
+
+    def on_message(self, message: str) -> None:
+        """Another worker opened a breaker: ``"<deployment> <seconds>"``."""
+        name, _, seconds = message.rpartition(" ")
+        if name in self.deployments:
+            self._open_until[name] = time.monotonic() + float(seconds)
 
     def refresh(self) -> None:
         """Re-read which breakers are open (called from the worker's heartbeat, not per job)."""

@@ -6,6 +6,7 @@ import asyncio
 
 import redis
 
+from gateway import keys
 from gateway.config import Config
 from workers.pipeline import JobPipeline
 from workers.worker import AsyncWorker
@@ -31,6 +32,7 @@ def build_worker(
         shutdown_grace=settings.shutdown_grace,
         name=name,
         on_heartbeat=pipeline.breakers.refresh,
+        subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
     )
     return worker, pipeline
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -68,6 +69,7 @@ class AsyncWorker(BaseWorker):
         shutdown_grace: float = 25.0,
         name: str | None = None,
         on_heartbeat: Callable[[], None] | None = None,
+        subscriptions: dict[str, Callable[[str], None]] | None = None,
     ) -> None:
         super().__init__(
             [queue],
@@ -86,6 +88,11 @@ class AsyncWorker(BaseWorker):
         self.reap_interval = reap_interval
         self.shutdown_grace = shutdown_grace
         self.on_heartbeat = on_heartbeat
+        #: pub/sub channel -> handler, besides job cancellation (e.g. circuit breakers opening)
+        self.subscriptions: dict[str, Callable[[str], None]] = {
+            keys.CANCEL_CHANNEL: self._cancel_running,
+            **(subscriptions or {}),
+        }
         self.queue: Queue = self.queues[0]
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
@@ -119,7 +126,7 @@ class AsyncWorker(BaseWorker):
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._reaper_loop(), name="reaper"),
-            asyncio.create_task(self._cancel_listener(aconn), name="cancel-listener"),
+            asyncio.create_task(self._control_listener(aconn), name="control-listener"),
         ]
         with contextlib.suppress(TimeoutError):  # take no job before a cancel could reach us
             await asyncio.wait_for(self._listening.wait(), timeout=5)
@@ -276,8 +283,11 @@ class AsyncWorker(BaseWorker):
             self._publish_done(job.id)
 
     def _retry_later(self, job: Job, execution: Execution, delay: float) -> None:
-        """RQ's job.retry(), scheduled no earlier than ``delay`` seconds from now."""
-        when = now() + timedelta(seconds=delay)
+        """RQ's job.retry(), scheduled no earlier than ``delay`` seconds from now.
+
+        RQ keeps scheduled times in whole seconds (truncated), so round up to stay at or after it.
+        """
+        when = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             self.increment_failed_job_count(pipeline=pipe)
@@ -388,18 +398,19 @@ class AsyncWorker(BaseWorker):
                 pipe.execute()
             logger.info("job {} recovered from the intermediate queue", job_id)
 
-    async def _cancel_listener(self, aconn: aredis.Redis) -> None:
-        """Cancel a running job when the API publishes its id (stop_job commands reach one job only)."""
+    async def _control_listener(self, aconn: aredis.Redis) -> None:
+        """Pub/sub control messages: cancel a running job (RQ's stop_job reaches one job only), etc."""
         while True:
             try:
                 async with aconn.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    await pubsub.subscribe(*self.subscriptions)
                     self._listening.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._cancel_running(message["data"].decode())
+                            channel = message["channel"].decode()
+                            self.subscriptions[channel](message["data"].decode())
             except (redis.ConnectionError, OSError) as exc:
-                logger.warning("worker {}: cancel listener lost Redis ({}); reconnecting", self.name, exc)
+                logger.warning("worker {}: control listener lost Redis ({}); reconnecting", self.name, exc)
                 await asyncio.sleep(1.0)
 
     def _cancel_running(self, job_id: str) -> None:
