@@ -76,8 +76,7 @@ class Connection:
             raise HttpError(f"bad status line {status_line[:80]!r}")
         status = int(parts[1])
         length: int | None = None
-        chunked = keep_alive = True
-        chunked = False
+        chunked, keep_alive = False, True
         for line in header_block.lower().split(b"\r\n"):
             name, _, value = line.partition(b":")
             if name == b"content-length":

@@ -72,10 +72,15 @@ def gateway_config(
     monkeypatch.setenv("AIGW_TEST_OPENAI_KEY", FAKE_KEY)
     monkeypatch.setenv("AIGW_HOME", str(tmp_path / "home"))
 
-    def make(models: dict[str, object] | None = None, jobs: dict[str, object] | None = None) -> Config:
+    def make(
+        models: dict[str, object] | None = None,
+        jobs: dict[str, object] | None = None,
+        workers: dict[str, object] | None = None,
+    ) -> Config:
         (config_dir / "models.yaml").write_text(yaml.safe_dump(models or fake_models(fake.base_url)))
         gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
         gateway["jobs"].update({"retry_intervals": [0], **(jobs or {})})
+        gateway["workers"].update(workers or {})
         (config_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway))
         return load_config(config_dir)
 
@@ -110,13 +115,14 @@ class WorkerHandle:
 def start_api(redis_url: str) -> Iterator[Callable[[Config], Api]]:
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(config: Config) -> Api:
-        connection = redis.Redis.from_url(redis_url)
+    def start(config: Config, on_redis: str | None = None) -> Api:
+        url = on_redis or redis_url
+        connection = redis.Redis.from_url(url)
         token = ServiceRegistry(connection, config).create_token("svc-a")
         connection.close()
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(create_app(config, redis_url), host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(create_app(config, url), host="127.0.0.1", port=port, log_level="warning")
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -135,8 +141,10 @@ def start_worker(redis_url: str) -> Iterator[Callable[..., WorkerHandle]]:
     """Runs the project's async worker in a thread (its own loop), stopped at teardown."""
     handles: list[WorkerHandle] = []
 
-    def start(config: Config, queue: str = "interactive", concurrency: int = 50) -> WorkerHandle:
-        worker, pipeline = build_worker(config, redis_url, queue, concurrency)
+    def start(
+        config: Config, queue: str = "interactive", concurrency: int = 50, on_redis: str | None = None
+    ) -> WorkerHandle:
+        worker, pipeline = build_worker(config, on_redis or redis_url, queue, concurrency)
         handle = WorkerHandle(worker, threading.Thread(target=lambda: None))
         ready = threading.Event()
 
