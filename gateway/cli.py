@@ -16,7 +16,7 @@ import redis
 import typer
 from loguru import logger
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -357,17 +357,24 @@ def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
 
 @jobs_app.command("failed")
 def jobs_failed(
-    config: ConfigOpt = None, limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Dead letters: failed jobs with their errors."""
     from gateway.store import JobStore, failed_jobs
 
     cfg = _config(config)
     views = failed_jobs(JobStore(_connect(cfg), cfg), limit)
+    if as_json:
+        for view in views:
+            out.print(view.model_dump_json(exclude_none=True), soft_wrap=True, markup=False)
+        return
     if not views:
         out.print("no failed jobs")
         return
-    table = Table("job", "service", "queue", "ended", "attempts", "error")
+    table = Table("service", "queue", "ended", "attempts", "error")
+    table.columns.insert(0, Column("job", no_wrap=True, min_width=32))
     for view in views:
         error = view.error or {}
         table.add_row(view.id, view.service, view.queue, view.ended_at or "", str(view.attempts),

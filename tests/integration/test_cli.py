@@ -1,0 +1,123 @@
+"""The aigw command against a real Redis: config check, services, dead letters, audit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from gateway.audit import AuditWriter
+from gateway.cli import app
+from gateway.config import Config
+from gateway.services import ServiceRegistry
+from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.conftest import Api, run_burst
+
+Factory = Callable[..., Config]
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(redis_url: str, config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("AIGW_CONFIG", str(config_dir))
+    return {"REDIS_URL": redis_url, "AIGW_CONFIG": str(config_dir)}
+
+
+def test_cli_config_check_reports_ok_and_errors(config_dir: Path) -> None:
+    ok = runner.invoke(app, ["config", "check", str(config_dir)])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    (config_dir / "gateway.yaml").write_text("api:\n  port: seventy\n")
+    bad = runner.invoke(app, ["config", "check", str(config_dir)])
+    assert bad.exit_code == 1
+    assert "gateway.yaml" in bad.output and "api.port" in bad.output
+
+
+def test_cli_service_add_rotate_remove(
+    cli_env: dict[str, str], redis_client: redis.Redis, config_dir: Path
+) -> None:
+    from gateway.config import load_config
+
+    registry = ServiceRegistry(redis_client, load_config(config_dir))
+    added = runner.invoke(app, ["service", "add", "billing"])
+    assert added.exit_code == 0
+    token = added.output.strip()
+    assert registry.authenticate(token) == "billing"
+    rotated = runner.invoke(app, ["service", "rotate", "billing"]).output.strip()
+    assert rotated != token
+    fresh = ServiceRegistry(redis_client, load_config(config_dir))  # no lookup cache
+    assert fresh.authenticate(rotated) == "billing"
+    with pytest.raises(Exception, match="invalid service token"):
+        fresh.authenticate(token)
+    listed = runner.invoke(app, ["service", "list"])
+    assert "billing" in listed.output
+    assert runner.invoke(app, ["service", "remove", "billing"]).exit_code == 0
+    assert redis_client.hlen("aigw:tokens") == 0
+    assert runner.invoke(app, ["service", "add", "../etc"]).exit_code == 1
+
+
+def test_cli_dead_letters_list_and_retry(
+    cli_env: dict[str, str],
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    fake: FakeProvider,
+    redis_url: str,
+) -> None:
+    fake.script(Fault.status(400), Fault.status(400), model="gpt-fake")
+    config = gateway_config(jobs={"max_attempts": 1})
+    api = start_api(config)
+    with api.client() as client:
+        ids = [
+            client.post("/v1/jobs", json={"prompt": f"x{i}", "model": "openai"}).json()["id"]
+            for i in range(2)
+        ]
+    run_burst(config, redis_url)
+    table = runner.invoke(app, ["jobs", "failed"])
+    assert table.exit_code == 0 and "provider_bad" in table.output
+    listed = [
+        json.loads(line) for line in runner.invoke(app, ["jobs", "failed", "--json"]).output.splitlines()
+    ]
+    assert {job["id"] for job in listed} == set(ids)
+    assert {job["error"]["type"] for job in listed} == {"provider_bad_request"}
+    assert runner.invoke(app, ["jobs", "retry", ids[0]]).exit_code == 0
+    assert runner.invoke(app, ["jobs", "retry", "--all-failed"]).exit_code == 0
+    run_burst(config, redis_url)
+    with api.client() as client:
+        assert {client.get(f"/v1/jobs/{i}").json()["status"] for i in ids} == {"succeeded"}
+    again = runner.invoke(app, ["jobs", "retry", ids[0]])
+    assert again.exit_code == 1 and "not failed" in again.output
+    assert runner.invoke(app, ["jobs", "retry"]).exit_code == 1
+
+
+def test_cli_audit_tail_and_verify(
+    cli_env: dict[str, str],
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    config = gateway_config()
+    api = start_api(config)
+    with api.client() as client:
+        client.post("/v1/jobs", json={"prompt": "audited"})
+    run_burst(config, redis_url)
+    path = tmp_path / "audit.log"
+    AuditWriter(redis_client, path, consumer="t").run_once()
+    tailed = runner.invoke(app, ["audit", "tail", "--path", str(path)])
+    assert tailed.exit_code == 0 and '"status": "succeeded"' in tailed.output
+    assert runner.invoke(app, ["audit", "verify", "--path", str(path)]).exit_code == 0
+    path.write_text(path.read_text().replace('"succeeded"', '"failed"'))
+    tampered = runner.invoke(app, ["audit", "verify", "--path", str(path)])
+    assert tampered.exit_code == 1 and "line 1" in tampered.output
+
+
+def test_cli_ask_without_a_token_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIGW_TOKEN", raising=False)
+    result = runner.invoke(app, ["ask", "hello"])
+    assert result.exit_code == 1
+    assert "AIGW_TOKEN" in result.output
