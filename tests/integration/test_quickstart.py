@@ -40,6 +40,13 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -124,6 +131,16 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         audit_log = home / "audit.log"
         wait_until(lambda: audit_log.exists() and len(tail(audit_log, 10)) >= 2, "audit lines")
         assert {line["job_id"] for line in tail(audit_log, 10)} >= {job["id"]}
+
+        # supervision: a worker killed with -9 is started again
+        workers = {pid for pid in _children(up.pid) if "worker" in _cmdline(pid)}
+        assert len(workers) == 2
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len({p for p in _children(up.pid) if "worker" in _cmdline(p) and _alive(p)} - workers) == 1,
+            "a replacement worker",
+        )
 
         children = _children(up.pid)
         assert len(children) >= 4  # redis-server, API, two workers
