@@ -133,14 +133,13 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         assert {line["job_id"] for line in tail(audit_log, 10)} >= {job["id"]}
 
         # supervision: a worker killed with -9 is started again
-        workers = {pid for pid in _children(up.pid) if "worker" in _cmdline(pid)}
+        def live_workers() -> set[int]:
+            return {p for p in _children(up.pid) if "worker" in _cmdline(p) and _alive(p)}
+
+        workers = live_workers()
         assert len(workers) == 2
-        victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        wait_until(
-            lambda: len({p for p in _children(up.pid) if "worker" in _cmdline(p) and _alive(p)} - workers) == 1,
-            "a replacement worker",
-        )
+        os.kill(min(workers), signal.SIGKILL)
+        wait_until(lambda: len(live_workers() - workers) == 1, "a replacement worker")
 
         children = _children(up.pid)
         assert len(children) >= 4  # redis-server, API, two workers
