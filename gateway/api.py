@@ -18,6 +18,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.config import Config
@@ -150,8 +151,9 @@ def _add_health_routes(app: FastAPI, gw: _Gateway) -> None:
 
 
 def _parse_job_request(body: bytes, max_chars: int) -> JobRequest:
-    if len(body) > max_chars * 4 + 65_536:  # bytes can be up to 4 per char; refuse before parsing
-        raise PayloadTooLargeError(f"request body of {len(body)} bytes is over the limit")
+    limit = max_chars * 4 + 65_536  # a character is up to 4 bytes; refuse before parsing
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"request body of {len(body)} bytes is over the limit of {limit} bytes")
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -182,7 +184,7 @@ def _describe(exc: PydanticValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
     message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    return f"{where}: {message}"
+    return f"{where}: {message.removeprefix('Value error, ')}"
 
 
 class _BadJsonError(GatewayError):
@@ -211,6 +213,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ())) or "request"
         return _error_response(ValidationError(f"{where}: {first.get('msg', 'invalid')}"))
 
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kinds = {404: "not_found", 405: "method_not_allowed"}
+        body = {"error": {"type": kinds.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(redis.ConnectionError, redis_down)
     app.add_exception_handler(redis.TimeoutError, redis_down)

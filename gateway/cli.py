@@ -34,8 +34,9 @@ app.add_typer(service_app, name="service")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
 
@@ -117,7 +118,8 @@ def _banner(stack: Any, token: str | None) -> None:
         out.print("  token for service 'default' (shown once, stored only as a hash):")
         out.print(f"AIGW_TOKEN={token}", soft_wrap=True)
     else:
-        out.print("  service 'default' already has a token; `aigw service rotate default` makes a new one")
+        out.print("  service 'default' already has a token (tokens live in Redis, shown only when created);")
+        out.print("  make one of your own with `aigw service add NAME`")
     out.print("try:")
     out.print(f"  export AIGW_TOKEN={token or '<your token>'}", soft_wrap=True)
     out.print(
@@ -201,6 +203,8 @@ def ask(
     token: Annotated[str | None, typer.Option(envvar="AIGW_TOKEN", help="Service token.")] = None,
 ) -> None:
     """Send a question through the gateway and print the answer."""
+    import httpx
+
     from gateway.client import ApiError, Client
 
     if not token:
@@ -212,8 +216,8 @@ def ask(
                 job = client.wait(job["id"], timeout=timeout)
     except ApiError as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot reach the API at {url or 'http://127.0.0.1:18789'}: {exc}")
+    except (OSError, httpx.HTTPError) as exc:
+        fail(f"cannot reach the API at {url or 'http://127.0.0.1:18789'} ({exc}); is `aigw up` running?")
     _print_job(job, wait)
 
 
@@ -259,8 +263,10 @@ def gateway_status(
     status["api"] = {"url": api_url, "ok": api_ok}
     if as_json:
         out.print_json(json.dumps(status))
-        return
-    _print_status(status)
+    else:
+        _print_status(status)
+    if not api_ok:
+        raise typer.Exit(1)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -290,8 +296,8 @@ def config_check(directory: Annotated[Path | None, typer.Argument(help="Config d
         fail(str(exc))
     aliases = ", ".join(cfg.models.models)
     out.print(f"[green]ok[/] {cfg.directory}: {len(cfg.models.models)} models ({aliases}), "
-              f"{len(cfg.policies.policies)} policies, {len(cfg.channels.channels)} channels, "
-              f"{len(cfg.services.services)} services")  # fmt: skip
+              f"{len(cfg.policies.policies)} policies, {len(cfg.channels.channels)} channel(s), "
+              f"{len(cfg.services.services)} service(s)")  # fmt: skip
 
 
 # --- services ------------------------------------------------------------------------------------
@@ -317,7 +323,10 @@ def service_add(name: str, config: ConfigOpt = None) -> None:
 @service_app.command("rotate")
 def service_rotate(name: str, config: ConfigOpt = None) -> None:
     """Revoke a service's tokens and print a new one."""
-    out.print(_registry(config).rotate(name), soft_wrap=True)
+    try:
+        out.print(_registry(config).rotate(name), soft_wrap=True)
+    except GatewayError as exc:
+        fail(str(exc))
 
 
 @service_app.command("remove")
@@ -406,15 +415,21 @@ def jobs_retry(
     out.print(f"requeued {len(ids)} job(s)")
 
 
+def _audit_path(config: Path | None) -> Path:
+    cfg = _config(config)
+    return Path(cfg.gateway.audit.path or aigw_home() / "audit.log").expanduser()
+
+
 @audit_app.command("tail")
 def audit_tail(
+    config: ConfigOpt = None,
     lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 20,
     path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
 ) -> None:
     """The last audit lines."""
     from gateway.audit import tail
 
-    target = path or aigw_home() / "audit.log"
+    target = path or _audit_path(config)
     if not target.exists():
         fail(f"no audit log at {target}")
     for entry in tail(target, lines):
@@ -422,11 +437,13 @@ def audit_tail(
 
 
 @audit_app.command("verify")
-def audit_verify(path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None) -> None:
+def audit_verify(
+    config: ConfigOpt = None, path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None
+) -> None:
     """Check the hash chain; exits 1 at the first edited, deleted or reordered line."""
     from gateway.audit import verify
 
-    target = path or aigw_home() / "audit.log"
+    target = path or _audit_path(config)
     if not target.exists():
         fail(f"no audit log at {target}")
     report = verify(target)
@@ -447,7 +464,7 @@ def audit_writer(
 
     setup_logging()
     cfg = _config(config)
-    target = path or Path(cfg.gateway.audit.path or aigw_home() / "audit.log").expanduser()
+    target = path or _audit_path(config)
     writer = AuditWriter(_connect(cfg), target, consumer=f"writer-{os.getpid()}")
     stop = threading.Event()
     import signal

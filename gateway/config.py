@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -132,7 +132,7 @@ class JobsConfig(Strict):
     #: attempts per job (RQ requeues); each attempt walks the deployment chain once
     max_attempts: int = Field(3, ge=1, le=20)
     #: seconds before attempt 2, 3, ... (the last value repeats); a Retry-After can only lengthen it
-    retry_intervals: list[int] = [1, 5, 30]
+    retry_intervals: list[Annotated[int, Field(ge=0, le=86_400)]] = Field([1, 5, 30], min_length=1)
     #: hard cap on provider calls per job across all attempts and failovers
     max_provider_calls: int = Field(8, ge=1, le=100)
     max_output_tokens: int = Field(1024, ge=1)
@@ -154,6 +154,14 @@ class WorkersConfig(Strict):
     reap_interval: float = Field(5.0, gt=0)
     #: on SIGTERM, in-flight jobs get this long to finish before they are requeued
     shutdown_grace: float = Field(25.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ttl_outlives_heartbeats(self) -> Self:
+        if self.heartbeat_ttl < 2 * self.heartbeat_interval:
+            raise ValueError(
+                "heartbeat_ttl must be at least twice heartbeat_interval, or live jobs look dead"
+            )
+        return self
 
 
 class AuditConfig(Strict):
@@ -283,7 +291,7 @@ def _config_error(path: Path, exc: PydanticValidationError) -> ConfigError:
     loc = [str(part) for part in first["loc"]]
     entry = ".".join(loc[:2]) if len(loc) >= 2 else ".".join(loc)
     field = ".".join(loc[2:])
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     elif first["type"] == "missing":

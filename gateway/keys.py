@@ -52,3 +52,8 @@ def deployment_cooldown(deployment: str) -> str:
 def intermediate_seen(job_id: str) -> str:
     """When the reaper first saw a job sitting in a queue's intermediate list without a worker."""
     return f"{PREFIX}:intermediate-seen:{job_id}"
+
+
+def scheduler_lock(queue: str) -> str:
+    """Held by the one worker that moves a queue's due retries back onto it."""
+    return f"{PREFIX}:scheduler:{queue}"

@@ -94,7 +94,10 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(data_dir / "redis.log"),
         ]  # fmt: skip
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C must not stop Redis before the workers have drained
+        process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         server = cls(port=port, data_dir=data_dir, process=process)
         server.wait_ready()
         return server
@@ -135,15 +138,16 @@ def resolve_redis(
         return configured_url, None
     if probe_local and ping(DEFAULT_LOCAL_URL):
         return DEFAULT_LOCAL_URL, None
-    port = embedded_port if _port_free(embedded_port) else free_port()
+    port = embedded_port if port_free(embedded_port) else free_port()
     server = RedisServer.start(home / "redis", port)
     return server.url, server
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from our last run is fine
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True

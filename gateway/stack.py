@@ -19,7 +19,7 @@ import redis
 
 from gateway.audit import AuditWriter
 from gateway.config import Config
-from gateway.redis_server import RedisServer, embedded_url_file, resolve_redis
+from gateway.redis_server import RedisServer, embedded_url_file, port_free, resolve_redis
 from gateway.services import ServiceRegistry
 from gateway.supervisor import Child, Supervisor
 
@@ -41,8 +41,13 @@ class Stack:
 
     def start(self) -> str | None:
         """Start everything; returns a new token for ``default`` when one had to be created."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         gw = self.config.gateway
+        if not port_free(self.port, gw.api.host):
+            raise RuntimeError(
+                f"port {self.port} on {gw.api.host} is in use (is another `aigw up` running?); "
+                "stop it or pass --port"
+            )
         self.redis_url, self.redis_server = resolve_redis(
             self.config.redis_url(), self.home, gw.redis.embedded_port, probe_local=gw.redis.probe_local
         )
@@ -82,8 +87,8 @@ class Stack:
         while time.monotonic() < deadline:
             if not self.supervisor.children[0].alive():
                 raise RuntimeError("the API process exited during start-up (see its log above)")
-            try:
-                if httpx.get(f"{self.api_url}/healthz", timeout=1.0).status_code == 200:
+            try:  # ready: Redis answers and every queue has a live worker
+                if httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -93,8 +98,9 @@ class Stack:
     def supervise(self) -> None:
         self.supervisor.supervise()
 
-    def stop(self, grace: float = 30.0) -> None:
-        self.supervisor.stop(grace)
+    def stop(self, grace: float | None = None) -> None:
+        """Workers first (they drain), then the audit writer, then Redis if it is ours."""
+        self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:
             self.writer_thread.join(timeout=10)

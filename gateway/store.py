@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 
 from gateway import keys
 from gateway.config import Config
-from gateway.errors import ConflictError, NotFoundError
+from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.jobs import JOB_FUNC, RQ_STATUS_TO_STATE, Attempt, JobRequest, JobResult, JobState, JobView
 
 #: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).
@@ -54,12 +54,30 @@ class JobStore:
         jobs = self.config.gateway.jobs
         queue_name = request.queue or self._default_queue(service)
         max_attempts = jobs.max_attempts
+        if queue_name not in self.config.gateway.queues:
+            raise ValidationError(
+                f"queue: {queue_name!r} is not configured ({', '.join(self.config.gateway.queues)})"
+            )
         payload = {
             "service": service,
             "request": request.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"}),
             "max_attempts": max_attempts,
             "submitted_at": time.time(),
         }
+        try:
+            self._enqueue(job_id, queue_name, payload, service, request)
+        except redis.RedisError:
+            if request.idempotency_key:  # nothing was enqueued: free the key for the client's retry
+                with contextlib.suppress(redis.RedisError):
+                    self.connection.delete(keys.idempotency(service, request.idempotency_key))
+            raise
+        return job_id, True
+
+    def _enqueue(
+        self, job_id: str, queue_name: str, payload: dict[str, Any], service: str, request: JobRequest
+    ) -> None:
+        jobs = self.config.gateway.jobs
+        max_attempts = jobs.max_attempts
         self.queue(queue_name).enqueue(
             JOB_FUNC,
             payload,
@@ -68,11 +86,12 @@ class JobStore:
             job_timeout=self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
             result_ttl=jobs.result_ttl,
             failure_ttl=jobs.failure_ttl,
-            retry=Retry(max=max_attempts - 1, interval=jobs.retry_intervals) if max_attempts > 1 else None,
+            retry=Retry(max=max_attempts - 1, interval=retry_schedule(jobs.retry_intervals, max_attempts))
+            if max_attempts > 1
+            else None,
             meta={"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
             at_front=request.priority == "high",
         )
-        return job_id, True
 
     def _default_queue(self, service: str) -> str:
         entry = self.config.services.services.get(service)
@@ -165,8 +184,17 @@ def retry_failed(store: JobStore, job_id: str) -> None:
     store.queue(view.queue).failed_job_registry.requeue(job_id)
 
 
+def retry_schedule(intervals: list[int], max_attempts: int) -> list[int]:
+    """One interval per retry, the last configured value repeating.
+
+    RQ picks ``intervals[len - retries_left]``, counting from the end of the list, so the list
+    must have exactly one entry per retry for ``intervals[0]`` to come first.
+    """
+    return [intervals[min(i, len(intervals) - 1)] for i in range(max_attempts - 1)]
+
+
 def _text(value: bytes | None) -> str | None:
-    return value.decode() if value is not None else None
+    return value.decode() or None if value is not None else None
 
 
 def _attempts(meta: dict[str, Any], retries_left: bytes | None, status: JobState) -> int:

@@ -21,7 +21,7 @@ from rq.job import Job
 from gateway import keys
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
-from gateway.errors import GatewayError, ProviderError
+from gateway.errors import GatewayError, ProviderAuthError, ProviderError
 from gateway.jobs import Attempt, JobRequest, JobResult, Usage
 from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
@@ -72,6 +72,12 @@ class JobPipeline:
             will_retry = exc.retryable and bool(job.retries_left)
             self._remember_calls(job.id, calls)
             self._audit(context, calls, started, error=exc, status="retrying" if will_retry else "failed")
+            raise
+        except asyncio.CancelledError:
+            # canceled by its caller, past its timeout, or cut short by shutdown: still audited
+            interrupted = _InterruptedError("the attempt was interrupted (canceled, timed out or shut down)")
+            self._remember_calls(job.id, calls)
+            self._audit(context, calls, started, error=interrupted, status="canceled")
             raise
         result = self._result(step, completion, attempt, earlier + calls, queue_wait_ms, latency_ms, started)
         self._audit(context, calls, started, result=result)
@@ -132,6 +138,9 @@ class JobPipeline:
                     )
                 )
                 logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
+                if isinstance(exc, ProviderAuthError):  # one bad key: the next deployment may have a good one
+                    last_error = exc
+                    continue
                 if not exc.retryable:
                     raise
                 if self.breakers.record_failure(step.name):
@@ -143,10 +152,14 @@ class JobPipeline:
             return step, completion, latency
         if last_error is not None:
             raise last_error
-        reasons = "; ".join(f"{c.deployment}: {(c.error or {}).get('reason')}" for c in calls)
-        raise _NoDeploymentError(
-            f"no deployment of {chain[0].alias if chain else '?'} can be called: {reasons}"
+        reasons = [str((c.error or {}).get("reason")) for c in calls]
+        error = _NoDeploymentError(
+            f"no deployment of {chain[0].alias if chain else '?'} can be called: "
+            + "; ".join(f"{c.deployment}: {r}" for c, r in zip(calls, reasons, strict=True))
         )
+        # a missing key will not appear by itself; an open circuit closes again
+        error.retryable = any(r.startswith("circuit open") for r in reasons)
+        raise error
 
     def _result(
         self,
@@ -193,14 +206,16 @@ class JobPipeline:
             job_id=ctx.job.id,
             attempt=ctx.attempt,
             service=ctx.service,
-            model=result.model if result else (last.model if last else ""),
-            provider=result.provider if result else (last.provider if last else ""),
-            provider_model=result.provider_model if result else "",
-            deployment=last.deployment if last else "",
+            model=result.model if result else (last.model if last else None),
+            provider=result.provider if result else (last.provider if last else None),
+            provider_model=result.provider_model if result else None,
+            deployment=last.deployment if last else None,
             status=status,
             queue=ctx.job.origin,
             queue_wait_ms=round(ctx.queue_wait_ms, 2),
-            latency_ms=result.timings["provider_latency_ms"] if result else 0.0,
+            latency_ms=result.timings["provider_latency_ms"]
+            if result
+            else (last.latency_ms if last else None),
             total_ms=round((time.monotonic() - started) * 1000 + ctx.queue_wait_ms, 2),
             input_tokens=result.usage.input_tokens if result else 0,
             output_tokens=result.usage.output_tokens if result else 0,
@@ -219,6 +234,10 @@ class CallBoundError(GatewayError):
 
     type = "call_bound_reached"
     http_status = 502
+
+
+class _InterruptedError(GatewayError):
+    type = "interrupted"
 
 
 class _NoDeploymentError(GatewayError):

@@ -28,6 +28,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from loguru import logger
+from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
@@ -142,7 +143,7 @@ class AsyncWorker(BaseWorker):
             await asyncio.gather(*background, return_exceptions=True)
             await aconn.aclose()
             with contextlib.suppress(redis.RedisError):
-                self._scheduler.release_locks()
+                self._release_scheduler_lock()
                 self.register_death()  # type: ignore[no-untyped-call]
             logger.info("worker {} stopped", self.name)
 
@@ -251,6 +252,8 @@ class AsyncWorker(BaseWorker):
             self._fail(job, execution, JobTimeoutError(f"job ran past its timeout of {timeout}s"))
         except GatewayError as exc:
             self._fail(job, execution, exc)
+        except redis.RedisError:
+            raise  # not the job's fault: _execute leaves it for the reaper to recover
         except Exception as exc:
             logger.exception("job {} raised an unexpected error", job.id)
             self._fail(job, execution, GatewayError(f"{type(exc).__name__}: {exc}"))
@@ -298,11 +301,16 @@ class AsyncWorker(BaseWorker):
         logger.info("job {} retries at {} (provider asked to wait {:.1f}s)", job.id, when.isoformat(), delay)
 
     def _finalize_canceled(self, job: Job, execution: Execution) -> None:
+        """RQ's cancel (status, canceled registry), after the execution is gone; the record expires."""
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            job.set_status(JobStatus.CANCELED, pipeline=pipe)
-            job.ended_at = now()
+            pipe.execute()
+        job.ended_at = now()
+        with contextlib.suppress(InvalidJobOperation):
+            job.cancel()
+        with self.connection.pipeline() as pipe:
             pipe.hset(job.key, "ended_at", job.ended_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            pipe.expire(job.key, job.failure_ttl or self.default_result_ttl)
             pipe.execute()
         self._publish_done(job.id)
         logger.info("job {} canceled while running", job.id)
@@ -369,8 +377,28 @@ class AsyncWorker(BaseWorker):
     def _reap(self) -> None:
         self.queue.started_job_registry.cleanup()
         self._recover_intermediate()
-        if self._scheduler.acquire_locks():
+        if self._hold_scheduler_lock():
+            self._scheduler.prepare_registries([self.queue.name])
             self._scheduler.enqueue_scheduled_jobs()
+
+    def _hold_scheduler_lock(self) -> bool:
+        """Exactly one worker per queue moves due retries back to the queue.
+
+        RQ's own lock lives 61 s, so a killed worker that held it would stall every retry for a
+        minute; ours lives one heartbeat TTL and is refreshed on every reap by its holder.
+        """
+        key = keys.scheduler_lock(self.queue.name)
+        if self.connection.set(key, self.name, nx=True, ex=self.heartbeat_ttl):
+            return True
+        if keys.text(self.connection.get(key)) == self.name:
+            self.connection.expire(key, self.heartbeat_ttl)
+            return True
+        return False
+
+    def _release_scheduler_lock(self) -> None:
+        key = keys.scheduler_lock(self.queue.name)
+        if keys.text(self.connection.get(key)) == self.name:
+            self.connection.delete(key)
 
     def _recover_intermediate(self) -> None:
         """Hand back jobs a dead worker moved off the queue but never started.

@@ -255,7 +255,7 @@ class FakeProvider:
             access_log=False,
             lifespan="off",
             ws="none",
-            http="httptools",
+            http="auto",
             backlog=4096,
             timeout_graceful_shutdown=2,
         )

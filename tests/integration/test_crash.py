@@ -63,7 +63,8 @@ def test_kill_9_worker_jobs_in_flight_are_recovered_once(
     redis_client: redis.Redis,
 ) -> None:
     fake.latency = 2.0
-    config = gateway_config(workers=FAST_RECOVERY, jobs={"max_attempts": 3})
+    # a 1 s retry interval: recovered jobs go through the scheduler, whose lock the victim held
+    config = gateway_config(workers=FAST_RECOVERY, jobs={"max_attempts": 3, "retry_intervals": [1]})
     api = start_api(config)
     victim = spawn_worker(config)
     ids = _submit(api, 60)

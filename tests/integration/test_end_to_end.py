@@ -190,6 +190,8 @@ def test_service_sees_only_its_own_jobs(
         (json.dumps({"prompt": "x" * 200_001}).encode(), None, 413, "payload_too_large", "200000"),
         (json.dumps({"prompt": "x", "model": "gpt-9"}).encode(), None, 422, "invalid_request", "gpt-9"),
         (json.dumps({"prompt": "x", "task": "juggling"}).encode(), None, 422, "invalid_request", "juggling"),
+        (json.dumps({"prompt": "x", "queue": "bulk"}).encode(), None, 422, "invalid_request", "queue"),
+        (json.dumps({"messages": []}).encode(), None, 422, "invalid_request", "messages"),
         (json.dumps({"prompt": "x"}).encode(), {}, 401, "authentication_error", "missing"),
         (
             json.dumps({"prompt": "x"}).encode(),
@@ -385,3 +387,14 @@ def test_audit_stream_records_failed_jobs(
     raw = json.dumps([{str(k): str(v) for k, v in (fields or {}).items()} for _id, fields in entries])
     assert "provider_auth_error" in raw
     assert "sk-test-fake-key" not in raw
+
+
+def test_unknown_route_and_method_use_the_error_envelope(
+    gateway_config: Factory, start_api: Callable[[Config], Api]
+) -> None:
+    api = start_api(gateway_config())
+    with api.client() as client:
+        missing = client.get("/v1/nothing")
+        wrong_method = client.put("/v1/jobs")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["type"] == "method_not_allowed"

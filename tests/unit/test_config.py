@@ -99,3 +99,27 @@ def test_config_optional_files_default_when_absent(config_dir: Path) -> None:
     config = load_config(config_dir)
     assert config.gateway.api.host == "127.0.0.1" and config.gateway.api.port == 18789
     assert set(config.gateway.queues) == {"interactive", "batch"}
+
+
+def test_config_heartbeat_ttl_must_outlive_two_heartbeats(config_dir: Path) -> None:
+    gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
+    gateway["workers"].update({"heartbeat_interval": 5, "heartbeat_ttl": 6})
+    _write(config_dir, "gateway.yaml", gateway)
+    with pytest.raises(ConfigError, match="gateway.yaml: workers.*heartbeat_ttl"):
+        load_config(config_dir)
+
+
+@pytest.mark.parametrize("intervals", [[], [-1]])
+def test_config_retry_intervals_are_checked(config_dir: Path, intervals: list[int]) -> None:
+    gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
+    gateway["jobs"]["retry_intervals"] = intervals
+    _write(config_dir, "gateway.yaml", gateway)
+    with pytest.raises(ConfigError, match="jobs.retry_intervals"):
+        load_config(config_dir)
+
+
+def test_retry_schedule_starts_at_the_first_interval_and_repeats_the_last() -> None:
+    from gateway.store import retry_schedule
+
+    assert retry_schedule([1, 5, 30], 3) == [1, 5]
+    assert retry_schedule([1, 5], 5) == [1, 5, 5, 5]
