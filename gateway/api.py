@@ -54,12 +54,16 @@ class _Gateway:
             token = value.strip() if scheme.lower() == "bearer" else None
         return self.services.authenticate(token)
 
-    async def wait_for(self, job_id: str, service: str, wait: float) -> JobView:
-        view = self.store.view(job_id, service)
+    async def wait_for(self, job_id: str, service: str, wait: float, view: JobView | None = None) -> JobView:
+        """The job once final, or as it stands after ``wait`` seconds.
+
+        ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
+        """
+        view = view or self.store.view(job_id, service)
         if view.status.is_final or wait <= 0:
             return view
         wait = min(wait, self.config.gateway.api.max_wait_seconds)
-        await self.waiter.wait(job_id, wait, lambda: self.store.view(job_id, service).status.is_final)
+        await self.waiter.wait(job_id, wait)  # woken or timed out, the job is read once more
         return self.store.view(job_id, service)
 
 
@@ -105,8 +109,9 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
         service = gw.authenticate(authorization, x_api_key)
         job_request = _parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
         _check_model(gw.config, job_request)
-        job_id, _created = gw.store.enqueue(service, job_request)
-        view = await gw.wait_for(job_id, service, wait)
+        job_id, created = gw.store.enqueue(service, job_request)
+        queued = gw.store.queued_view(job_id, service, job_request) if created else None
+        view = await gw.wait_for(job_id, service, wait, queued)
         return _json(view, 200 if view.status.is_final else 202)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)

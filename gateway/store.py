@@ -97,6 +97,17 @@ class JobStore:
         entry = self.config.services.services.get(service)
         return entry.default_queue if entry else "interactive"
 
+    def queued_view(self, job_id: str, service: str, request: JobRequest) -> JobView:
+        """The view of a job this process just enqueued, without reading it back."""
+        return JobView(
+            id=job_id,
+            status=JobState.QUEUED,
+            service=service,
+            queue=request.queue or self._default_queue(service),
+            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            metadata=request.metadata,
+        )
+
     def view(self, job_id: str, service: str | None) -> JobView:
         """The job as its owner sees it; ``service=None`` (the CLI's admin view) sees every job."""
         with self.connection.pipeline(transaction=False) as pipe:

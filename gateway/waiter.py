@@ -36,18 +36,21 @@ class CompletionWaiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def wait(self, job_id: str, timeout: float, is_done: object) -> None:
-        """Return when ``job_id`` is published as done or ``timeout`` passes.
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        """True when ``job_id`` is published as done, False when ``timeout`` passes first.
 
-        ``is_done`` is a zero-argument callable checked after registering (closes the race).
+        Call it right after reading the job, with no ``await`` in between: the listener only runs
+        when this coroutine yields, so a completion published after that read still reaches the
+        future registered here (a spurious wake-up is harmless; the caller re-reads).
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(future)
         try:
-            if callable(is_done) and is_done():
-                return
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                return False
+            return True
         finally:
             futures = self._waiters.get(job_id)
             if futures is not None:

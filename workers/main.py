@@ -49,4 +49,10 @@ async def run_worker(
 
 
 def main(config: Config, redis_url: str, queue: str, concurrency: int | None, burst: bool) -> None:
-    asyncio.run(run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst))
+    coroutine = run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst)
+    try:
+        import uvloop  # the faster loop where it is installed (a runtime dependency off Windows)
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)

@@ -27,6 +27,7 @@ from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
 from workers.routing import RouteStep, build_chain, resolve_alias
+from workers.worker import Outcome
 
 
 class JobPipeline:
@@ -53,7 +54,7 @@ class JobPipeline:
     async def aclose(self) -> None:
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
 
-    async def __call__(self, job: Job) -> dict[str, Any]:
+    async def __call__(self, job: Job) -> Outcome:
         payload: dict[str, Any] = job.args[0]
         request = JobRequest.model_validate(payload["request"])
         attempt = _attempt_number(job, int(payload.get("max_attempts", 1)))
@@ -80,8 +81,9 @@ class JobPipeline:
             self._audit(context, calls, started, error=interrupted, status="canceled")
             raise
         result = self._result(step, completion, attempt, earlier + calls, queue_wait_ms, latency_ms, started)
-        self._audit(context, calls, started, result=result)
-        return result.model_dump(mode="json")
+        event = self._audit_event(context, calls, started, result=result)
+        # the audit event is written in the same transaction as the result (worker._succeed)
+        return Outcome(result.model_dump(mode="json"), commit=lambda pipe: append_event(pipe, event))
 
     def _earlier_calls(self, job_id: str) -> list[Attempt]:
         raw = self.connection.lrange(keys.job_calls(job_id), 0, -1)
@@ -200,8 +202,22 @@ class JobPipeline:
         error: GatewayError | None = None,
         status: Status = "succeeded",
     ) -> None:
+        append_event(
+            self.connection, self._audit_event(ctx, calls, started, result=result, error=error, status=status)
+        )
+
+    def _audit_event(
+        self,
+        ctx: _AuditContext,
+        calls: list[Attempt],
+        started: float,
+        *,
+        result: JobResult | None = None,
+        error: GatewayError | None = None,
+        status: Status = "succeeded",
+    ) -> AuditEvent:
         last = calls[-1] if calls else None
-        event = AuditEvent(
+        return AuditEvent(
             time=ctx.time,
             job_id=ctx.job.id,
             attempt=ctx.attempt,
@@ -226,7 +242,6 @@ class JobPipeline:
             calls=sum(1 for c in calls if c.outcome != "skipped"),
             offline=result.offline if result else False,
         )
-        append_event(self.connection, event)
 
 
 class CallBoundError(GatewayError):

@@ -28,6 +28,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 from loguru import logger
+from redis.client import Pipeline
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
@@ -43,6 +44,14 @@ from gateway.errors import GatewayError, JobTimeoutError
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
 JobRunner = Callable[[Job], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A runner's return value, plus Redis writes (e.g. the audit event) that must land with it."""
+
+    value: Any
+    commit: Callable[[Pipeline], None] | None = None
 
 
 @dataclass
@@ -199,8 +208,7 @@ class AsyncWorker(BaseWorker):
             job = self._fetch(job_id)
             if job is None:
                 return
-            execution = self.prepare_execution(job)
-            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+            execution = self._start(job)
         except redis.RedisError as exc:
             # still in the intermediate queue: the reaper hands it back once Redis answers
             logger.warning("worker {}: could not start job {}: {}", self.name, job_id, exc)
@@ -219,9 +227,6 @@ class AsyncWorker(BaseWorker):
             )
         finally:
             self._running.pop(job.id, None)
-            if not self._running:
-                with contextlib.suppress(redis.RedisError):
-                    self.set_state(WorkerStatus.IDLE)
 
     def _fetch(self, job_id: str) -> Job | None:
         try:
@@ -258,8 +263,51 @@ class AsyncWorker(BaseWorker):
             logger.exception("job {} raised an unexpected error", job.id)
             self._fail(job, execution, GatewayError(f"{type(exc).__name__}: {exc}"))
         else:
-            self._finalize_success(job, self.queue, execution, value)
-            self._publish_done(job.id)
+            self._succeed(job, execution, value if isinstance(value, Outcome) else Outcome(value))
+
+    def _start(self, job: Job) -> Execution:
+        """RQ's prepare_execution and prepare_job_execution in one round trip.
+
+        The worker's own busy/idle state and heartbeat are kept by the heartbeat task, not here.
+        """
+        ttl = self.heartbeat_ttl
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            pipe.lrem(self.queue.intermediate_queue_key, 1, job.id)
+            pipe.execute()
+        self.executions[execution.id] = execution
+        return execution
+
+    def _succeed(self, job: Job, execution: Execution, outcome: Outcome) -> None:
+        """RQ's success bookkeeping, the runner's writes and the completion notice in one MULTI.
+
+        RQ's handle_job_success also watches dependents and schedules repeats; aigw jobs have
+        neither, so one transaction (one round trip) replaces about six.
+        """
+        job.ended_at = now()
+        job._result = outcome.value
+        job._status = JobStatus.FINISHED
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        with self.connection.pipeline() as pipe:
+            if outcome.commit is not None:
+                outcome.commit(pipe)
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - (job.started_at or job.ended_at), pipe)
+            job._handle_success(
+                result_ttl,
+                pipeline=pipe,
+                worker_name=self.name,
+                execution_id=execution.id,
+                execution_started_at=execution.created_at,
+                execution_ended_at=job.ended_at,
+            )
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            pipe.publish(keys.DONE_CHANNEL, job.id)
+            pipe.execute()
 
     def _fail(self, job: Job, execution: Execution, error: GatewayError) -> None:
         """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left.
@@ -354,6 +402,7 @@ class AsyncWorker(BaseWorker):
         stamp = now()
         with self.connection.pipeline(transaction=False) as pipe:
             self.heartbeat(self.worker_ttl + ttl, pipeline=pipe)
+            self.set_state(WorkerStatus.BUSY if self._running else WorkerStatus.IDLE, pipeline=pipe)
             for running in list(self._running.values()):
                 running.execution.heartbeat(self.queue.started_job_registry, ttl, pipeline=pipe)
                 running.job.heartbeat(stamp, ttl, pipeline=pipe, xx=True)
