@@ -126,6 +126,14 @@ class LoadResult:
     timed_out: bool = False
     #: bodies of successful answers, when a phase asked to keep them
     bodies: list[bytes] = field(default_factory=list)
+    #: the first few answers that did not count (status and start of the body)
+    failure_samples: list[str] = field(default_factory=list)
+
+    def failed_answer(self, status: int, body: bytes) -> None:
+        self.failed += 1
+        self.errors[f"HTTP {status}" if status >= 300 else "bad body"] += 1
+        if len(self.failure_samples) < 5:
+            self.failure_samples.append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
 
     @property
     def throughput(self) -> float:
@@ -173,8 +181,7 @@ async def closed_loop(
                 if keep_bodies:
                     result.bodies.append(body)
             else:
-                result.failed += 1
-                result.errors[f"HTTP {status}" if status >= 300 else "bad body"] += 1
+                result.failed_answer(status, body)
 
     started = time.perf_counter()
     result.timed_out = not await _run_all([client(c) for c in connections], deadline_s)

@@ -114,6 +114,24 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary context switches (the process blocked, e.g. on a Redis reply) so far; 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / _CLOCK_TICKS, steal / _CLOCK_TICKS
+
+
 def self_cpu_seconds() -> float:
     """CPU of the harness itself (the load generator), all threads."""
     times = os.times()

@@ -74,11 +74,15 @@ class BenchStack:
     latencies: list[float]
     workers: int = 1
     max_connections: int = 1000
+    #: one API + worker(s) for every scenario (--quick) instead of a fresh one per scenario
+    shared: bool = False
+    shared_concurrency: int = 5000
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aigw-bench-")))
     redis_server: RedisServer | None = None
     fakes: dict[float, tuple[int, Child]] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     _guards: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _shared_aigw: Aigw | None = None
 
     # --- whole run ------------------------------------------------------------------------------
 
@@ -105,6 +109,11 @@ class BenchStack:
         return self.redis_server.url
 
     @property
+    def redis_port(self) -> int:
+        assert self.redis_server is not None
+        return self.redis_server.port
+
+    @property
     def redis_pid(self) -> int:
         assert self.redis_server is not None
         return self.redis_server.process.pid
@@ -120,7 +129,15 @@ class BenchStack:
         self._guards.append(guard(self.redis_server.process.pid))
         for latency in sorted(set(self.latencies) | {0.0}):
             port = free_port()
-            argv = [sys.executable, "-m", "tests.fakes.provider", "--port", str(port), "--latency", str(latency)]
+            argv = [
+                sys.executable,
+                "-m",
+                "tests.fakes.provider",
+                "--port",
+                str(port),
+                "--latency",
+                str(latency),
+            ]
             child = self._spawn(f"fake-{alias_for(latency)}", argv)
             self.fakes[latency] = (port, child)
         for port, child in self.fakes.values():
@@ -130,6 +147,7 @@ class BenchStack:
         self._write_config()
 
     def close(self) -> None:
+        self._shared_aigw = None
         for child in reversed(self.children):
             child.stop(grace=10)
         self.children.clear()
@@ -188,7 +206,27 @@ class BenchStack:
 
     @contextlib.contextmanager
     def aigw(self, concurrency: int) -> Iterator[Aigw]:
-        """A fresh API + worker(s) on a flushed Redis, stopped when the block ends."""
+        """A fresh API + worker(s) on a flushed Redis, stopped when the block ends.
+
+        With ``shared`` the first call starts one (at ``shared_concurrency``) that every later
+        scenario reuses; ``close()`` stops it.
+        """
+        if self.shared:
+            if self._shared_aigw is None:
+                self._shared_aigw = self._start_aigw(self.shared_concurrency)
+            self._shared_aigw.check_alive()
+            yield self._shared_aigw
+            return
+        handle = self._start_aigw(concurrency)
+        try:
+            yield handle
+        finally:
+            for child in (*handle.workers, handle.api):
+                child.stop(grace=15)
+                with contextlib.suppress(ValueError):
+                    self.children.remove(child)
+
+    def _start_aigw(self, concurrency: int) -> Aigw:
         connection = self.redis()
         try:
             connection.flushall()
@@ -201,20 +239,22 @@ class BenchStack:
         workers = [
             self._spawn(
                 f"worker-{i}",
-                [*cli, "worker", "--config", str(self.config_dir), "--queue", QUEUE,
-                 "--concurrency", str(concurrency)],
+                [
+                    *cli,
+                    "worker",
+                    "--config",
+                    str(self.config_dir),
+                    "--queue",
+                    QUEUE,
+                    "--concurrency",
+                    str(concurrency),
+                ],
             )  # fmt: skip
             for i in range(self.workers)
         ]
         handle = Aigw(port, token, api, workers)
-        try:
-            self._wait_ready(handle)
-            yield handle
-        finally:
-            for child in (*workers, api):
-                child.stop(grace=15)
-                with contextlib.suppress(ValueError):
-                    self.children.remove(child)
+        self._wait_ready(handle)  # on failure close() stops the children
+        return handle
 
     def _wait_ready(self, handle: Aigw, timeout: float = 30.0) -> None:
         url = f"http://127.0.0.1:{handle.port}/readyz"

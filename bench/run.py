@@ -1,0 +1,238 @@
+"""``python -m bench.run [--scenario NAME ...] [--quick] [--workers K] [--profile]``.
+
+Starts Redis, fake providers and aigw as subprocesses on 127.0.0.1, runs the scenarios (direct and
+through aigw side by side), prints the tables and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.procs import machine_cpu
+from bench.scenarios import SCENARIOS, Ctx
+from bench.stack import REPO, BenchStack
+
+RESULTS = REPO / "bench" / "results"
+console = Console(highlight=False)
+if not console.is_terminal:
+    console = Console(highlight=False, width=160)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument(
+        "--scenario", action="append", choices=list(SCENARIOS), help="repeatable; default all"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny versions of every scenario (smoke test)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--max-connections", type=int, default=1000,
+        help="max_connections of the bench deployments in models.yaml (config allows 1..1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the API and workers in each aigw phase"
+    )
+    parser.add_argument(
+        "--no-wait-quiet", action="store_true",
+        help="do not wait (up to 60 s) for other processes to go quiet before each scenario",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="JSON result file")
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def _raise_fd_limit() -> None:
+    """5,000 concurrent connections need more than the usual 1,024 descriptors (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 20_000 if hard == resource.RLIM_INFINITY else min(hard, 20_000)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def wait_quiet(log: Callable[[str], None], limit: float = 0.15, timeout: float = 60.0) -> float:
+    """Wait until the machine's busy CPU over one second is below ``limit`` cores; returns the last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = machine_cpu()[0]
+        time.sleep(1.0)
+        busy = machine_cpu()[0] - before
+        if busy < limit or time.monotonic() > deadline:
+            if busy >= limit:
+                log(f"[yellow]machine still busy ({100 * busy:.0f}% of a core); going ahead[/]")
+            return busy
+        log(f"machine busy ({100 * busy:.0f}% of a core besides the idle stack); waiting")
+
+
+def _git(*args: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+    return ""
+
+
+def code_version() -> str:
+    """HEAD plus a digest of uncommitted changes to the code under test (others may edit it mid-run)."""
+    head = _git("rev-parse", "--short", "HEAD").strip()
+    diff = _git("diff", "HEAD", "--", "gateway", "workers", "tests/fakes", "pyproject.toml")
+    return head + (f"+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": _git("rev-parse", "HEAD").strip(),
+        "git_dirty_files": [line[3:] for line in _git("status", "--porcelain").splitlines()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = args.scenario or list(SCENARIOS)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _raise_fd_limit()
+    report: dict[str, Any] = {
+        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "workers": args.workers,
+        "max_connections": args.max_connections,
+        "machine": machine(),
+        "scenarios": {},
+    }
+    latencies = sorted({lat for name in names for lat in SCENARIOS[name][2]})
+    began = time.monotonic()
+    failed = False
+    try:
+        with (
+            BenchStack(
+                latencies, workers=args.workers, max_connections=args.max_connections, shared=args.quick
+            ) as stack,
+            asyncio.Runner(loop_factory=_loop_factory()) as runner,
+        ):
+            for name in names:
+                title, run, _latencies = SCENARIOS[name]
+                console.rule(f"[bold]{name}[/]: {title}")
+
+                def log(message: str, name: str = name) -> None:
+                    console.print(f"  [dim]{time.monotonic() - began:6.1f}s[/] {name}: {message}")
+
+                busy_before = None if args.quick or args.no_wait_quiet else wait_quiet(log)
+                ctx = Ctx(stack, runner, args.quick, log, RESULTS if args.profile else None)
+                code = code_version()
+                try:
+                    result = run(ctx)
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    failed = True
+                    console.print(f"[bold red]{name} failed:[/] {exc}")
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
+                result["code"] = code
+                if busy_before is not None:
+                    result["machine_busy_before_cores"] = round(busy_before, 2)
+                report["scenarios"][name] = {"title": title, **result}
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; everything started has been stopped[/]")
+        return 130
+    report["duration_s"] = round(time.monotonic() - began, 1)
+    versions = sorted({str(r.get("code")) for r in report["scenarios"].values()})
+    report["code"] = versions[0] if len(versions) == 1 else versions
+    report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report)
+    if isinstance(report["code"], list):
+        console.print(f"[bold yellow]the code under test changed during the run:[/] {', '.join(versions)}")
+    console.print(f"\ncode under test: {report['code']}; results: {args.output}")
+    return 1 if failed else 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    scenarios: dict[str, Any] = report["scenarios"]
+    note = " (--quick: tiny sizes, not comparable with the targets)" if report["quick"] else ""
+    table = Table(title=f"aigw vs direct, {report['workers']} worker process(es){note}")
+    for column in ("scenario", "measure", "target", "direct", "aigw", "measured", "met?"):
+        table.add_column(column)
+    for name, result in scenarios.items():
+        for r in result.get("rows", []):
+            met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[r["met"]]
+            table.add_row(name, r["measure"], r["target"], r["direct"], r["aigw"], r["measured"], met)
+        if "error" in result:
+            table.add_row(name, "[red]error[/]", "", "", "", result["error"], "[red]no[/]")
+    console.print(table)
+
+    cpu = Table(title="Where the time goes (aigw phase): CPU ms per job, CPU utilisation")
+    columns = ("scenario", "jobs", "wall s", "API", "workers", "redis", "fake", "harness", "peak RSS MB",
+               "machine busy (not ours)")  # fmt: skip
+    for column in columns:
+        cpu.add_column(column, justify="right")
+    redis_table = Table(title="Redis per job (aigw phase)")
+    for column in ("scenario", "commands", "socket reads (≈ round trips)", "by command"):
+        redis_table.add_column(column)
+    for name, result in scenarios.items():
+        usage = result.get("usage")
+        if not usage:
+            continue
+        per, util = usage["cpu_ms_per_job"], usage["cpu_util_pct"]
+        cells = [
+            f"{per[k]:.2f} ({util.get(k, 0):.0f}%)" for k in ("api", "workers", "redis", "fake", "harness")
+        ]
+        rss, box, wall = usage["peak_rss_mb"], usage["machine_cpu_s"], usage["wall_s"] or 1
+        machine = f"{100 * box['busy'] / wall:.0f}% ({100 * box['not_ours'] / wall:.0f}%)"
+        cpu.add_row(name, str(usage["jobs"]), f"{usage['wall_s']:.2f}", *cells,
+                    f"{rss['api']:.0f} + {rss['workers']:.0f}", machine)  # fmt: skip
+        r = usage["redis"]
+        top = ", ".join(f"{k} {v:g}" for k, v in list(r["by_command_per_job"].items())[:12])
+        redis_table.add_row(name, f"{r['commands_per_job']:g}", f"{r['socket_reads_per_job']:g}", top)
+    console.print(cpu)
+    console.print(redis_table)
+    for name, result in scenarios.items():
+        for label, summary in result.get("usage", {}).get("profile", {}).items():
+            prof = Table(title=f"py-spy {name} {label}: {summary['samples']} active samples (self %)")
+            prof.add_column("function")
+            prof.add_column("self %", justify="right")
+            for entry in summary["self"][:12]:
+                prof.add_row(entry["function"], f"{entry['pct']:.1f}")
+            console.print(prof)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
