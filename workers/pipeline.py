@@ -72,13 +72,15 @@ class JobPipeline:
         except GatewayError as exc:
             will_retry = exc.retryable and bool(job.retries_left)
             self._remember_calls(job.id, calls)
-            self._audit(context, calls, started, error=exc, status="retrying" if will_retry else "failed")
+            self._audit_failure(
+                context, calls, started, error=exc, status="retrying" if will_retry else "failed"
+            )
             raise
         except asyncio.CancelledError:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
             interrupted = _InterruptedError("the attempt was interrupted (canceled, timed out or shut down)")
             self._remember_calls(job.id, calls)
-            self._audit(context, calls, started, error=interrupted, status="canceled")
+            self._audit_failure(context, calls, started, error=interrupted, status="canceled")
             raise
         result = self._result(step, completion, attempt, earlier + calls, queue_wait_ms, latency_ms, started)
         event = self._audit_event(context, calls, started, result=result)
@@ -192,19 +194,9 @@ class JobPipeline:
             finish_reason=completion.finish_reason,
         )
 
-    def _audit(
-        self,
-        ctx: _AuditContext,
-        calls: list[Attempt],
-        started: float,
-        *,
-        result: JobResult | None = None,
-        error: GatewayError | None = None,
-        status: Status = "succeeded",
-    ) -> None:
-        append_event(
-            self.connection, self._audit_event(ctx, calls, started, result=result, error=error, status=status)
-        )
+    def _audit_failure(self, ctx: _AuditContext, calls: list[Attempt], started: float, **kw: Any) -> None:
+        """A failed or interrupted attempt: audited at once (there is no result to commit with)."""
+        append_event(self.connection, self._audit_event(ctx, calls, started, **kw))
 
     def _audit_event(
         self,
