@@ -27,6 +27,7 @@ def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = Fal
         return local
     home_config = aigw_home() / "config"
     if create and not (home_config / "models.yaml").exists():
+        aigw_home().mkdir(mode=0o700, parents=True, exist_ok=True)
         home_config.mkdir(parents=True, exist_ok=True)
         sample = resources.files("gateway") / "sample_config"
         for item in sample.iterdir():

@@ -44,6 +44,10 @@ class JobStore:
     def enqueue(self, service: str, request: JobRequest) -> tuple[str, bool]:
         """Put a job on its queue; returns (job id, created). An idempotency key returns the first job."""
         job_id = uuid.uuid4().hex
+        queue_name = request.queue or self._default_queue(service)
+        if queue_name not in self.config.gateway.queues:  # before the idempotency key is taken
+            queues = ", ".join(self.config.gateway.queues)
+            raise ValidationError(f"queue: {queue_name!r} is not configured ({queues})")
         if request.idempotency_key:
             idem_key = keys.idempotency(service, request.idempotency_key)
             ttl = self.config.gateway.jobs.result_ttl
@@ -52,12 +56,7 @@ class JobStore:
                 if existing is not None:
                     return str(keys.text(existing)), False
         jobs = self.config.gateway.jobs
-        queue_name = request.queue or self._default_queue(service)
         max_attempts = jobs.max_attempts
-        if queue_name not in self.config.gateway.queues:
-            raise ValidationError(
-                f"queue: {queue_name!r} is not configured ({', '.join(self.config.gateway.queues)})"
-            )
         payload = {
             "service": service,
             "request": request.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"}),
@@ -172,7 +171,10 @@ class JobStore:
             return view, True
         with contextlib.suppress(InvalidJobOperation):
             job.cancel()
-        self.connection.publish(keys.DONE_CHANNEL, job_id)
+        with self.connection.pipeline() as pipe:  # a canceled record expires like a failed one
+            pipe.expire(job.key, self.config.gateway.jobs.failure_ttl)
+            pipe.publish(keys.DONE_CHANNEL, job_id)
+            pipe.execute()
         return self.view(job_id, service), False
 
 

@@ -39,8 +39,10 @@ class Supervisor:
             child.start()
 
     def supervise(self) -> None:
-        """Restart children that die until SIGTERM, SIGINT or ``stop_event``."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        """Restart children that die until SIGTERM, SIGINT, SIGHUP or ``stop_event``."""
+        # SIGHUP too: a closed terminal must stop the stack cleanly, embedded Redis included
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.stop_event.set())
         try:
             while not self.stop_event.wait(0.5):
                 for child in self.children:
