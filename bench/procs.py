@@ -66,20 +66,29 @@ class Child:
         self._log_file.close()
 
 
-def guard(pid: int) -> subprocess.Popen[bytes]:
-    """A tiny watchdog that SIGTERMs ``pid`` when the harness dies (for children started by others)."""
+def guard(pid: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A watchdog for when the harness is killed outright (SIGKILL): it ends ``pid`` (a child
+    started by code we do not control, so without a parent-death signal) and removes ``directory``.
+    """
     code = (
-        "import os, signal, sys\n"
+        "import os, shutil, signal, sys, time\n"
         "def end(*_):\n"
-        "    try: os.kill(int(sys.argv[1]), signal.SIGTERM)\n"
-        "    except OSError: pass\n"
+        "    pid = int(sys.argv[1])\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGTERM)\n"
+        "        for _ in range(100):\n"
+        "            os.kill(pid, 0)\n"
+        "            time.sleep(0.1)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    shutil.rmtree(sys.argv[2], ignore_errors=True)\n"
         "    sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, end)\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         "while True: signal.pause()\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(pid)],
+        [sys.executable, "-c", code, str(pid), str(directory)],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=_die_with_parent,

@@ -55,11 +55,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-wait-quiet", action="store_true",
         help="do not wait (up to 60 s) for other processes to go quiet before each scenario",
     )  # fmt: skip
+    parser.add_argument(
+        "--retries", type=int, default=2,
+        help="run a scenario again (keeping the quietest attempt) when other processes used the CPU",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-foreign", type=float, default=0.1,
+        help="cores other processes may use during a measured phase before it counts as disturbed",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="JSON result file")
     return parser.parse_args(argv)
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """First Ctrl-C/SIGTERM stops the run; later ones are ignored so the clean-up (bounded) completes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -100,10 +111,43 @@ def _git(*args: str) -> str:
 
 
 def code_version() -> str:
-    """HEAD plus a digest of uncommitted changes to the code under test (others may edit it mid-run)."""
-    head = _git("rev-parse", "--short", "HEAD").strip()
-    diff = _git("diff", "HEAD", "--", "gateway", "workers", "tests/fakes", "pyproject.toml")
+    """Last commit of the code under test plus a digest of uncommitted changes (it may change mid-run)."""
+    paths = ("gateway", "workers", "tests/fakes", "pyproject.toml")
+    head = _git("log", "-1", "--format=%h", "--", *paths).strip()  # last commit that changed them
+    diff = _git("diff", "HEAD", "--", *paths)
     return head + (f"+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+
+def foreign_cores(result: dict[str, Any]) -> float:
+    """CPU other processes used during the measured phases, in cores (the worst phase)."""
+    usage = result.get("usage") or {}
+    figures = []
+    if usage.get("wall_s"):
+        figures.append(usage["machine_cpu_s"]["not_ours"] / usage["wall_s"])
+    direct = usage.get("direct_phase") or {}
+    wall = (result.get("direct") or {}).get("wall_s")
+    if direct and wall:
+        figures.append(direct["machine_busy_not_ours_s"] / wall)
+    return round(max(figures, default=0.0), 3)
+
+
+def run_scenario(
+    name: str, stack: BenchStack, runner: asyncio.Runner, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    _title, run, _latencies = SCENARIOS[name]
+    busy_before = None if args.quick or args.no_wait_quiet else wait_quiet(log)
+    ctx = Ctx(stack, runner, args.quick, log, RESULTS if args.profile else None)
+    code = code_version()
+    try:
+        result = run(ctx)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[bold red]{name} failed:[/] {exc}")
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    result["code"] = code
+    result["foreign_cores"] = foreign_cores(result)
+    if busy_before is not None:
+        result["machine_busy_before_cores"] = round(busy_before, 2)
+    return result
 
 
 def machine() -> dict[str, Any]:
@@ -128,7 +172,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = args.scenario or list(SCENARIOS)
+    # our own handlers (not asyncio.Runner's SIGINT one, which only cancels the running task)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     _raise_fd_limit()
     report: dict[str, Any] = {
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -150,25 +196,25 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.Runner(loop_factory=_loop_factory()) as runner,
         ):
             for name in names:
-                title, run, _latencies = SCENARIOS[name]
+                title = SCENARIOS[name][0]
                 console.rule(f"[bold]{name}[/]: {title}")
 
                 def log(message: str, name: str = name) -> None:
                     console.print(f"  [dim]{time.monotonic() - began:6.1f}s[/] {name}: {message}")
 
-                busy_before = None if args.quick or args.no_wait_quiet else wait_quiet(log)
-                ctx = Ctx(stack, runner, args.quick, log, RESULTS if args.profile else None)
-                code = code_version()
-                try:
-                    result = run(ctx)
-                except (RuntimeError, TimeoutError, OSError) as exc:
-                    failed = True
-                    console.print(f"[bold red]{name} failed:[/] {exc}")
-                    result = {"error": f"{type(exc).__name__}: {exc}"}
-                result["code"] = code
-                if busy_before is not None:
-                    result["machine_busy_before_cores"] = round(busy_before, 2)
-                report["scenarios"][name] = {"title": title, **result}
+                attempts: list[dict[str, Any]] = []
+                for attempt in range(1 + (0 if args.quick or args.profile else args.retries)):
+                    if attempt:
+                        busy = attempts[-1]["foreign_cores"]
+                        log(f"[yellow]other processes used {busy:.2f} cores; running it again[/]")
+                    result = run_scenario(name, stack, runner, args, log)
+                    attempts.append(result)
+                    if result.get("foreign_cores", 0.0) <= args.max_foreign or "error" in result:
+                        break
+                best = min(attempts, key=lambda r: float(r.get("foreign_cores", 0.0)))
+                best["attempts"] = len(attempts)
+                failed = failed or "error" in best
+                report["scenarios"][name] = {"title": title, **best}
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; everything started has been stopped[/]")
         return 130
@@ -178,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # nothing left to clean up
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print_report(report)
     if isinstance(report["code"], list):
         console.print(f"[bold yellow]the code under test changed during the run:[/] {', '.join(versions)}")

@@ -126,7 +126,7 @@ class BenchStack:
 
     def start(self) -> None:
         self.redis_server = RedisServer.start(self.root / "redis", appendonly=True)
-        self._guards.append(guard(self.redis_server.process.pid))
+        self._guards.append(guard(self.redis_server.process.pid, self.root))
         for latency in sorted(set(self.latencies) | {0.0}):
             port = free_port()
             argv = [
@@ -195,6 +195,7 @@ class BenchStack:
         gateway = yaml.safe_load(gateway_file.read_text()) or {}
         gateway.setdefault("queues", {}).setdefault(QUEUE, {})["concurrency"] = 1000
         gateway.setdefault("jobs", {})["max_attempts"] = 1
+        gateway.setdefault("workers", {})["processes"] = 1  # `aigw worker` runs inline, no supervisor
         gateway.setdefault("redis", {})["probe_local"] = False
         gateway_file.write_text(yaml.safe_dump(gateway, sort_keys=False))
         load_config(self.config_dir)  # fail here, with the config error, not in a child
