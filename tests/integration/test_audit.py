@@ -15,31 +15,9 @@ import pytest
 import redis
 
 from gateway import keys
-from gateway.audit import GENESIS_HASH, AuditEvent, AuditWriter, append_event, report, request_sha256, verify
+from gateway.audit import GENESIS_HASH, AuditEvent, AuditWriter, append_event, report, verify
 from gateway.redis_server import RedisServer
-
-
-def _event(job_id: str = "job-1", **overrides: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "job_id": job_id,
-        "attempt": 1,
-        "service": "billing",
-        "model": "fast",
-        "provider": "offline",
-        "provider_model": "offline-echo",
-        "deployment": "offline-1",
-        "status": "succeeded",
-        "queue": "interactive",
-        "queue_wait_ms": 3.0,
-        "latency_ms": 12.5,
-        "total_ms": 20.0,
-        "input_tokens": 10,
-        "output_tokens": 5,
-        "cost_usd": 0.0001,
-        "request_sha256": request_sha256({"prompt": job_id}),
-        "calls": 1,
-    }
-    return AuditEvent(**(fields | overrides))
+from tests.fakes.audit_events import make_event
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -74,8 +52,8 @@ def writer(redis_client: redis.Redis, log_path: Path) -> Iterator[AuditWriter]:
 def test_writer_writes_events_from_a_pipeline_as_one_line_each(
     redis_client: redis.Redis, writer: AuditWriter, log_path: Path
 ) -> None:
-    plain = _event("job-1")
-    with_bodies = _event(
+    plain = make_event("job-1")
+    with_bodies = make_event(
         "job-2", status="failed", error_type="rate_limited", request={"prompt": "hi"}, response={"text": "no"}
     )
     with redis_client.pipeline(transaction=True) as pipe:
@@ -105,7 +83,7 @@ def test_writer_claims_what_a_dead_writer_read_but_never_acked(
 ) -> None:
     redis_client.xgroup_create(keys.AUDIT_STREAM, keys.AUDIT_GROUP, id="0", mkstream=True)
     for i in range(3):
-        append_event(redis_client, _event(f"job-{i}"))
+        append_event(redis_client, make_event(f"job-{i}"))
     redis_client.xreadgroup(keys.AUDIT_GROUP, "dead", {keys.AUDIT_STREAM: ">"}, count=10)
     assert redis_client.xpending(keys.AUDIT_STREAM, keys.AUDIT_GROUP)["pending"] == 3  # "dead" never acks
 
@@ -121,7 +99,7 @@ def test_writer_crash_between_write_and_ack_leaves_no_duplicate(
     redis_client: redis.Redis, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(3):
-        append_event(redis_client, _event(f"job-{i}"))
+        append_event(redis_client, make_event(f"job-{i}"))
     with AuditWriter(redis_client, log_path, consumer="crashed") as crashed:
 
         def crash(ids: list[Any]) -> None:
@@ -142,10 +120,10 @@ def test_writer_crash_between_write_and_ack_leaves_no_duplicate(
 def test_writer_writes_a_redelivered_event_once(
     redis_client: redis.Redis, writer: AuditWriter, log_path: Path
 ) -> None:
-    event = _event("job-1")
+    event = make_event("job-1")
     append_event(redis_client, event)
     append_event(redis_client, event)
-    append_event(redis_client, _event("job-1", attempt=2))
+    append_event(redis_client, make_event("job-1", attempt=2))
 
     assert writer.run_once() == 2
     append_event(redis_client, event)
@@ -157,12 +135,12 @@ def test_writer_writes_a_redelivered_event_once(
 def test_writer_restart_on_the_same_file_keeps_dedup_and_chain(
     redis_client: redis.Redis, log_path: Path
 ) -> None:
-    append_event(redis_client, _event("job-1"))
+    append_event(redis_client, make_event("job-1"))
     with AuditWriter(redis_client, log_path, consumer="first") as first:
         assert first.run_once() == 1
 
-    append_event(redis_client, _event("job-1"))
-    append_event(redis_client, _event("job-2"))
+    append_event(redis_client, make_event("job-1"))
+    append_event(redis_client, make_event("job-2"))
     with AuditWriter(redis_client, log_path, consumer="second") as second:
         assert second.run_once() == 1
 
@@ -173,13 +151,13 @@ def test_writer_restart_on_the_same_file_keeps_dedup_and_chain(
 def test_writer_drops_a_torn_last_line_and_continues_the_chain(
     redis_client: redis.Redis, log_path: Path
 ) -> None:
-    append_event(redis_client, _event("job-1"))
+    append_event(redis_client, make_event("job-1"))
     with AuditWriter(redis_client, log_path, consumer="first") as first:
         first.run_once()
     with log_path.open("ab") as file:
         file.write(b'{"time":"2025-01-')  # a write cut short by a crash
 
-    append_event(redis_client, _event("job-2"))
+    append_event(redis_client, make_event("job-2"))
     with AuditWriter(redis_client, log_path, consumer="second") as second:
         assert second.run_once() == 1
 
@@ -189,7 +167,7 @@ def test_writer_drops_a_torn_last_line_and_continues_the_chain(
 
 def test_writer_trims_the_stream_after_acking(redis_client: redis.Redis, writer: AuditWriter) -> None:
     for i in range(5):
-        append_event(redis_client, _event(f"job-{i}"))
+        append_event(redis_client, make_event(f"job-{i}"))
 
     assert writer.run_once() == 5
 
@@ -199,7 +177,7 @@ def test_writer_trims_the_stream_after_acking(redis_client: redis.Redis, writer:
 
 def test_writer_drains_more_than_one_batch(redis_client: redis.Redis, log_path: Path) -> None:
     for i in range(7):
-        append_event(redis_client, _event(f"job-{i}"))
+        append_event(redis_client, make_event(f"job-{i}"))
 
     with AuditWriter(redis_client, log_path, consumer="w", batch_size=3) as small_batches:
         assert small_batches.run_once() == 7
@@ -210,10 +188,10 @@ def test_writer_drains_more_than_one_batch(redis_client: redis.Redis, log_path: 
 def test_writer_moves_malformed_entries_to_the_rejected_file(
     redis_client: redis.Redis, writer: AuditWriter, log_path: Path
 ) -> None:
-    bad = _event("job-1").record() | {"api_key": "sk-0123456789abcdefghij"}
+    bad = make_event("job-1").record() | {"api_key": "sk-0123456789abcdefghij"}
     redis_client.xadd(keys.AUDIT_STREAM, {"e": json.dumps(bad)})
     redis_client.xadd(keys.AUDIT_STREAM, {"e": "not json"})
-    append_event(redis_client, _event("job-2"))
+    append_event(redis_client, make_event("job-2"))
 
     assert writer.run_once() == 1
 
@@ -229,13 +207,15 @@ def test_report_aggregates_by_service_and_model(
 ) -> None:
     start = datetime(2025, 3, 1, tzinfo=UTC)
     events = [
-        _event("a1", time=start, latency_ms=100.0, input_tokens=10, output_tokens=1, cost_usd=0.01),
-        _event("a2", time=start + timedelta(minutes=1), latency_ms=300.0, input_tokens=20, cost_usd=0.02),
-        _event("a3", time=start + timedelta(minutes=2), status="failed", latency_ms=250.0, cost_usd=0.0),
-        _event("a4", time=start + timedelta(minutes=3), status="retrying", latency_ms=None, calls=0),
-        _event("b1", time=start + timedelta(minutes=4), model="smart", latency_ms=900.0, cost_usd=0.5),
-        _event("b2", time=start + timedelta(minutes=5), model="smart", latency_ms=700.0, output_tokens=40),
-        _event(
+        make_event("a1", time=start, latency_ms=100.0, input_tokens=10, output_tokens=1, cost_usd=0.01),
+        make_event("a2", time=start + timedelta(minutes=1), latency_ms=300.0, input_tokens=20, cost_usd=0.02),
+        make_event("a3", time=start + timedelta(minutes=2), status="failed", latency_ms=250.0, cost_usd=0.0),
+        make_event("a4", time=start + timedelta(minutes=3), status="retrying", latency_ms=None, calls=0),
+        make_event("b1", time=start + timedelta(minutes=4), model="smart", latency_ms=900.0, cost_usd=0.5),
+        make_event(
+            "b2", time=start + timedelta(minutes=5), model="smart", latency_ms=700.0, output_tokens=40
+        ),
+        make_event(
             "c1",
             time=start + timedelta(minutes=6),
             service="search",
@@ -286,12 +266,12 @@ def test_writer_run_survives_a_redis_restart(tmp_path: Path, log_path: Path) -> 
             thread = threading.Thread(target=audit_writer.run, args=(stop,), kwargs={"block_ms": 100})
             thread.start()
             try:
-                append_event(client, _event("before"))
+                append_event(client, make_event("before"))
                 _wait_for(lambda: log_path.exists() and len(_lines(log_path)) == 1)
 
                 server.stop()
                 server = RedisServer.start(server.data_dir, server.port)
-                append_event(client, _event("after"))
+                append_event(client, make_event("after"))
                 _wait_for(lambda: len(_lines(log_path)) == 2)
             finally:
                 stop.set()

@@ -7,14 +7,12 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Any
 
 import pydantic
 import pytest
 
 from gateway.audit import (
     GENESIS_HASH,
-    AuditEvent,
     VerifyReport,
     encode_line,
     follow,
@@ -27,35 +25,13 @@ from gateway.audit import (
     verify,
 )
 from gateway.jobs import JobRequest
-
-
-def _event(job_id: str = "job-1", **overrides: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "job_id": job_id,
-        "attempt": 1,
-        "service": "billing",
-        "model": "fast",
-        "provider": "offline",
-        "provider_model": "offline-echo",
-        "deployment": "offline-1",
-        "status": "succeeded",
-        "queue": "interactive",
-        "queue_wait_ms": 3.0,
-        "latency_ms": 12.5,
-        "total_ms": 20.0,
-        "input_tokens": 10,
-        "output_tokens": 5,
-        "cost_usd": 0.0001,
-        "request_sha256": request_sha256({"prompt": job_id}),
-        "calls": 1,
-    }
-    return AuditEvent(**(fields | overrides))
+from tests.fakes.audit_events import make_event
 
 
 def _write_chain(path: Path, count: int) -> list[bytes]:
     lines, prev = [], GENESIS_HASH
     for i in range(count):
-        sealed = seal(_event(f"job-{i}").record(), prev)
+        sealed = seal(make_event(f"job-{i}").record(), prev)
         lines.append(encode_line(sealed))
         prev = sealed["hash"]
     path.write_bytes(b"".join(lines))
@@ -148,7 +124,7 @@ def test_verify_garbage_and_torn_lines_are_reported(tmp_path: Path) -> None:
 
 
 def test_seal_hash_covers_prev_and_content() -> None:
-    record = _event().record()
+    record = make_event().record()
 
     sealed = seal(record, GENESIS_HASH)
     without_hash = {k: v for k, v in sealed.items() if k != "hash"}
@@ -210,7 +186,7 @@ def test_scrub_accepts_policy_extensions() -> None:
 
 
 def test_audit_event_scrubs_bodies_and_error_message() -> None:
-    event = _event(
+    event = make_event(
         request={"prompt": "hi", "api_key": "sk-0123456789abcdefgh"},
         response="echo sk-0123456789abcdefgh",
         error_message="401 for key sk-0123456789abcdefgh",
@@ -220,7 +196,7 @@ def test_audit_event_scrubs_bodies_and_error_message() -> None:
 
 
 def test_audit_event_record_omits_absent_bodies() -> None:
-    record = _event().record()
+    record = make_event().record()
 
     assert "request" not in record and "response" not in record
     assert record["policy"] == [] and record["skill"] is None and record["offline"] is False
@@ -228,20 +204,20 @@ def test_audit_event_record_omits_absent_bodies() -> None:
 
 def test_audit_event_rejects_unknown_fields_and_bad_values() -> None:
     with pytest.raises(pydantic.ValidationError):
-        _event(prompt="hi")
+        make_event(prompt="hi")
     with pytest.raises(pydantic.ValidationError):
-        _event(status="done")
+        make_event(status="done")
     with pytest.raises(pydantic.ValidationError):
-        _event(request_sha256="abc")
+        make_event(request_sha256="abc")
     with pytest.raises(pydantic.ValidationError):
-        _event(latency_ms=float("nan"))
+        make_event(latency_ms=float("nan"))
 
 
 def test_audit_event_time_is_utc_with_milliseconds() -> None:
-    assert _event(time="2025-01-31T13:00:00.123456+01:00").time == "2025-01-31T12:00:00.123Z"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", _event().time)
+    assert make_event(time="2025-01-31T13:00:00.123456+01:00").time == "2025-01-31T12:00:00.123Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", make_event().time)
     with pytest.raises(pydantic.ValidationError):
-        _event(time="2025-01-31T13:00:00")
+        make_event(time="2025-01-31T13:00:00")
 
 
 def test_read_last_lines_reads_backwards_and_skips_a_torn_tail(tmp_path: Path) -> None:
