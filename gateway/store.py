@@ -124,10 +124,10 @@ class JobStore:
             id=job_id,
             status=status,
             service=meta.get("service", ""),
-            queue=_text(raw["origin"]) or "",
-            created_at=_text(raw["created_at"]),
-            started_at=_text(raw["started_at"]),
-            ended_at=_text(raw["ended_at"]) if status.is_final else None,
+            queue=keys.text(raw["origin"]) or "",
+            created_at=(keys.text(raw["created_at"]) or None),
+            started_at=(keys.text(raw["started_at"]) or None),
+            ended_at=(keys.text(raw["ended_at"]) or None) if status.is_final else None,
             metadata=meta.get("metadata", {}),
             attempts=_attempts(meta, raw["retries_left"], status),
         )
@@ -204,10 +204,6 @@ def retry_schedule(intervals: list[int], max_attempts: int) -> list[int]:
     must have exactly one entry per retry for ``intervals[0]`` to come first.
     """
     return [intervals[min(i, len(intervals) - 1)] for i in range(max_attempts - 1)]
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() or None if value is not None else None
 
 
 def _attempts(meta: dict[str, Any], retries_left: bytes | None, status: JobState) -> int:

@@ -115,15 +115,7 @@ class AsyncWorker(BaseWorker):
         """Short on purpose: a killed worker's jobs expire from the started registry in seconds."""
         return self.heartbeat_ttl
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
-
     # --- main loop ------------------------------------------------------------------------------
-
-    def work_async(self, burst: bool = False) -> None:
-        """Blocking entry point: run the loop until stopped (or, in burst mode, until idle)."""
-        asyncio.run(self.run(burst=burst))
 
     async def run(self, burst: bool = False) -> None:
         self.register_birth()  # type: ignore[no-untyped-call]
