@@ -8,26 +8,40 @@ hang: the API's Redis client has short socket timeouts.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import redis
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
+from gateway.audit import append_event, refusal_event
 from gateway.config import Config
-from gateway.errors import GatewayError, PayloadTooLargeError, UnavailableError, ValidationError
-from gateway.jobs import JobRequest, JobView
+from gateway.errors import (
+    GatewayError,
+    PayloadTooLargeError,
+    PolicyDeniedError,
+    QuotaExceededError,
+    UnavailableError,
+    ValidationError,
+)
+from gateway.jobs import JobRequest, JobView, ReviewRequest
+from gateway.policies import Decision, Plan, PolicyEngine, Subject
+from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
 from gateway.status import live_workers
 from gateway.store import JobStore
 from gateway.waiter import CompletionWaiter
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 _JOB_REQUEST_SCHEMA = {
     "requestBody": {
@@ -46,6 +60,8 @@ class _Gateway:
     store: JobStore
     services: ServiceRegistry
     waiter: CompletionWaiter
+    engine: PolicyEngine
+    quotas: Quotas
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> str:
         token = x_api_key
@@ -53,6 +69,25 @@ class _Gateway:
             scheme, _, value = authorization.partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
         return self.services.authenticate(token)
+
+    def admit(self, service: str, request: JobRequest) -> _Admission:
+        """Refuse early what the policies refuse (the worker checks again before anything leaves).
+
+        A refusal is audited: a service sending credentials or running over its budget is worth a line.
+        """
+        queue = self.store.queue_for(service, request)
+        plan = self.engine.plan(Subject.from_request(service, queue, request))
+        decisions: list[Decision] = []
+        try:
+            if plan.denial is not None:
+                raise plan.denial
+            if plan.quotas:
+                decisions = self.quotas.admit(service, plan, request.size_chars())
+        except (PolicyDeniedError, QuotaExceededError) as exc:
+            refused = [*plan.record(), *(d.to_dict() for d in decisions)]
+            append_event(self.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
+            raise
+        return _Admission(plan, decisions)
 
     async def wait_for(self, job_id: str, service: str, wait: float, view: JobView | None = None) -> JobView:
         """The job once final, or as it stands after ``wait`` seconds.
@@ -67,6 +102,12 @@ class _Gateway:
         return self.store.view(job_id, service)
 
 
+@dataclass(frozen=True)
+class _Admission:
+    plan: Plan
+    decisions: list[Decision]
+
+
 def create_app(config: Config, redis_url: str) -> FastAPI:
     connection = redis.Redis.from_url(
         redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
@@ -77,6 +118,8 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         store=JobStore(connection, config),
         services=ServiceRegistry(connection, config),
         waiter=CompletionWaiter(redis_url),
+        engine=PolicyEngine(config),
+        quotas=Quotas(connection, config),
     )
 
     @asynccontextmanager
@@ -108,8 +151,13 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
     ) -> JSONResponse:
         service = gw.authenticate(authorization, x_api_key)
         job_request = _parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
-        _check_model(gw.config, job_request)
-        job_id, created = gw.store.enqueue(service, job_request)
+        admission = gw.admit(service, job_request)
+        job_id, created = gw.store.enqueue(
+            service,
+            job_request,
+            admission=[d.to_dict() for d in admission.decisions],
+            rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
+        )
         queued = gw.store.queued_view(job_id, service, job_request) if created else None
         view = await gw.wait_for(job_id, service, wait, queued)
         return _json(view, 200 if view.status.is_final else 202)
@@ -123,6 +171,20 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
     ) -> JSONResponse:
         service = gw.authenticate(authorization, x_api_key)
         return _json(await gw.wait_for(job_id, service, wait))
+
+    @app.post("/v1/jobs/{job_id}/review", response_model=JobView)
+    async def review_job(
+        job_id: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
+        service = gw.authenticate(authorization, x_api_key)
+        body = _parse_model(await request.body(), ReviewRequest)
+        reviewers = gw.engine.reviewers_of(gw.store.owner(job_id))
+        view = gw.store.review(job_id, body, reviewer=service, allowed=service in reviewers)
+        return _json(view)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView)
     async def cancel_job(
@@ -159,6 +221,13 @@ def _parse_job_request(body: bytes, max_chars: int) -> JobRequest:
     limit = max_chars * 4 + 65_536  # a character is up to 4 bytes; refuse before parsing
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body of {len(body)} bytes is over the limit of {limit} bytes")
+    job_request = _parse_model(body, JobRequest)
+    if (size := job_request.size_chars()) > max_chars:
+        raise PayloadTooLargeError(f"prompt is {size} characters; the limit is {max_chars}")
+    return job_request
+
+
+def _parse_model(body: bytes, model: type[_Body]) -> _Body:
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -166,23 +235,9 @@ def _parse_job_request(body: bytes, max_chars: int) -> JobRequest:
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
     try:
-        job_request = JobRequest.model_validate(data)
+        return model.model_validate(data)
     except PydanticValidationError as exc:
         raise ValidationError(_describe(exc)) from None
-    if (size := job_request.size_chars()) > max_chars:
-        raise PayloadTooLargeError(f"prompt is {size} characters; the limit is {max_chars}")
-    return job_request
-
-
-def _check_model(config: Config, job_request: JobRequest) -> None:
-    """Refuse an unknown alias or task at the door, so nothing bad is enqueued."""
-    models = config.models
-    if job_request.model is not None and job_request.model not in models.models:
-        raise ValidationError(
-            f"unknown model alias {job_request.model!r}; known: {', '.join(sorted(models.models))}"
-        )
-    if job_request.task is not None and models.alias_for_task(job_request.task) is None:
-        raise ValidationError(f"no model serves task {job_request.task!r}")
 
 
 def _describe(exc: PydanticValidationError) -> str:
@@ -199,8 +254,9 @@ class _BadJsonError(GatewayError):
 
 def _error_response(error: GatewayError) -> JSONResponse:
     headers = {}
-    if isinstance(error, UnavailableError):
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    retry_after = getattr(error, "retry_after", None)  # 503 while Redis is down, 429 over a quota
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ SECRET_VALUES: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=\-]{8,}"),
 )
 
-Status = Literal["succeeded", "failed", "canceled", "retrying"]
+#: "refused": turned away at the door by a policy, budget or rate limit (no job was created)
+Status = Literal["succeeded", "failed", "canceled", "retrying", "refused"]
 
 
 def format_time(moment: datetime) -> str:
@@ -151,6 +153,7 @@ class AuditEvent(BaseModel):
     request: JsonValue = None
     response: JsonValue = None
     offline: bool = False
+    cached: bool = False
 
     @field_validator("time", mode="before")
     @classmethod
@@ -173,6 +176,31 @@ class AuditEvent(BaseModel):
             if data[body] is None:
                 del data[body]
         return data
+
+
+def refusal_event(
+    service: str, queue: str, model: str, request: BaseModel, error: Any, policy: list[dict[str, Any]]
+) -> AuditEvent:
+    """The audit line of a request refused at the door (no job exists; the id is the line's own)."""
+    return AuditEvent(
+        job_id=f"refused-{uuid.uuid4().hex}",
+        attempt=1,
+        service=service,
+        model=model,
+        provider=None,
+        provider_model=None,
+        deployment=None,
+        status="refused",
+        queue=queue,
+        queue_wait_ms=0,
+        latency_ms=None,
+        total_ms=0,
+        request_sha256=request_sha256(request.model_dump(mode="json", exclude_none=True)),
+        error_type=error.type,
+        error_message=error.message,
+        calls=0,
+        policy=policy,
+    )
 
 
 def append_event(

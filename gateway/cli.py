@@ -28,11 +28,13 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate configuration.")
 service_app = typer.Typer(no_args_is_help=True, help="Service tokens.")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs.")
+policy_app = typer.Typer(no_args_is_help=True, help="Policies.")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(policy_app, name="policy")
 
 # soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
 out = Console(highlight=False, soft_wrap=True)
@@ -413,6 +415,119 @@ def jobs_retry(
         except GatewayError as exc:
             fail(str(exc))
     out.print(f"requeued {len(ids)} job(s)")
+
+
+@jobs_app.command("review")
+def jobs_review(
+    job_id: str,
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the draft.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the draft.")] = False,
+    comment: Annotated[str | None, typer.Option(help="Why (kept with the review).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Approve or reject a draft result (all_outputs_are_drafts); recorded as reviewed by `cli`."""
+    from gateway.jobs import ReviewRequest
+    from gateway.store import JobStore
+
+    if approve == reject:
+        fail("give exactly one of --approve or --reject")
+    cfg = _config(config)
+    try:
+        review = ReviewRequest(decision="approve" if approve else "reject", comment=comment)
+        view = JobStore(_connect(cfg), cfg).review(job_id, review, reviewer="cli", allowed=True)
+    except GatewayError as exc:
+        fail(str(exc))
+    assert view.review is not None
+    out.print(f"job {job_id}: {view.review['state']}")
+
+
+@policy_app.command("explain")
+def policy_explain(
+    service: Annotated[str, typer.Option(help="The service the job would come from.")],
+    prompt: Annotated[str | None, typer.Option(help="The prompt to check.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A job request as JSON (the POST /v1/jobs body).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The model alias the job asks for.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Which policies fire for a job, what each decides and why, and the deployments it would use.
+
+    Calls no provider and counts nothing; budgets are read from Redis when it is reachable.
+    """
+    from pydantic import ValidationError as PydanticValidationError
+
+    from gateway.jobs import JobRequest
+    from workers.explain import explain
+
+    if (prompt is None) == (file is None):
+        fail("give exactly one of --prompt or --file")
+    cfg = _config(config)
+    try:
+        body: dict[str, Any] = {"prompt": prompt} if prompt is not None else _read_job_file(file)
+        if model is not None:
+            body["model"] = model
+        request = JobRequest.model_validate(body)
+        report = explain(cfg, service, request, _try_connect(cfg))
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"job request: {'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}")
+    except GatewayError as exc:
+        fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    _print_explanation(report)
+
+
+def _read_job_file(path: Path | None) -> dict[str, Any]:
+    assert path is not None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: {exc}")
+    if not isinstance(data, dict):
+        fail(f"{path}: a job request is a JSON object")
+    return data
+
+
+def _try_connect(config: Config) -> redis.Redis | None:
+    client = redis.Redis.from_url(_redis_url(config), socket_connect_timeout=0.5, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None
+    return client
+
+
+def _print_explanation(report: dict[str, Any]) -> None:
+    verdict = "[green]accepted[/]" if report["outcome"] == "accepted" else "[red]refused[/]"
+    asked = report["requested_model"]
+    out.print(f"service {report['service']} → model {report['model']} (asked: {asked}): {verdict}")
+    names = (Column("policy", overflow="fold"), Column("rule", overflow="fold"))
+    table = Table(*names, "decision", "enforced", Column("why", overflow="fold"), title="policies")
+    for d in report["decisions"]:
+        table.add_row(
+            d["policy"], d["rule"], d["outcome"], "yes" if d["enforced"] else "monitor", d["reason"]
+        )
+    out.print(table)
+    if report["error"]:
+        out.print(f"[red]{report['error']['type']}[/]: {report['error']['message']}")
+        return
+    flags = [f"max_tokens {report['max_tokens']}"]
+    flags += ["sensitive models only"] * report["sensitive_only"] + ["draft"] * report["draft"]
+    flags += ["PII masked before the call"] * report["redacted"]
+    out.print("job: " + ", ".join(flags))
+    chain = Table("#", "deployment", "provider model", "sensitive", "callable", title="deployment chain")
+    for i, step in enumerate(report["chain"], 1):
+        chain.add_row(
+            str(i), step["deployment"], step["model"], str(step["sensitive"]).lower(), step["callable"]
+        )
+    out.print(chain)
+    for b in report["budgets"]:
+        spent, held, limit = b["spent_usd"], b["held_usd"], b["limit_usd"]
+        out.print(f"budget {b['policy']}: ${spent:.4f} spent, ${held:.4f} held, of ${limit:.2f}")
 
 
 def _audit_path(config: Path | None) -> Path:

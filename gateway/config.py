@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ValidationError
 
 ProviderKind = Literal["anthropic", "openai", "ollama", "offline"]
 QueueName = Literal["interactive", "batch"]
@@ -70,6 +70,9 @@ class ModelAlias(Strict):
     sensitive: bool = False
     fallbacks: list[str] = []
     description: str = ""
+    #: how a job picks among several deployments: in listed order (the rest are failover),
+    #: at random in proportion to ``weight``, or the one with the fewest calls in flight
+    balance: Literal["ordered", "weighted", "least_in_flight"] = "ordered"
 
     @model_validator(mode="before")
     @classmethod
@@ -96,6 +99,22 @@ class ModelsFile(Strict):
                         f"models.{name}.fallbacks: {fallback!r} is not a model alias ({sorted(self.models)})"
                     )
         return self
+
+    def resolve_alias(self, model: str | None, task: str | None) -> str:
+        """The alias a request asks for: its model, else the alias serving its task, else the default."""
+        if model is not None:
+            if model not in self.models:
+                raise ValidationError(
+                    f"unknown model alias {model!r}; known: {', '.join(sorted(self.models))}"
+                )
+            return model
+        if task is not None:
+            alias = self.alias_for_task(task)
+            if alias is None:
+                tags = sorted({t for a in self.models.values() for t in a.use_for})
+                raise ValidationError(f"no model serves task {task!r}; known tasks: {', '.join(tags)}")
+            return alias
+        return self.default_model
 
     def alias_for_task(self, task: str) -> str | None:
         """The first alias whose ``use_for`` lists this task tag."""
@@ -191,28 +210,156 @@ class ServiceConfig(Strict):
     #: token hashes declared in config (e.g. for a compose stack); tokens made by the CLI live in Redis.
     token_sha256: list[str] = []
     default_queue: QueueName = "interactive"
+    #: answer identical requests from the exact-match response cache (a request may override)
+    cache: bool = False
+    cache_ttl: int = Field(300, ge=1, le=30 * 86_400)
 
 
 class ServicesFile(Strict):
     services: dict[str, ServiceConfig] = {"default": ServiceConfig()}
 
 
-# --- policies.yaml and channels.yaml (parsed now, given teeth by later work) ---------------------
+# --- policies.yaml -------------------------------------------------------------------------------
+
+#: what the PII detector can find (gateway.pii); secrets are the subset block_secrets acts on
+PiiCategory = Literal[
+    "email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "date_of_birth",
+    "postal_address", "api_key", "private_key", "jwt", "url_password",
+]  # fmt: skip
+SecretCategory = Literal["api_key", "private_key", "jwt", "url_password"]
+DetectorEngine = Literal["builtin", "presidio", "auto"]
 
 
-class PolicyConfig(BaseModel):
-    """One rule; its kind-specific parameters are kept as extra fields."""
+class AppliesTo(Strict):
+    """Scope of one policy; an empty or missing list means every one."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    services: list[str] = []
+    models: list[str] = []
+    queues: list[QueueName] = []
+    skills: list[str] = []
 
-    name: str = Field(min_length=1)
-    rule: str = Field(min_length=1)
+
+class DraftsRule(Strict):
+    #: services that may approve or reject another service's drafts; the job's own service always may
+    reviewers: list[str] = []
+
+
+class PiiRouteRule(Strict):
+    categories: list[PiiCategory] | None = None
+    engine: DetectorEngine = "builtin"
+    #: the sensitive alias a PII job goes to when it asked for a cloud one (default: the first one)
+    route_to: str | None = None
+
+
+class AuditBodiesRule(Strict):
+    #: mask PII values (by category) in the logged bodies; secrets are always redacted
+    mask_pii: bool = True
+    max_body_chars: int = Field(100_000, ge=100)
+
+
+class RedactRule(Strict):
+    categories: list[PiiCategory] | None = None
+    engine: DetectorEngine = "builtin"
+
+
+class BlockSecretsRule(Strict):
+    categories: list[SecretCategory] | None = None
+
+
+class BudgetRule(Strict):
+    limit_usd: float = Field(gt=0)
+    period: Literal["day", "month"] = "day"
+    #: a separate cap for each model alias a service uses, instead of one for all of them
+    per_model: bool = False
+
+
+class RateLimitRule(Strict):
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    concurrent_jobs: int | None = Field(None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Self:
+        if not (self.requests_per_minute or self.tokens_per_minute or self.concurrent_jobs):
+            raise ValueError("set at least one of requests_per_minute, tokens_per_minute, concurrent_jobs")
+        return self
+
+
+class AllowModelsRule(Strict):
+    models: list[str] = Field(min_length=1)
+
+
+class AllowSkillsRule(Strict):
+    skills: list[str] = Field(min_length=1)
+
+
+class MaxTokensRule(Strict):
+    limit: int = Field(ge=1)
+    #: clamp: lower a larger request to the limit; reject: refuse it (422)
+    mode: Literal["clamp", "reject"] = "clamp"
+
+
+#: rule kind -> its parameters; the policy engine (gateway.policies) gives each its meaning
+RULE_KINDS: dict[str, type[Strict]] = {
+    "all_outputs_are_drafts": DraftsRule,
+    "if_context_contains_pii_use_sensitive_model": PiiRouteRule,
+    "log_all_requests_and_responses": AuditBodiesRule,
+    "redact_pii": RedactRule,
+    "block_secrets": BlockSecretsRule,
+    "budget": BudgetRule,
+    "rate_limit": RateLimitRule,
+    "allow_models": AllowModelsRule,
+    "allow_skills": AllowSkillsRule,
+    "max_tokens": MaxTokensRule,
+}
+_POLICY_FIELDS = {"name", "rule", "enforce", "applies_to"}
+
+
+class PolicyConfig(Strict):
+    """One rule: ``name``, ``rule`` (a kind in RULE_KINDS), ``enforce``, ``applies_to``, its parameters."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    rule: str
+    #: false = monitor mode: evaluated and recorded in the result and the audit, not acted on
     enforce: bool = True
-    applies_to: dict[str, list[str]] = {}
+    applies_to: AppliesTo = AppliesTo()
+    params: SerializeAsAny[Strict]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_params(cls, data: Any) -> Any:
+        """YAML puts parameters beside name/rule; validate them with the rule kind's own model."""
+        if not isinstance(data, dict) or "params" in data:
+            return data
+        kind = data.get("rule")
+        if kind not in RULE_KINDS:
+            raise ValueError(f"rule: unknown rule kind {kind!r}; valid: {', '.join(RULE_KINDS)}")
+        params = {k: v for k, v in data.items() if k not in _POLICY_FIELDS}
+        try:
+            parsed = RULE_KINDS[kind].model_validate(params)
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(parameters)"
+            message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+            valid = ", ".join(RULE_KINDS[kind].model_fields) or "none"
+            raise ValueError(
+                f"{field}: {message.removeprefix('Value error, ')} (parameters of {kind}: {valid})"
+            ) from None
+        return {**{k: v for k, v in data.items() if k in _POLICY_FIELDS}, "params": parsed}
 
 
 class PoliciesFile(Strict):
     policies: list[PolicyConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [p.name for p in self.policies]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"policy names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+# --- channels.yaml -------------------------------------------------------------------------------
 
 
 class ChannelConfig(BaseModel):
@@ -259,7 +406,38 @@ def load_config(directory: str | Path) -> Config:
     parts: dict[str, Any] = {}
     for attr, (filename, model, required) in _FILES.items():
         parts[attr] = _load_file(root / filename, model, required)
-    return Config(directory=str(root.resolve()), **parts)
+    config = Config(directory=str(root.resolve()), **parts)
+    _check_policy_references(config)
+    return config
+
+
+def _check_policy_references(config: Config) -> None:
+    """Policies name models; a name that is not in models.yaml is an error here, not at run time."""
+    aliases = config.models.models
+    known = ", ".join(sorted(aliases))
+    for index, policy in enumerate(config.policies.policies):
+        entry = f"policies[{index}] ({policy.name})"
+
+        def fail(field: str, message: str, entry: str = entry) -> ConfigError:
+            return ConfigError(message, file="policies.yaml", entry=entry, field=field)
+
+        for name in policy.applies_to.models:
+            if name not in aliases:
+                raise fail("applies_to.models", f"{name!r} is not a model alias (known: {known})")
+        params = policy.params
+        if isinstance(params, AllowModelsRule):
+            for name in params.models:
+                if name not in aliases:
+                    raise fail("models", f"{name!r} is not a model alias (known: {known})")
+        if isinstance(params, PiiRouteRule):
+            sensitive = [n for n, a in aliases.items() if a.sensitive]
+            if not sensitive:
+                raise fail("rule", "no model alias has `sensitive: true`, so PII could never be routed")
+            if params.route_to is not None and params.route_to not in sensitive:
+                raise fail(
+                    "route_to",
+                    f"{params.route_to!r} is not a sensitive model alias (sensitive: {', '.join(sensitive)})",
+                )
 
 
 def _load_file(path: Path, model: type[Strict], required: bool) -> Strict:
@@ -282,16 +460,27 @@ def _load_file(path: Path, model: type[Strict], required: bool) -> Strict:
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
-        raise _config_error(path, exc) from exc
+        raise _config_error(path, exc, data) from exc
 
 
-def _config_error(path: Path, exc: PydanticValidationError) -> ConfigError:
-    """Turn pydantic's first error into 'file: entry: field: message'."""
+def _config_error(path: Path, exc: PydanticValidationError, data: dict[str, Any]) -> ConfigError:
+    """Turn pydantic's first error into 'file: entry: field: message'.
+
+    A list entry is named by its index and, when it has one, its ``name``: ``policies[1] (pii)``.
+    """
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
     entry = ".".join(loc[:2]) if len(loc) >= 2 else ".".join(loc)
+    raw = first["loc"]
+    if len(raw) >= 2 and isinstance(raw[1], int):
+        items = data.get(str(raw[0]))
+        item = items[raw[1]] if isinstance(items, list) and raw[1] < len(items) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        entry = f"{raw[0]}[{raw[1]}]" + (f" ({name})" if name else "")
     field = ".".join(loc[2:])
     message = first["msg"].removeprefix("Value error, ")
+    if ": " in message and not field and message.split(": ", 1)[0].replace(".", "").isidentifier():
+        field, message = message.split(": ", 1)  # a validator that names the field it refuses
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     elif first["type"] == "missing":

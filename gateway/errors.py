@@ -9,6 +9,9 @@ GatewayError                  .type (stable string), .http_status, .retryable
 ├── PayloadTooLargeError      413
 ├── UnavailableError          503 (Redis down); .retry_after
 ├── PolicyDeniedError         403 or a failed job; .rule
+├── QuotaExceededError        429; .rule, .retry_after
+│   ├── BudgetExceededError        a spend cap is reached until its period resets
+│   └── RateLimitExceededError     requests or tokens per minute; retryable in a worker
 ├── ProviderError             .deployment
 │   ├── ProviderUnavailableError   transport error or 5xx; retryable
 │   ├── RateLimitedError           429/529; retryable; .retry_after
@@ -95,6 +98,26 @@ class PolicyDeniedError(GatewayError):
     def __init__(self, message: str, *, rule: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+
+class QuotaExceededError(GatewayError):
+    """A budget or rate limit policy refused the job; ``retry_after`` says when it would fit."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, rule: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.retry_after = retry_after
+
+
+class BudgetExceededError(QuotaExceededError):
+    type = "budget_exceeded"
+
+
+class RateLimitExceededError(QuotaExceededError):
+    type = "rate_limit_exceeded"
+    retryable = True  # in a worker: the job waits for the window to pass (an RQ requeue)
 
 
 class JobTimeoutError(GatewayError):

@@ -37,6 +37,7 @@ RQ_STATUS_TO_STATE: dict[str, JobState] = {
     "finished": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
     "stopped": JobState.CANCELED,
+    "rate_limited": JobState.QUEUED,  # held by a concurrent_jobs limit until a slot frees
     "canceled": JobState.CANCELED,
 }
 
@@ -63,6 +64,9 @@ class JobRequest(BaseModel):
     queue: Literal["interactive", "batch"] | None = None
     priority: Literal["normal", "high"] = "normal"
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    cache: bool | None = Field(
+        None, description="Use the exact-match response cache (default: the service's setting)."
+    )
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
 
     @field_validator("prompt")
@@ -93,6 +97,15 @@ class JobRequest(BaseModel):
 
     def size_chars(self) -> int:
         return sum(len(m.content) for m in self.all_messages())
+
+
+class ReviewRequest(BaseModel):
+    """The body of ``POST /v1/jobs/{id}/review``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(None, max_length=2000)
 
 
 class Usage(BaseModel):
@@ -126,6 +139,12 @@ class JobResult(BaseModel):
     calls: list[Attempt]
     timings: dict[str, float]
     finish_reason: str | None = None
+    #: answered from the exact-match response cache (no provider call, no cost)
+    cached: bool = False
+    #: all_outputs_are_drafts holds: the output waits for a reviewer (see JobView.review)
+    draft: bool = False
+    #: what each policy decided for this job (categories and places, never values)
+    policy: list[dict[str, Any]] = []
 
 
 class JobView(BaseModel):
@@ -146,4 +165,6 @@ class JobView(BaseModel):
     calls: list[Attempt] | None = None
     #: when a retrying job's next attempt is due (ISO-8601 UTC)
     next_attempt_at: str | None = None
+    #: a draft's review: {"state": "pending" | "approved" | "rejected", "by", "at", "comment"}
+    review: dict[str, Any] | None = None
     metadata: dict[str, str] = {}

@@ -57,3 +57,48 @@ def intermediate_seen(job_id: str) -> str:
 def scheduler_lock(queue: str) -> str:
     """Held by the one worker that moves a queue's due retries back onto it."""
     return f"{PREFIX}:scheduler:{queue}"
+
+
+def spend_ledger(scope: str, period_id: str) -> str:
+    """Hash of one budget period: "spent" -> micro-USD, "hold:<holder>" -> "<micro> <expires_at>"."""
+    return f"{PREFIX}:spend:{scope}:{period_id}"
+
+
+def rate_window(scope: str, window_seconds: float) -> str:
+    """Hash of one sliding-window counter: bucket number -> amount counted in that bucket."""
+    return f"{PREFIX}:rate:{scope}:{window_seconds:g}s"
+
+
+def response_cache(service: str, digest: str) -> str:
+    """An exact-match cached answer; the service is part of the key, so no answer crosses services."""
+    return f"{PREFIX}:cache:{service}:{digest}"
+
+
+def review(job_id: str) -> str:
+    """The review (approve/reject) of a draft result."""
+    return f"{PREFIX}:review:{job_id}"
+
+
+def skills_index() -> str:
+    """Set of every skill name ever deployed."""
+    return f"{PREFIX}:skills"
+
+
+def skill_versions(name: str) -> str:
+    """Hash: version -> JSON record (version, bundle sha256, size, deployed_at) of one skill."""
+    return f"{PREFIX}:skill:{name}:versions"
+
+
+def skill_current(name: str) -> str:
+    """The JSON record of the version jobs run when they do not pin one."""
+    return f"{PREFIX}:skill:{name}:current"
+
+
+def skill_history(name: str) -> str:
+    """List of versions in the order they were made current; rollback pops the last."""
+    return f"{PREFIX}:skill:{name}:history"
+
+
+def skill_bundle(content_hash: str) -> str:
+    """A skill bundle (zlib-compressed JSON of its files), content-addressed and never rewritten."""
+    return f"{PREFIX}:skill-bundle:{content_hash}"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from rq import RateLimit
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
@@ -24,7 +25,16 @@ from rq.serializers import JSONSerializer
 from gateway import keys
 from gateway.config import Config
 from gateway.errors import ConflictError, NotFoundError, ValidationError
-from gateway.jobs import JOB_FUNC, RQ_STATUS_TO_STATE, Attempt, JobRequest, JobResult, JobState, JobView
+from gateway.jobs import (
+    JOB_FUNC,
+    RQ_STATUS_TO_STATE,
+    Attempt,
+    JobRequest,
+    JobResult,
+    JobState,
+    JobView,
+    ReviewRequest,
+)
 
 #: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).
 _FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "meta", "retries_left")
@@ -41,10 +51,24 @@ class JobStore:
             self._queues[name] = Queue(name, connection=self.connection, serializer=JSONSerializer)
         return self._queues[name]
 
-    def enqueue(self, service: str, request: JobRequest) -> tuple[str, bool]:
-        """Put a job on its queue; returns (job id, created). An idempotency key returns the first job."""
+    def queue_for(self, service: str, request: JobRequest) -> str:
+        return request.queue or self._default_queue(service)
+
+    def enqueue(
+        self,
+        service: str,
+        request: JobRequest,
+        *,
+        admission: list[dict[str, Any]] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> tuple[str, bool]:
+        """Put a job on its queue; returns (job id, created). An idempotency key returns the first job.
+
+        ``admission`` is what the policies decided at the door (recorded with the result);
+        ``rate_limit`` holds the job back while its service has too many jobs running.
+        """
         job_id = uuid.uuid4().hex
-        queue_name = request.queue or self._default_queue(service)
+        queue_name = self.queue_for(service, request)
         if queue_name not in self.config.gateway.queues:  # before the idempotency key is taken
             queues = ", ".join(self.config.gateway.queues)
             raise ValidationError(f"queue: {queue_name!r} is not configured ({queues})")
@@ -63,8 +87,10 @@ class JobStore:
             "max_attempts": max_attempts,
             "submitted_at": time.time(),
         }
+        if admission:
+            payload["admission"] = admission
         try:
-            self._enqueue(job_id, queue_name, payload, service, request)
+            self._enqueue(job_id, queue_name, payload, service, request, rate_limit)
         except redis.RedisError:
             if request.idempotency_key:  # nothing was enqueued: free the key for the client's retry
                 with contextlib.suppress(redis.RedisError):
@@ -73,7 +99,13 @@ class JobStore:
         return job_id, True
 
     def _enqueue(
-        self, job_id: str, queue_name: str, payload: dict[str, Any], service: str, request: JobRequest
+        self,
+        job_id: str,
+        queue_name: str,
+        payload: dict[str, Any],
+        service: str,
+        request: JobRequest,
+        rate_limit: RateLimit | None,
     ) -> None:
         jobs = self.config.gateway.jobs
         max_attempts = jobs.max_attempts
@@ -90,6 +122,7 @@ class JobStore:
             else None,
             meta={"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
             at_front=request.priority == "high",
+            rate_limit=rate_limit,
         )
 
     def _default_queue(self, service: str) -> str:
@@ -112,7 +145,8 @@ class JobStore:
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.hmget(f"rq:job:{job_id}", _FIELDS)
             pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
-            fields, results = pipe.execute()
+            pipe.get(keys.review(job_id))
+            fields, results, review = pipe.execute()
         raw = dict(zip(_FIELDS, fields, strict=True))
         if raw["status"] is None:
             raise NotFoundError(f"no job {job_id}")
@@ -133,6 +167,8 @@ class JobStore:
         )
         if results and status.is_final:
             self._attach_result(view, job_id, results[0])
+            if view.result is not None and view.result.draft:
+                view.review = json.loads(review) if review else {"state": "pending"}
         if status in (JobState.RETRYING, JobState.FAILED) or (status == JobState.QUEUED and view.attempts):
             self._attach_history(view)
         return view
@@ -156,6 +192,39 @@ class JobStore:
             view.attempts = view.result.attempt
         elif result.exc_string:
             view.error = _parse_error(result.exc_string)
+
+    def owner(self, job_id: str) -> str:
+        """The service that submitted a job ("" when there is no such job)."""
+        meta = self.connection.hget(f"rq:job:{job_id}", "meta")
+        return str(json.loads(meta).get("service", "")) if meta else ""
+
+    def review(self, job_id: str, review: ReviewRequest, *, reviewer: str, allowed: bool) -> JobView:
+        """Approve or reject a finished draft, once. ``allowed``: the reviewer may see this job.
+
+        A job the reviewer may not review is "not found", like any other service's job.
+        """
+        if not allowed:
+            raise NotFoundError(f"no job {job_id}")
+        view = self.view(job_id, None)
+        if view.status != JobState.SUCCEEDED or view.result is None:
+            raise ConflictError(f"job {job_id} is {view.status.value}; only a finished draft can be reviewed")
+        if not view.result.draft:
+            raise ConflictError(f"job {job_id}'s output is not a draft; there is nothing to review")
+        record = {
+            "state": "approved" if review.decision == "approve" else "rejected",
+            "by": reviewer,
+            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "comment": review.comment,
+        }
+        ttl = self.connection.ttl(f"rq:job:{job_id}")
+        expiry = int(ttl) if ttl and int(ttl) > 0 else self.config.gateway.jobs.result_ttl
+        if not self.connection.set(keys.review(job_id), json.dumps(record), nx=True, ex=expiry):
+            current = view.review or {}
+            raise ConflictError(
+                f"job {job_id} was already {current.get('state', 'reviewed')} by {current.get('by', '?')}"
+            )
+        view.review = record
+        return view
 
     def cancel(self, job_id: str, service: str | None) -> tuple[JobView, bool]:
         """Cancel a queued or retrying job here; a running one is signalled to its worker.

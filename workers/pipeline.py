@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from gateway.pii import Redactor, make_detector
 from loguru import logger
 from rq.job import Job
 
 from gateway import keys
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
-from gateway.errors import GatewayError, ProviderAuthError, ProviderError
-from gateway.jobs import Attempt, JobRequest, JobResult, Usage
+from gateway.errors import GatewayError, PolicyDeniedError, ProviderAuthError, ProviderError
+from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
+from gateway.policies import Decision, Plan, PolicyEngine, Subject
+from gateway.quotas import Holds, Quotas
 from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
-from workers.routing import RouteStep, build_chain, resolve_alias
+from workers.response_cache import CachedAnswer, ResponseCache
+from workers.routing import Balancer, RouteStep, build_chain
 from workers.worker import Outcome
 
 
@@ -40,6 +45,11 @@ class JobPipeline:
         self.connection = connection
         self.providers = providers
         self.breakers = breakers
+        self.engine = PolicyEngine(config)
+        self.quotas = Quotas(connection, config)
+        self.cache = ResponseCache(connection)
+        self.balancer = Balancer(config.models)
+        self._log_masker = make_detector("builtin")
 
     @classmethod
     def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
@@ -57,35 +67,121 @@ class JobPipeline:
     async def __call__(self, job: Job) -> Outcome:
         payload: dict[str, Any] = job.args[0]
         request = JobRequest.model_validate(payload["request"])
+        service: str = payload["service"]
         attempt = _attempt_number(job, int(payload.get("max_attempts", 1)))
         started = time.monotonic()
         queue_wait_ms = _ms_between(job.enqueued_at, job.started_at)
         earlier = self._earlier_calls(job.id) if attempt > 1 else []
         calls: list[Attempt] = []
-        alias = resolve_alias(self.config.models, request.model, request.task)
-        chain = build_chain(self.config.models, alias)
-        context = _AuditContext(job, payload["service"], attempt, queue_wait_ms, request)
+        context = _AuditContext(job, service, attempt, queue_wait_ms, request)
+        # the policies run again here, before anything leaves the machine: this is the check that counts
+        plan = self.engine.plan(Subject.from_request(service, job.origin, request))
+        context.decisions = [*payload.get("admission", []), *plan.record()]
         made = sum(1 for c in earlier if c.outcome != "skipped")
-        budget = self.config.gateway.jobs.max_provider_calls - made
+        call = _Call(
+            job_id=f"{job.id}:{attempt}",
+            service=service,
+            plan=plan,
+            request=self._completion_request(request, plan),
+            attempt=attempt,
+            budget=self.config.gateway.jobs.max_provider_calls - made,
+            hold_seconds=float(job.timeout or 300) + 60.0,
+        )
         try:
-            step, completion, latency_ms = await self._call_chain(chain, request, attempt, calls, budget)
+            if plan.denial is not None:
+                raise plan.denial
+            step, completion, latency_ms, cached = await self._answer(call, request, calls)
         except GatewayError as exc:
+            self.quotas.release(call.holds)
             will_retry = exc.retryable and bool(job.retries_left)
             self._remember_calls(job.id, calls)
+            context.decisions.extend(d.to_dict() for d in call.decisions)
             self._audit_failure(
                 context, calls, started, error=exc, status="retrying" if will_retry else "failed"
             )
             raise
         except asyncio.CancelledError:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
+            self.quotas.release(call.holds)
             interrupted = _InterruptedError("the attempt was interrupted (canceled, timed out or shut down)")
             self._remember_calls(job.id, calls)
             self._audit_failure(context, calls, started, error=interrupted, status="canceled")
             raise
-        result = self._result(step, completion, attempt, earlier + calls, queue_wait_ms, latency_ms, started)
-        event = self._audit_event(context, calls, started, result=result)
-        # the audit event is written in the same transaction as the result (worker._succeed)
-        return Outcome(result.model_dump(mode="json"), commit=lambda pipe: append_event(pipe, event))
+        context.decisions.extend(d.to_dict() for d in call.decisions)
+        result = self._result(
+            step, completion, call, earlier + calls, queue_wait_ms, latency_ms, started, cached
+        )
+        result.policy = context.decisions
+        event = self._audit_event(context, calls, started, result=result, bodies=self._bodies(call, result))
+
+        def commit(pipe: redis.client.Pipeline) -> None:
+            # lands in the same transaction as the result (worker._succeed)
+            append_event(pipe, event)
+            if not cached:
+                tokens = completion.input_tokens + completion.output_tokens
+                self.quotas.commit(pipe, call.holds, service, plan, step.alias, result.cost_usd, tokens)
+                if call.cache_key is not None:
+                    self.cache.store(pipe, call.cache_key, step, completion, plan, call.cache_ttl)
+
+        return Outcome(result.model_dump(mode="json"), commit=commit)
+
+    def _completion_request(self, request: JobRequest, plan: Plan) -> CompletionRequest:
+        messages = [Message(role=m.role, content=plan.outgoing(m.content)) for m in request.all_messages()]
+        return CompletionRequest(
+            messages=messages,
+            max_tokens=plan.max_tokens or request.max_tokens or self.config.gateway.jobs.max_output_tokens,
+            temperature=request.temperature,
+        )
+
+    async def _answer(
+        self, call: _Call, request: JobRequest, calls: list[Attempt]
+    ) -> tuple[RouteStep, Completion, float, bool]:
+        """The answer from the response cache when the job opts in and one is there, else from the chain."""
+        plan = call.plan
+        chain = self.balancer.order(build_chain(self.config.models, plan.alias, allowed=plan.allows))
+        if plan.sensitive_only:  # defence in depth: build_chain already keeps a sensitive alias local
+            chain = [s for s in chain if self.config.models.models[s.alias].sensitive]
+        if not chain:
+            raise PolicyDeniedError(
+                f"no deployment of {plan.alias} is allowed for this job by the policies", rule="routing"
+            )
+        ttl = self._cache_ttl(call.service, request)
+        if ttl:
+            call.cache_key, call.cache_ttl = self.cache.key(call.service, plan, call.request), ttl
+            hit = self.cache.lookup(
+                call.cache_key, sensitive_route=plan.sensitive_only or self._sensitive(chain)
+            )
+            if hit is not None:
+                return _cached_step(hit, chain), hit.completion(), 0.0, True
+        step, completion, latency = await self._call_chain(chain, call, calls)
+        return step, completion, latency, False
+
+    def _cache_ttl(self, service: str, request: JobRequest) -> int:
+        entry = self.config.services.services.get(service)
+        enabled = request.cache if request.cache is not None else bool(entry and entry.cache)
+        return (entry.cache_ttl if entry else 300) if enabled else 0
+
+    def _sensitive(self, chain: list[RouteStep]) -> bool:
+        return all(self.config.models.models[s.alias].sensitive for s in chain)
+
+    def _bodies(self, call: _Call, result: JobResult) -> tuple[Any, Any] | None:
+        """Request and response for the audit line when log_all_requests_and_responses holds."""
+        rule = call.plan.audit_bodies
+        if rule is None:
+            return None
+        masker = Redactor(self._log_masker) if rule.mask_pii else None
+
+        def clip(text: str) -> str:
+            text = masker.mask(text) if masker is not None else text
+            return text if len(text) <= rule.max_body_chars else text[: rule.max_body_chars] + "…[truncated]"
+
+        request = {
+            "model": result.model,
+            "max_tokens": call.request.max_tokens,
+            "temperature": call.request.temperature,
+            "messages": [{"role": m.role, "content": clip(m.content)} for m in call.request.messages],
+        }
+        return request, {"output": clip(result.output), "finish_reason": result.finish_reason}
 
     def _earlier_calls(self, job_id: str) -> list[Attempt]:
         raw = self.connection.lrange(keys.job_calls(job_id), 0, -1)
@@ -102,22 +198,23 @@ class JobPipeline:
             pipe.execute()
 
     async def _call_chain(
-        self, chain: list[RouteStep], request: JobRequest, attempt: int, calls: list[Attempt], budget: int
+        self, chain: list[RouteStep], call: _Call, calls: list[Attempt]
     ) -> tuple[RouteStep, Completion, float]:
         """Try each deployment in order; a retryable error moves on, any other error stops.
 
-        ``budget`` is what is left of the job's provider-call bound; at zero the job fails.
+        ``call.budget`` is what is left of the job's provider-call bound; at zero the job fails.
+        Before each call the budgets reserve its worst-case cost (gateway.quotas).
         """
-        completion_request = CompletionRequest(
-            messages=request.all_messages(),
-            max_tokens=request.max_tokens or self.config.gateway.jobs.max_output_tokens,
-            temperature=request.temperature,
-        )
         last_error: GatewayError | None = None
+        input_chars = sum(len(m.content) for m in call.request.messages)
         for step in chain:
             provider = self.providers[step.name]
             record = Attempt(
-                attempt=attempt, model=step.alias, deployment=step.name, provider=provider.kind, outcome="ok"
+                attempt=call.attempt,
+                model=step.alias,
+                deployment=step.name,
+                provider=provider.kind,
+                outcome="ok",
             )
             reason = provider.unavailable_reason()
             if reason is None and self.breakers.is_open(step.name):
@@ -125,32 +222,41 @@ class JobPipeline:
             if reason:
                 calls.append(record.model_copy(update={"outcome": "skipped", "error": {"reason": reason}}))
                 continue
-            if budget <= 0:
+            if call.budget <= 0:
                 raise CallBoundError(
                     f"the job made {self.config.gateway.jobs.max_provider_calls} provider calls, its bound; "
                     f"last error: {last_error.message if last_error else 'none'}"
                 )
-            budget -= 1
+            call.budget -= 1
+            if call.plan.quotas:
+                self.quotas.release(call.holds)
+                call.holds = self.quotas.before_call(
+                    call.job_id, call.service, call.plan, step.alias, step.deployment.pricing,
+                    input_chars, call.request.max_tokens, call.hold_seconds, call.decisions,
+                )  # fmt: skip
             began = time.monotonic()
-            try:
-                completion = await provider.complete(completion_request)
-            except ProviderError as exc:
-                latency = (time.monotonic() - began) * 1000
-                calls.append(
-                    record.model_copy(
-                        update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency}
+            with self.balancer.in_flight(step.name):
+                try:
+                    completion = await provider.complete(call.request)
+                except ProviderError as exc:
+                    latency = (time.monotonic() - began) * 1000
+                    calls.append(
+                        record.model_copy(
+                            update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency}
+                        )
                     )
-                )
-                logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
-                if isinstance(exc, ProviderAuthError):  # one bad key: the next deployment may have a good one
+                    logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
+                    if isinstance(
+                        exc, ProviderAuthError
+                    ):  # one bad key: the next deployment may have a good one
+                        last_error = exc
+                        continue
+                    if not exc.retryable:
+                        raise
+                    if self.breakers.record_failure(step.name):
+                        logger.warning("deployment {} is cooling down after repeated failures", step.name)
                     last_error = exc
                     continue
-                if not exc.retryable:
-                    raise
-                if self.breakers.record_failure(step.name):
-                    logger.warning("deployment {} is cooling down after repeated failures", step.name)
-                last_error = exc
-                continue
             latency = (time.monotonic() - began) * 1000
             calls.append(record.model_copy(update={"latency_ms": round(latency, 2)}))
             return step, completion, latency
@@ -169,23 +275,33 @@ class JobPipeline:
         self,
         step: RouteStep,
         completion: Completion,
-        attempt: int,
+        call: _Call,
         calls: list[Attempt],
         queue_wait_ms: float,
         latency_ms: float,
         started: float,
+        cached: bool = False,
     ) -> JobResult:
+        """The stored result; the answer's placeholders (redact_pii) are restored here, after the cache."""
         pricing = step.deployment.pricing
+        redactor = call.plan.redactor
+        usage = (
+            Usage()
+            if cached
+            else Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens)
+        )
         return JobResult(
-            output=completion.text,
+            output=redactor.restore(completion.text) if redactor is not None else completion.text,
             model=step.alias,
             provider=step.deployment.provider,
             provider_model=completion.provider_model,
             offline=step.deployment.provider == "offline",
-            usage=Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens),
-            cost_usd=round(pricing.cost(completion.input_tokens, completion.output_tokens), 8),
-            attempt=attempt,
+            usage=usage,
+            cost_usd=round(pricing.cost(usage.input_tokens, usage.output_tokens), 8),
+            attempt=call.attempt,
             calls=calls,
+            cached=cached,
+            draft=call.plan.draft,
             timings={
                 "queue_wait_ms": round(queue_wait_ms, 2),
                 "provider_latency_ms": round(latency_ms, 2),
@@ -207,9 +323,14 @@ class JobPipeline:
         result: JobResult | None = None,
         error: GatewayError | None = None,
         status: Status = "succeeded",
+        bodies: tuple[Any, Any] | None = None,
     ) -> AuditEvent:
         last = calls[-1] if calls else None
         return AuditEvent(
+            policy=ctx.decisions,
+            request=bodies[0] if bodies else None,
+            response=bodies[1] if bodies else None,
+            cached=result.cached if result else False,
             time=ctx.time,
             job_id=ctx.job.id,
             attempt=ctx.attempt,
@@ -234,6 +355,28 @@ class JobPipeline:
             calls=sum(1 for c in calls if c.outcome != "skipped"),
             offline=result.offline if result else False,
         )
+
+
+@dataclass
+class _Call:
+    """One attempt's provider-call state: what is sent, what is left, what is held."""
+
+    job_id: str  # "<job id>:<attempt>": the holder of this attempt's budget reservations
+    service: str
+    plan: Plan
+    request: CompletionRequest
+    attempt: int
+    budget: int  # provider calls left under jobs.max_provider_calls
+    hold_seconds: float
+    holds: Holds = field(default_factory=lambda: Holds(""))
+    decisions: list[Decision] = field(default_factory=list)
+    cache_key: str | None = None
+    cache_ttl: int = 0
+
+
+def _cached_step(hit: CachedAnswer, chain: list[RouteStep]) -> RouteStep:
+    """The route step a cached answer stands for (the deployment that first produced it)."""
+    return next((s for s in chain if s.name == hit.deployment), chain[0])
 
 
 class CallBoundError(GatewayError):
@@ -265,6 +408,7 @@ class _AuditContext:
         self.attempt = attempt
         self.queue_wait_ms = queue_wait_ms
         self.request_hash = request_sha256(request.model_dump(mode="json", exclude_none=True))
+        self.decisions: list[dict[str, Any]] = []
         started = job.started_at or datetime.now(UTC)
         self.time = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 

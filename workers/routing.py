@@ -3,16 +3,19 @@
 The chain is the alias's own deployments, then each fallback alias's, depth-first, without
 repeats. Failover never crosses the sensitivity boundary: when the chosen alias is sensitive
 (local), only sensitive fallbacks join the chain, so a request routed to a local model can never
-reach a cloud model on any retry path. Policies (later) narrow the chain through ``allowed``.
+reach a cloud model on any retry path. Policies narrow the chain through ``allowed``; the
+``Balancer`` orders each alias's own deployments by its ``balance`` strategy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gateway.config import Deployment, ModelsFile
-from gateway.errors import ValidationError
 
 
 @dataclass(frozen=True)
@@ -29,21 +32,6 @@ class RouteStep:
 
 def deployment_name(alias: str, index: int, deployment: Deployment) -> str:
     return f"{alias}/{index}:{deployment.provider}"
-
-
-def resolve_alias(models: ModelsFile, model: str | None, task: str | None) -> str:
-    """The alias a request asks for: its model, else the alias serving its task, else the default."""
-    if model is not None:
-        if model not in models.models:
-            raise ValidationError(f"unknown model alias {model!r}; known: {', '.join(sorted(models.models))}")
-        return model
-    if task is not None:
-        alias = models.alias_for_task(task)
-        if alias is None:
-            tags = sorted({t for a in models.models.values() for t in a.use_for})
-            raise ValidationError(f"no model serves task {task!r}; known tasks: {', '.join(tags)}")
-        return alias
-    return models.default_model
 
 
 def build_chain(
@@ -67,3 +55,49 @@ def build_chain(
 
     visit(alias)
     return chain
+
+
+class Balancer:
+    """Orders the deployments of each alias in a chain: ordered, weighted, or least in flight.
+
+    In-flight counts are this worker process's own (its share of the load); across processes
+    the weighted strategy is the one that balances exactly, in expectation.
+    """
+
+    def __init__(self, models: ModelsFile, rng: random.Random | None = None) -> None:
+        self.models = models
+        self.rng = rng or random.Random()
+        self.counts: Counter[str] = Counter()
+
+    def order(self, chain: list[RouteStep]) -> list[RouteStep]:
+        out: list[RouteStep] = []
+        i = 0
+        while i < len(chain):
+            alias = chain[i].alias
+            j = i
+            while j < len(chain) and chain[j].alias == alias:
+                j += 1
+            out.extend(self._order_alias(alias, chain[i:j]))
+            i = j
+        return out
+
+    def _order_alias(self, alias: str, steps: list[RouteStep]) -> list[RouteStep]:
+        strategy = self.models.models[alias].balance
+        if strategy == "ordered" or len(steps) < 2:
+            return steps
+        if strategy == "least_in_flight":  # ties keep the listed order
+            return sorted(steps, key=lambda s: self.counts[s.name])
+        remaining, ordered = list(steps), []
+        while remaining:  # weighted sampling without replacement: the first pick is what balances
+            pick = self.rng.choices(remaining, weights=[s.deployment.weight for s in remaining])[0]
+            remaining.remove(pick)
+            ordered.append(pick)
+        return ordered
+
+    @contextmanager
+    def in_flight(self, name: str) -> Iterator[None]:
+        self.counts[name] += 1
+        try:
+            yield
+        finally:
+            self.counts[name] -= 1

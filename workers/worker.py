@@ -300,6 +300,8 @@ class AsyncWorker(BaseWorker):
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.publish(keys.DONE_CHANNEL, job.id)
             pipe.execute()
+        if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
+            self._release_slot_safely(job)
 
     def _fail(self, job: Job, execution: Execution, error: GatewayError) -> None:
         """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,8 +79,14 @@ def gateway_config(
         models: dict[str, object] | None = None,
         jobs: dict[str, object] | None = None,
         workers: dict[str, object] | None = None,
+        policies: list[dict[str, object]] | None = None,
+        services: dict[str, object] | None = None,
     ) -> Config:
         (config_dir / "models.yaml").write_text(yaml.safe_dump(models or fake_models(fake.base_url)))
+        if policies is not None:  # else the shipped policies.yaml: SEED.md's three
+            (config_dir / "policies.yaml").write_text(yaml.safe_dump({"policies": policies}))
+        if services is not None:
+            (config_dir / "services.yaml").write_text(yaml.safe_dump({"services": services}))
         gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
         gateway["jobs"].update({"retry_intervals": [0], **(jobs or {})})
         gateway["workers"].update(workers or {})
@@ -169,6 +178,26 @@ def start_worker(redis_url: str) -> Iterator[Callable[..., WorkerHandle]]:
     yield start
     for handle in handles:
         handle.stop()
+
+
+@pytest.fixture
+def spawn_worker(redis_url: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """`aigw worker` as a real subprocess (so it can be killed, or run beside others)."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(config: Config, concurrency: int = 100) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", config.directory]
+        argv += ["--queue", "interactive", "--concurrency", str(concurrency)]
+        env = {**os.environ, "REDIS_URL": redis_url, "AIGW_LOG_LEVEL": "WARNING"}
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        processes.append(process)
+        return process
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def run_burst(

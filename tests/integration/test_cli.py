@@ -19,6 +19,7 @@ from tests.integration.conftest import Api, run_burst
 
 Factory = Callable[..., Config]
 runner = CliRunner()
+WIDE = {"COLUMNS": "200"}  # rich tables fold long cells at the default 80 columns
 
 
 @pytest.fixture
@@ -119,3 +120,44 @@ def test_cli_ask_without_a_token_is_one_clear_line(monkeypatch: pytest.MonkeyPat
     result = runner.invoke(app, ["ask", "hello"])
     assert result.exit_code == 1
     assert "AIGW_TOKEN" in result.output
+
+
+def test_cli_policy_explain_shows_decisions_and_chain_without_calling(
+    cli_env: dict[str, str], fake: FakeProvider, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app, ["policy", "explain", "--service", "billing", "--prompt", "mail ann@example.org"], env=WIDE
+    )
+    assert result.exit_code == 0, result.output
+    assert "sensitive_data_local" in result.output and "routed from general to sensitive" in result.output
+    assert "sensitive/0:ollama" in result.output and "claude" not in result.output
+    assert "ann@example.org" not in result.output
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"prompt": "plain text", "model": "openai", "max_tokens": 50}))
+    as_json = runner.invoke(app, ["policy", "explain", "--service", "billing", "--file", str(job), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.output)
+    assert report["model"] == "openai" and report["outcome"] == "accepted" and report["draft"] is True
+    assert [s["deployment"] for s in report["chain"]] == ["openai/0:openai", "offline/0:offline"]
+    assert fake.count() == 0
+    bad = runner.invoke(
+        app, ["policy", "explain", "--service", "billing", "--prompt", "x", "--model", "gpt9"]
+    )
+    assert bad.exit_code == 1 and "unknown model alias 'gpt9'" in bad.output
+
+
+def test_cli_jobs_review_approves_a_draft_once(
+    cli_env: dict[str, str], gateway_config: Factory, start_api: Callable[[Config], Api], redis_url: str
+) -> None:
+    config = gateway_config()
+    monkey_env = {"AIGW_CONFIG": config.directory}
+    api = start_api(config)
+    with api.client() as client:
+        job_id = client.post("/v1/jobs", json={"prompt": "draft it"}).json()["id"]
+    run_burst(config, redis_url)
+    first = runner.invoke(app, ["jobs", "review", job_id, "--approve", "--comment", "fine"], env=monkey_env)
+    assert first.exit_code == 0 and f"job {job_id}: approved" in first.output
+    again = runner.invoke(app, ["jobs", "review", job_id, "--reject"], env=monkey_env)
+    assert again.exit_code == 1 and "already approved by cli" in again.output
+    neither = runner.invoke(app, ["jobs", "review", job_id], env=monkey_env)
+    assert neither.exit_code == 1 and "exactly one of --approve or --reject" in neither.output

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 
 from gateway.config import Config
@@ -20,26 +17,6 @@ from tests.integration.conftest import Api, WorkerHandle, wait_until
 
 Factory = Callable[..., Config]
 FAST_RECOVERY = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2, "reap_interval": 0.5}
-
-
-@pytest.fixture
-def spawn_worker(redis_url: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """`aigw worker` as a real subprocess (so it can be killed)."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def spawn(config: Config, concurrency: int = 100) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", config.directory]
-        argv += ["--queue", "interactive", "--concurrency", str(concurrency)]
-        env = {**os.environ, "REDIS_URL": redis_url, "AIGW_LOG_LEVEL": "WARNING"}
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-        processes.append(process)
-        return process
-
-    yield spawn
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def _submit(api: Api, count: int) -> list[str]:

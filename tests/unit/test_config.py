@@ -81,9 +81,48 @@ def test_config_invalid_yaml_names_the_line(config_dir: Path) -> None:
 
 def test_config_unknown_policy_field_type_is_reported(config_dir: Path) -> None:
     _write(
-        config_dir, "policies.yaml", {"policies": [{"name": "x", "rule": "budget", "enforce": "sometimes"}]}
+        config_dir,
+        "policies.yaml",
+        {"policies": [{"name": "x", "rule": "block_secrets", "enforce": "sometimes"}]},
     )
-    with pytest.raises(ConfigError, match=r"policies.yaml: policies.0: enforce"):
+    with pytest.raises(ConfigError, match=r"policies.yaml: policies\[0\] \(x\): enforce"):
+        load_config(config_dir)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ({"rule": "budgt"}, ["policies[0] (p)", "rule", "unknown rule kind 'budgt'", "valid:", "budget"]),
+        ({"rule": "budget"}, ["policies[0] (p)", "limit_usd", "Field required", "parameters of budget"]),
+        ({"rule": "budget", "limit_usd": 5, "perod": "day"}, ["perod", "unknown parameter", "period"]),
+        ({"rule": "budget", "limit_usd": 5, "period": "week"}, ["period", "'day' or 'month'"]),
+        ({"rule": "rate_limit"}, ["set at least one of requests_per_minute"]),
+        ({"rule": "allow_models", "models": ["gpt5"]}, ["models", "'gpt5' is not a model alias", "general"]),
+        ({"rule": "max_tokens", "limit": 0}, ["limit", "greater than or equal to 1"]),
+        (
+            {"rule": "if_context_contains_pii_use_sensitive_model", "route_to": "general"},
+            ["route_to", "'general' is not a sensitive model alias", "sensitive"],
+        ),
+        ({"rule": "block_secrets", "categories": ["email"]}, ["categories", "api_key"]),
+        ({"rule": "block_secrets", "applies_to": {"models": ["nope"]}}, ["applies_to.models", "'nope'"]),
+        ({"rule": "block_secrets", "applies_to": {"teams": ["x"]}}, ["applies_to.teams", "unknown field"]),
+    ],
+)
+def test_config_policy_errors_name_the_entry_and_what_is_valid(
+    config_dir: Path, policy: dict[str, object], expected: list[str]
+) -> None:
+    _write(config_dir, "policies.yaml", {"policies": [{"name": "p", **policy}]})
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert str(caught.value).startswith("policies.yaml: ")
+    for part in expected:
+        assert part in str(caught.value)
+
+
+def test_config_policy_names_are_unique(config_dir: Path) -> None:
+    rule = {"name": "same", "rule": "block_secrets"}
+    _write(config_dir, "policies.yaml", {"policies": [rule, rule]})
+    with pytest.raises(ConfigError, match="repeated: same"):
         load_config(config_dir)
 
 

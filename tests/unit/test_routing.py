@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import pytest
 
 from gateway.config import ModelsFile
 from gateway.errors import ValidationError
-from workers.routing import build_chain, resolve_alias
+from workers.routing import Balancer, build_chain
 
 
 def _models() -> ModelsFile:
@@ -37,9 +40,9 @@ def _models() -> ModelsFile:
 
 def test_routing_resolves_model_task_and_default() -> None:
     models = _models()
-    assert resolve_alias(models, "cheap", None) == "cheap"
-    assert resolve_alias(models, None, "drafting") == "general"
-    assert resolve_alias(models, None, None) == "general"
+    assert models.resolve_alias("cheap", None) == "cheap"
+    assert models.resolve_alias(None, "drafting") == "general"
+    assert models.resolve_alias(None, None) == "general"
 
 
 @pytest.mark.parametrize(
@@ -49,7 +52,7 @@ def test_routing_unknown_alias_or_task_is_a_validation_error(
     model: str | None, task: str | None, needle: str
 ) -> None:
     with pytest.raises(ValidationError, match=needle):
-        resolve_alias(_models(), model, task)
+        _models().resolve_alias(model, task)
 
 
 def test_routing_chain_lists_deployments_then_fallbacks_without_repeats() -> None:
@@ -72,3 +75,50 @@ def test_routing_sensitive_alias_never_falls_back_to_a_cloud_model() -> None:
 def test_routing_allowed_filter_narrows_the_chain() -> None:
     chain = build_chain(_models(), "general", allowed=lambda alias: alias != "cheap")
     assert "cheap" not in {s.alias for s in chain}
+
+
+def _balanced(strategy: str) -> ModelsFile:
+    deployment = {"provider": "openai", "api_key_env": "K"}
+    return ModelsFile.model_validate(
+        {
+            "default_model": "pool",
+            "models": {
+                "pool": {
+                    "balance": strategy,
+                    "deployments": [
+                        {**deployment, "model": "heavy", "weight": 3},
+                        {**deployment, "model": "light", "weight": 1},
+                    ],
+                    "fallbacks": ["offline"],
+                },
+                "offline": {"provider": "offline", "model": "o", "sensitive": True},
+            },
+        }
+    )
+
+
+def test_weighted_balance_picks_in_proportion_and_keeps_fallbacks_last() -> None:
+    models = _balanced("weighted")
+    balancer = Balancer(models, random.Random(7))
+    firsts: Counter[str] = Counter()
+    for _ in range(4000):
+        chain = balancer.order(build_chain(models, "pool"))
+        assert [s.alias for s in chain] == ["pool", "pool", "offline"]  # only the alias's own reorder
+        firsts[chain[0].deployment.model] += 1
+    assert 0.72 < firsts["heavy"] / 4000 < 0.78
+
+
+def test_least_in_flight_prefers_the_idle_deployment_and_ordered_never_moves() -> None:
+    models = _balanced("least_in_flight")
+    balancer = Balancer(models)
+    chain = build_chain(models, "pool")
+    assert balancer.order(chain)[0].deployment.model == "heavy"  # a tie keeps the listed order
+    with balancer.in_flight(chain[0].name):
+        assert balancer.order(chain)[0].deployment.model == "light"
+    assert balancer.order(chain)[0].deployment.model == "heavy"
+    ordered = _balanced("ordered")
+    assert [s.deployment.model for s in Balancer(ordered).order(build_chain(ordered, "pool"))] == [
+        "heavy",
+        "light",
+        "o",
+    ]

@@ -1,0 +1,369 @@
+"""The policy engine: policies.yaml's rules applied to one job, as a plan plus the decisions behind it.
+
+The engine is pure (no I/O), so the same code runs in three places: the API at admission (to
+refuse early with a clear 4xx), the worker before every attempt (the check that counts: nothing
+leaves the machine before it), and ``aigw policy explain``. Budgets and rate limits are counted
+in Redis by :mod:`gateway.quotas`; this module only says which of them apply to a job.
+
+Rules run in a fixed order, because each narrows what the next sees:
+
+1. ``block_secrets``, ``allow_models``, ``allow_skills``, ``max_tokens``: refuse or clamp.
+2. ``redact_pii``: mask PII with placeholders before a cloud call (restored in the answer).
+3. ``if_context_contains_pii_use_sensitive_model``: whatever PII is still there routes the job to
+   a sensitive (local) alias, or the job is refused: it fails closed.
+4. ``all_outputs_are_drafts``, ``log_all_requests_and_responses``: mark and record.
+
+A policy with ``enforce: false`` is evaluated the same way and its decision recorded with
+``enforced: false``, but it changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.config import (
+    AllowModelsRule,
+    AllowSkillsRule,
+    AuditBodiesRule,
+    BlockSecretsRule,
+    Config,
+    DraftsRule,
+    MaxTokensRule,
+    PiiRouteRule,
+    PolicyConfig,
+    RedactRule,
+)
+from gateway.errors import PolicyDeniedError
+from gateway.jobs import JobRequest
+from gateway.pii import SECRET_CATEGORIES, Detector, Finding, Redactor, make_detector
+
+DecisionOutcome = Literal["allow", "deny", "route", "redact", "mark_draft", "clamp", "log", "limit"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one policy decided for one job, and why (categories and places, never values)."""
+
+    policy: str
+    rule: str
+    outcome: DecisionOutcome
+    reason: str
+    enforced: bool
+    findings: tuple[tuple[str, str, int], ...] = ()  # (category, where, count)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "policy": self.policy,
+            "rule": self.rule,
+            "outcome": self.outcome,
+            "enforced": self.enforced,
+            "reason": self.reason,
+        }
+        if self.findings:
+            out["findings"] = [{"category": c, "where": w, "count": n} for c, w, n in self.findings]
+        return out
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A job as the policies see it: who sends it, where it asks to go, and every text that would leave."""
+
+    service: str
+    queue: str
+    model: str | None = None
+    task: str | None = None
+    skill: str | None = None
+    texts: tuple[tuple[str, str], ...] = ()  # (where, text), e.g. ("messages[1].content", "...")
+    max_tokens: int | None = None
+
+    @classmethod
+    def from_request(
+        cls,
+        service: str,
+        queue: str,
+        request: JobRequest,
+        *,
+        skill: str | None = None,
+        extra_texts: Iterable[tuple[str, str]] = (),
+    ) -> Subject:
+        texts: list[tuple[str, str]] = []
+        if request.system:
+            texts.append(("system", request.system))
+        if request.prompt is not None:
+            texts.append(("prompt", request.prompt))
+        for i, message in enumerate(request.messages or []):
+            texts.append((f"messages[{i}].content", message.content))
+        texts.extend(extra_texts)
+        return cls(
+            service=service,
+            queue=queue,
+            model=request.model,
+            task=request.task,
+            skill=skill,
+            texts=tuple(texts),
+            max_tokens=request.max_tokens,
+        )
+
+
+@dataclass
+class Plan:
+    """What the policies decided for one job: where it may go and what to do around the call."""
+
+    requested_alias: str
+    alias: str
+    decisions: list[Decision] = field(default_factory=list)
+    #: PII was found and acted on: only sensitive aliases may serve this job, on every path
+    sensitive_only: bool = False
+    #: aliases the job may use (None: every alias)
+    allowed_models: frozenset[str] | None = None
+    max_tokens: int | None = None
+    draft: bool = False
+    reviewers: tuple[str, ...] = ()
+    audit_bodies: AuditBodiesRule | None = None
+    #: masks outgoing text and restores the answer (redact_pii)
+    redactor: Redactor | None = None
+    #: the first enforced refusal; the caller raises it
+    denial: PolicyDeniedError | None = None
+    #: the policies whose budgets and rate limits apply (counted by gateway.quotas)
+    quotas: list[PolicyConfig] = field(default_factory=list)
+
+    def allows(self, alias: str) -> bool:
+        return self.allowed_models is None or alias in self.allowed_models
+
+    def outgoing(self, text: str) -> str:
+        """``text`` as it may leave the machine (masked when redact_pii holds)."""
+        return self.redactor.mask(text) if self.redactor is not None else text
+
+    def record(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.decisions]
+
+
+class PolicyEngine:
+    """Compiled policies.yaml: one instance per process, one ``plan`` per job attempt."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.policies = list(config.policies.policies)
+        self._detectors: dict[str, Detector] = {}
+        for policy in self.policies:
+            params = policy.params
+            if isinstance(params, PiiRouteRule | RedactRule):
+                self._detectors[policy.name] = make_detector(params.engine, params.categories)
+            elif isinstance(params, BlockSecretsRule):
+                self._detectors[policy.name] = make_detector(
+                    "builtin", params.categories or sorted(SECRET_CATEGORIES)
+                )
+        # a real local model before the built-in offline one, which only stands in when nothing else can
+        self._sensitive = sorted(
+            (name for name, alias in config.models.models.items() if alias.sensitive),
+            key=lambda name: all(d.provider == "offline" for d in config.models.models[name].deployments),
+        )
+
+    def reviewers_of(self, service: str) -> frozenset[str]:
+        """Who may review ``service``'s drafts: the service itself and every listed reviewer."""
+        reviewers = {service}
+        for policy in self.policies:
+            scope = policy.applies_to.services
+            if isinstance(policy.params, DraftsRule) and (not scope or service in scope):
+                reviewers.update(policy.params.reviewers)
+        return frozenset(reviewers)
+
+    def plan(self, subject: Subject) -> Plan:
+        """Apply every policy that covers ``subject``; never raises for a denial (see ``Plan.denial``)."""
+        alias = self.config.models.resolve_alias(subject.model, subject.task)
+        plan = Plan(requested_alias=alias, alias=alias, max_tokens=subject.max_tokens)
+        texts = list(subject.texts)
+        applicable = [p for p in self.policies if _applies(p, subject, alias)]
+        for policy in applicable:
+            self._gate(policy, subject, plan, texts)
+        for policy in applicable:
+            if isinstance(policy.params, RedactRule):
+                texts = self._redact(policy, policy.params, plan, texts)
+        for policy in applicable:
+            if isinstance(policy.params, PiiRouteRule):
+                self._route_pii(policy, policy.params, subject, plan, texts)
+        for policy in applicable:
+            self._mark(policy, plan)
+        return plan
+
+    # --- stage 1: refuse or clamp -----------------------------------------------------------
+
+    def _gate(self, policy: PolicyConfig, subject: Subject, plan: Plan, texts: list[tuple[str, str]]) -> None:
+        params = policy.params
+        if isinstance(params, BlockSecretsRule):
+            found = _scan(self._detectors[policy.name], texts)
+            if found:
+                _decide(plan, policy, "deny", f"credentials found: {_describe(found)}", found)
+            else:
+                _decide(plan, policy, "allow", "no credentials found")
+        elif isinstance(params, AllowModelsRule):
+            allowed = frozenset(params.models)
+            if policy.enforce:
+                plan.allowed_models = (
+                    allowed if plan.allowed_models is None else plan.allowed_models & allowed
+                )
+            if plan.requested_alias in allowed:
+                _decide(
+                    plan, policy, "allow", f"{plan.requested_alias} is allowed; fallbacks limited to these"
+                )
+            else:
+                _decide(
+                    plan,
+                    policy,
+                    "deny",
+                    f"service {subject.service} may not use model {plan.requested_alias} "
+                    f"(allowed: {', '.join(params.models)})",
+                )
+        elif isinstance(params, AllowSkillsRule):
+            if subject.skill is None or subject.skill in params.skills:
+                _decide(
+                    plan, policy, "allow", "no skill" if subject.skill is None else f"{subject.skill} allowed"
+                )
+            else:
+                _decide(
+                    plan,
+                    policy,
+                    "deny",
+                    f"service {subject.service} may not use skill {subject.skill} "
+                    f"(allowed: {', '.join(params.skills)})",
+                )
+        elif isinstance(params, MaxTokensRule):
+            self._cap_tokens(policy, params, plan)
+        elif policy.rule in ("budget", "rate_limit"):
+            plan.quotas.append(policy)
+
+    def _cap_tokens(self, policy: PolicyConfig, params: MaxTokensRule, plan: Plan) -> None:
+        asked = plan.max_tokens or self.config.gateway.jobs.max_output_tokens
+        if asked <= params.limit:
+            _decide(plan, policy, "allow", f"max_tokens {asked} is within {params.limit}")
+        elif params.mode == "reject":
+            _decide(plan, policy, "deny", f"max_tokens {asked} is over the limit of {params.limit}")
+        else:
+            _decide(plan, policy, "clamp", f"max_tokens {asked} lowered to {params.limit}")
+            if policy.enforce:
+                plan.max_tokens = params.limit
+
+    # --- stage 2: redact ------------------------------------------------------------------------
+
+    def _redact(
+        self, policy: PolicyConfig, params: RedactRule, plan: Plan, texts: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        if self.config.models.models[plan.alias].sensitive:
+            _decide(plan, policy, "allow", f"{plan.alias} is a sensitive (local) model; nothing masked")
+            return texts
+        found = _scan(self._detectors[policy.name], texts)
+        if not found:
+            _decide(plan, policy, "allow", "no PII found")
+            return texts
+        _decide(plan, policy, "redact", f"masked before the call: {_describe(found)}", found)
+        if not policy.enforce:
+            return texts
+        if plan.redactor is None:
+            plan.redactor = Redactor(self._detectors[policy.name])
+        return [(where, plan.redactor.mask(text)) for where, text in texts]
+
+    # --- stage 3: PII -> sensitive model ----------------------------------------------------------
+
+    def _route_pii(
+        self,
+        policy: PolicyConfig,
+        params: PiiRouteRule,
+        subject: Subject,
+        plan: Plan,
+        texts: list[tuple[str, str]],
+    ) -> None:
+        found = _scan(self._detectors[policy.name], texts)
+        if not found:
+            _decide(plan, policy, "allow", "no PII found")
+            return
+        what = _describe(found)
+        models = self.config.models.models
+        if models[plan.alias].sensitive:
+            _decide(plan, policy, "route", f"PII ({what}); {plan.alias} is sensitive, kept local", found)
+            if policy.enforce:
+                plan.sensitive_only = True
+            return
+        target = self._sensitive_target(params, subject, plan)
+        if target is None:
+            _decide(
+                plan,
+                policy,
+                "deny",
+                f"PII ({what}) and no sensitive model is allowed for this job; refused rather than sent "
+                "to a cloud model",
+                found,
+            )
+            return
+        _decide(plan, policy, "route", f"PII ({what}); routed from {plan.alias} to {target}", found)
+        if policy.enforce:
+            plan.alias = target
+            plan.sensitive_only = True
+
+    def _sensitive_target(self, params: PiiRouteRule, subject: Subject, plan: Plan) -> str | None:
+        """The sensitive alias to use: ``route_to``, else one serving the task, else the first real one."""
+        candidates = [a for a in self._sensitive if plan.allows(a)]
+        if params.route_to is not None:
+            return params.route_to if params.route_to in candidates else None
+        if subject.task is not None:
+            for name in candidates:
+                if subject.task in self.config.models.models[name].use_for:
+                    return name
+        return candidates[0] if candidates else None
+
+    # --- stage 4: mark and record -------------------------------------------------------------
+
+    def _mark(self, policy: PolicyConfig, plan: Plan) -> None:
+        params = policy.params
+        if isinstance(params, DraftsRule):
+            _decide(plan, policy, "mark_draft", "the output is a draft until a reviewer approves it")
+            if policy.enforce:
+                plan.draft = True
+                plan.reviewers = tuple(sorted({*plan.reviewers, *params.reviewers}))
+        elif isinstance(params, AuditBodiesRule):
+            _decide(plan, policy, "log", "request and response bodies go to the audit log (secrets redacted)")
+            if policy.enforce:
+                plan.audit_bodies = params
+
+
+def _applies(policy: PolicyConfig, subject: Subject, alias: str) -> bool:
+    scope = policy.applies_to
+    return (
+        (not scope.services or subject.service in scope.services)
+        and (not scope.queues or subject.queue in scope.queues)
+        and (not scope.models or alias in scope.models)
+        and (not scope.skills or subject.skill in scope.skills)
+    )
+
+
+def _decide(
+    plan: Plan,
+    policy: PolicyConfig,
+    outcome: DecisionOutcome,
+    reason: str,
+    findings: Sequence[tuple[str, str, int]] = (),
+) -> None:
+    plan.decisions.append(
+        Decision(policy.name, policy.rule, outcome, reason, policy.enforce, tuple(findings))
+    )
+    if outcome == "deny" and policy.enforce and plan.denial is None:
+        plan.denial = PolicyDeniedError(f"policy {policy.name}: {reason}", rule=policy.name)
+
+
+def _scan(detector: Detector, texts: Iterable[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """(category, where, count) for every category found in every text; values are dropped here."""
+    out: list[tuple[str, str, int]] = []
+    for where, text in texts:
+        findings: list[Finding] = detector.find(text)
+        for category, count in sorted(Counter(f.category for f in findings).items()):
+            out.append((category, where, count))
+    return out
+
+
+def _describe(found: Sequence[tuple[str, str, int]]) -> str:
+    by_where: dict[str, list[str]] = {}
+    for category, where, _count in found:
+        by_where.setdefault(where, []).append(category)
+    return "; ".join(f"{','.join(cats)} in {where}" for where, cats in by_where.items())

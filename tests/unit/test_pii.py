@@ -1,0 +1,390 @@
+"""PII detection: each category's validators, overlap rules, the Redactor's placeholders, the engines."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import time
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bench.pii_corpus import evaluate, load_corpus
+from gateway import pii
+from gateway.errors import ConfigError
+from gateway.pii import (
+    PII_CATEGORIES,
+    SECRET_CATEGORIES,
+    BuiltinDetector,
+    Detector,
+    Finding,
+    PresidioDetector,
+    Redactor,
+    iban_ok,
+    luhn_ok,
+    make_detector,
+    ssn_ok,
+)
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0"
+    "IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+
+
+def _found(text: str, categories: list[str] | None = None) -> list[tuple[str, str]]:
+    return [(f.category, f.value) for f in BuiltinDetector(categories).find(text)]
+
+
+# --- what each category finds, exactly --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "value"),
+    [
+        ("mail jane.doe+tag@mail.example.co.uk today", "email", "jane.doe+tag@mail.example.co.uk"),
+        ("<carlos.ruiz@empresa.es>", "email", "carlos.ruiz@empresa.es"),
+        ("call +44 20 7946 0958 now", "phone", "+44 20 7946 0958"),
+        ("office +1 (415) 555-2671.", "phone", "+1 (415) 555-2671"),
+        ("Berlin: +49 30 901820", "phone", "+49 30 901820"),
+        ("desk (415) 555-2671", "phone", "(415) 555-2671"),
+        ("desk 415-555-2671", "phone", "415-555-2671"),
+        ("desk 415.555.2671", "phone", "415.555.2671"),
+        ("Tel: 020 7946 0958", "phone", "020 7946 0958"),
+        ("Visa 4111 1111 1111 1111, exp", "credit_card", "4111 1111 1111 1111"),
+        ("MC 5555-5555-5555-4444", "credit_card", "5555-5555-5555-4444"),
+        ("Amex 3782 822463 10005", "credit_card", "3782 822463 10005"),
+        ("card 2223003122003222", "credit_card", "2223003122003222"),
+        ("to DE89 3704 0044 0532 0130 00.", "iban", "DE89 3704 0044 0532 0130 00"),
+        ("IBAN GB82WEST12345698765432 EUR", "iban", "GB82WEST12345698765432"),
+        ("SSN: 123-45-6789", "us_ssn", "123-45-6789"),
+        ("SSN 123 45 6789", "us_ssn", "123 45 6789"),
+        ("host 203.0.113.42.", "ip_address", "203.0.113.42"),
+        ("loopback 127.0.0.1:8080", "ip_address", "127.0.0.1"),
+        ("private 10.0.0.5", "ip_address", "10.0.0.5"),
+        ("v6 2001:db8::8a2e:370:7334.", "ip_address", "2001:db8::8a2e:370:7334"),
+        ("bind ::1 only", "ip_address", "::1"),
+        ("mapped ::ffff:192.0.2.128 here", "ip_address", "::ffff:192.0.2.128"),
+        ("born on 12 March 1985 in Lyon", "date_of_birth", "12 March 1985"),
+        ("DOB: 03/12/1985", "date_of_birth", "03/12/1985"),
+        ("date of birth 1985-03-12", "date_of_birth", "1985-03-12"),
+        (
+            "at 1600 Amphitheatre Parkway, Mountain View, CA 94043.",
+            "postal_address",
+            "1600 Amphitheatre Parkway, Mountain View, CA 94043",
+        ),
+        ("at 221B Baker Street, London NW1 6XE.", "postal_address", "221B Baker Street, London NW1 6XE"),
+        ("in Austin, TX 78701.", "postal_address", "Austin, TX 78701"),
+        ("Postcode: SW1A 1AA", "postal_address", "SW1A 1AA"),
+        (
+            "key sk-proj-di4PzJ59FHz5r1pY4OjE2jBMptUsGr7CmY",
+            "api_key",
+            "sk-proj-di4PzJ59FHz5r1pY4OjE2jBMptUsGr7CmY",
+        ),
+        ("id AKIA6I8J76B2LAJLJ4H9.", "api_key", "AKIA6I8J76B2LAJLJ4H9"),
+        ("ghp_g8xNbe3nNyjOq9wMxEhh2FDEEtfjgVvVqE1S", "api_key", "ghp_g8xNbe3nNyjOq9wMxEhh2FDEEtfjgVvVqE1S"),
+        ("xoxb-31002516780-0837407188181-VVEqZe2q", "api_key", "xoxb-31002516780-0837407188181-VVEqZe2q"),
+        ("'sk_live_PmpGXafq0fjzLczbttOofL9H'", "api_key", "sk_live_PmpGXafq0fjzLczbttOofL9H"),
+        ("AIzaiB3m03nbqnsGpWLuqIA1id6Vw5DQL05HA06", "api_key", "AIzaiB3m03nbqnsGpWLuqIA1id6Vw5DQL05HA06"),
+        ('api_key = "a8F3kLm2Qp9Zx7Vb1Nc4"', "api_key", "a8F3kLm2Qp9Zx7Vb1Nc4"),
+        ("Authorization: Bearer 7BWr2drgd1QsO7jprBGumXxY", "api_key", "7BWr2drgd1QsO7jprBGumXxY"),
+        (f"token {JWT} ok", "jwt", JWT),
+        ("postgres://admin:s3cr3tP4ss@db.example.com/app", "url_password", "admin:s3cr3tP4ss"),
+        ("redis://:Zq8mK2pL9v@cache:6379", "url_password", ":Zq8mK2pL9v"),
+    ],
+)
+def test_pii_builtin_finds_the_exact_value(text: str, category: str, value: str) -> None:
+    assert _found(text) == [(category, value)]
+
+
+def test_pii_private_key_block_is_found_whole() -> None:
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7bq8cZ5sT6\nabc==\n-----END RSA PRIVATE KEY-----"
+    assert _found(f"the key:\n{key}\nrotate it") == [("private_key", key)]
+
+
+@pytest.mark.parametrize("after", ["\nThanks!", "\n\nThanks!", "", "\nAAAA"])
+def test_pii_cut_off_private_key_is_found_up_to_its_last_base64_line(after: str) -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"
+    expected = key + after if after == "\nAAAA" else key
+    assert _found(key + after) == [("private_key", expected)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "icon@2x.png and git@github.com:acme/widgets.git",  # an asset, an SSH remote
+        "https://deploy@git.example.com/repo.git",  # a URL's user, not a mailbox
+        "order 123456789012, version 1.2.3.4, at 2024-01-15T10:30:00Z for $1,299.00",
+        "Example 123-456-7890 has area code 123",  # NANP area codes start 2-9
+        "Call about order 123456789 soon",  # the phone word is not about this number
+        "Card 4111 1111 1111 1112",  # Luhn fails
+        "Ledger 1234567812345670",  # Luhn passes, no card issuer starts with 12
+        "IBAN DE89 3704 0044 0532 0130 01",  # mod 97 fails
+        "SSNs 000-12-3456 666-12-3456 900-12-3456 123-00-4567 123-45-0000",
+        "Part 123 45 6789",  # spaced SSN shape without the word SSN
+        "version 1.2.3.4, v1.2.3.4, build 10.0.19041.1, OID 1.3.6.1.4.1.311, 256.1.1.1",
+        "10:30:00, std::vector, f :: Int, 00:1A:2B:3C:4D:5E, dead::beef",
+        "Released 2024-01-15; born out of a 2019 merger; our birthday sale runs 2024-06-01",
+        "3 Easy Street Food Recipes; in 2020 Wall Street fell",
+        "sk-... YOUR_API_KEY sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx AKIAIOSFODNN7EXAMPLE",
+        "token: the_quick_brown_fox_jumps, api_key = os.environ['OPENAI_API_KEY']",
+        "The file starts with -----BEGIN RSA PRIVATE KEY----- and so on.",
+        "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----",
+        "eyJmb28iOiJiYXIifQ.eyJ4IjoxfQ.zgEOzdmenCkhvMdgaKjI",  # decodes, but has no alg
+        "postgres://user:password@localhost/db mysql://root:${PW}@db/app https://example.com/a?b=c",
+    ],
+)
+def test_pii_builtin_ignores_lookalikes(text: str) -> None:
+    assert _found(text) == []
+
+
+# --- validators ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("4111111111111111", True),
+        ("378282246310005", True),
+        ("79927398713", True),
+        ("4111111111111112", False),
+    ],
+)
+def test_pii_luhn_checks_the_card_checksum(number: str, valid: bool) -> None:
+    assert luhn_ok(number) is valid
+
+
+@pytest.mark.parametrize(
+    ("iban", "valid"),
+    [
+        ("DE89 3704 0044 0532 0130 00", True),
+        ("GB82WEST12345698765432", True),
+        ("NO9386011117947", True),
+        ("DE89 3704 0044 0532 0130 01", False),  # check digits
+        ("DE89 3704 0044 0532 0130 0", False),  # Germany is 22 characters
+        ("ZZ89370400440532013000", False),  # no such country
+    ],
+)
+def test_pii_iban_checks_length_and_mod_97(iban: str, valid: bool) -> None:
+    assert iban_ok(iban) is valid
+
+
+@pytest.mark.parametrize(
+    ("ssn", "valid"),
+    [
+        ("123-45-6789", True),
+        ("000-45-6789", False),
+        ("666-45-6789", False),
+        ("950-45-6789", False),
+        ("123-00-6789", False),
+        ("123-45-0000", False),
+    ],
+)
+def test_pii_ssn_rejects_numbers_never_issued(ssn: str, valid: bool) -> None:
+    assert ssn_ok(ssn) is valid
+
+
+# --- overlaps and categories --------------------------------------------------------------------
+
+
+def test_pii_jwt_wins_over_the_bearer_token_that_holds_it() -> None:
+    assert _found(f"Authorization: Bearer {JWT}") == [("jwt", JWT)]
+
+
+def test_pii_url_password_wins_over_the_email_shape_inside_it() -> None:
+    assert _found("amqp://guest:Gu3st2024@rabbit.example.com/") == [("url_password", "guest:Gu3st2024")]
+
+
+def test_pii_card_wins_over_a_phone_shape() -> None:
+    assert _found("call me, card 4111-1111-1111-1111") == [("credit_card", "4111-1111-1111-1111")]
+
+
+def test_pii_findings_are_sorted_and_never_overlap_on_the_whole_corpus() -> None:
+    detector = BuiltinDetector()
+    for sample in load_corpus():
+        findings = detector.find(sample.text)
+        assert findings == sorted(findings, key=lambda f: f.start)
+        assert all(a.end <= b.start for a, b in zip(findings, findings[1:], strict=False))
+        assert all(sample.text[f.start : f.end] == f.value for f in findings)
+
+
+def test_pii_detector_looks_only_for_its_categories() -> None:
+    text = "mail jane@example.com or call +44 20 7946 0958"
+    assert _found(text, ["phone"]) == [("phone", "+44 20 7946 0958")]
+    assert _found(text, []) == []
+
+
+def test_pii_unknown_category_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown PII categories"):
+        BuiltinDetector(["email", "passport"])
+
+
+def test_pii_secret_categories_are_pii_too() -> None:
+    assert {"api_key", "private_key", "jwt", "url_password"} == SECRET_CATEGORIES
+    assert SECRET_CATEGORIES < PII_CATEGORIES and len(PII_CATEGORIES) == 12
+
+
+def test_pii_finding_repr_never_shows_the_value() -> None:
+    finding = BuiltinDetector().find("SSN 123-45-6789")[0]
+    assert "123-45-6789" not in repr(finding) and "us_ssn" in repr(finding)
+
+
+# --- Redactor -----------------------------------------------------------------------------------
+
+
+def test_redactor_numbers_each_category_from_one() -> None:
+    redactor = Redactor(BuiltinDetector())
+    masked = redactor.mask("a@example.com, b@example.com, +44 20 7946 0958, card 4111 1111 1111 1111")
+    assert masked == "[EMAIL_1], [EMAIL_2], [PHONE_1], card [CREDIT_CARD_1]"
+    assert redactor.counts == {"email": 2, "phone": 1, "credit_card": 1}
+
+
+def test_redactor_same_value_gets_the_same_placeholder_across_texts() -> None:
+    redactor = Redactor(BuiltinDetector())
+    assert redactor.mask("to a@example.com and a@example.com") == "to [EMAIL_1] and [EMAIL_1]"
+    assert redactor.mask("b@example.com, then a@example.com") == "[EMAIL_2], then [EMAIL_1]"
+    assert redactor.counts == {"email": 2}
+
+
+def test_redactor_restores_the_original_text() -> None:
+    redactor = Redactor(BuiltinDetector())
+    text = f"Mail jane@example.com, SSN 123-45-6789, key AKIA6I8J76B2LAJLJ4H9, token {JWT}."
+    masked = redactor.mask(text)
+    assert "jane@example.com" not in masked and "123-45-6789" not in masked and JWT not in masked
+    assert redactor.restore(masked) == text
+
+
+def test_redactor_restores_only_exact_placeholders_it_issued() -> None:
+    redactor = Redactor(BuiltinDetector())
+    redactor.mask("jane@example.com")
+    answer = "Wrote to [EMAIL_1]; not [email_1], [EMAIL_2] or [PHONE_1]."
+    assert redactor.restore(answer) == "Wrote to jane@example.com; not [email_1], [EMAIL_2] or [PHONE_1]."
+
+
+def test_redactor_leaves_clean_text_alone() -> None:
+    redactor = Redactor(BuiltinDetector())
+    assert redactor.mask("nothing to see here") == "nothing to see here"
+    assert redactor.restore("[EMAIL_1]") == "[EMAIL_1]"
+    assert redactor.counts == {}
+
+
+# --- engines ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FakeResult:
+    entity_type: str
+    start: int
+    end: int
+    score: float = 0.85
+
+
+class _FakeAnalyzerEngine:
+    """Stands in for presidio's AnalyzerEngine: "Alice" is a phone number, "Paris" a location."""
+
+    def analyze(
+        self, text: str, language: str, entities: list[str], score_threshold: float
+    ) -> list[_FakeResult]:
+        assert language == "en"
+        results = []
+        for word, entity in (("Alice", "PHONE_NUMBER"), ("Paris", "LOCATION")):
+            at = text.find(word)
+            if at != -1 and entity in entities:
+                results.append(_FakeResult(entity, at, at + len(word)))
+        return results
+
+
+@pytest.fixture
+def fake_presidio(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = types.ModuleType("presidio_analyzer")
+    module.__spec__ = importlib.machinery.ModuleSpec("presidio_analyzer", None)
+    fake: Any = module
+    fake.AnalyzerEngine = _FakeAnalyzerEngine
+    monkeypatch.setitem(sys.modules, "presidio_analyzer", module)
+    return module
+
+
+@pytest.fixture
+def no_presidio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "presidio_analyzer", None)  # makes the import fail
+
+
+def test_make_detector_builtin_is_the_default() -> None:
+    detector: Detector = make_detector()
+    assert isinstance(detector, BuiltinDetector) and detector.name == "builtin"
+
+
+@pytest.mark.usefixtures("no_presidio")
+def test_make_detector_presidio_without_the_package_names_the_install() -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_detector("presidio")
+    assert str(raised.value) == (
+        "engine 'presidio' needs the presidio-analyzer package: pip install presidio-analyzer"
+    )
+
+
+def test_make_detector_auto_falls_back_to_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pii, "presidio_available", lambda: False)
+    assert make_detector("auto", ["email"]).name == "builtin"
+
+
+@pytest.mark.usefixtures("fake_presidio")
+def test_make_detector_auto_uses_presidio_when_installed() -> None:
+    assert pii.presidio_available()
+    assert isinstance(make_detector("auto"), PresidioDetector)
+
+
+def test_make_detector_rejects_an_unknown_engine() -> None:
+    with pytest.raises(ConfigError, match="unknown PII detector engine 'spacy'"):
+        make_detector("spacy")
+
+
+@pytest.mark.usefixtures("fake_presidio")
+def test_presidio_detector_maps_entities_and_keeps_builtin_secrets() -> None:
+    detector = make_detector("presidio")
+    text = f"Alice lives in Paris; token {JWT}"
+    # PHONE_NUMBER maps to phone; LOCATION has no category of ours; the JWT comes from the builtin scan
+    assert [(f.category, f.value) for f in detector.find(text)] == [("phone", "Alice"), ("jwt", JWT)]
+
+
+@pytest.mark.usefixtures("fake_presidio")
+def test_presidio_detector_respects_categories() -> None:
+    assert make_detector("presidio", ["email"]).find("Alice at alice@example.com") == [
+        Finding("email", 9, 26, "alice@example.com")
+    ]
+
+
+# --- the corpus and the cost --------------------------------------------------------------------
+
+
+def test_pii_corpus_precision_and_recall() -> None:
+    samples = load_corpus()
+    assert len(samples) >= 150
+    assert {c for s in samples for c in s.expect} == PII_CATEGORIES  # every category has positives
+    evaluation = evaluate(BuiltinDetector(), samples)
+    mistakes = "\n".join(
+        f"expected {list(s.expect)}, found {found}: {s.text!r}" for s, found in evaluation.mistakes
+    )
+    assert evaluation.overall.precision >= 0.97, mistakes
+    assert evaluation.overall.recall >= 0.95, mistakes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "eyJ" * 30_000,
+        "1 " * 50_000,
+        "a@" * 50_000,
+        "1:" * 50_000,
+        "-----BEGIN PRIVATE KEY-----\n" * 5_000,
+        "born 12 12 12 " * 5_000,
+        "x://" + "a" * 100 + ":" + "b@" * 50_000,
+    ],
+    ids=["jwt-prefixes", "spaced-digits", "at-signs", "colons", "key-headers", "birth-words", "userinfo"],
+)
+def test_pii_scan_stays_linear_on_hostile_input(text: str) -> None:
+    started = time.perf_counter()
+    BuiltinDetector().find(text)
+    assert time.perf_counter() - started < 2.0  # linear is ~10-100 ms; backtracking blow-ups take minutes

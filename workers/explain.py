@@ -1,0 +1,74 @@
+"""``aigw policy explain``: what the policies would decide for a job, and where it would go.
+
+Nothing is called and nothing is counted: the plan is the worker's own (``PolicyEngine.plan``),
+the chain is the worker's own (``build_chain``), and budgets are read, not reserved.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+
+from gateway.config import Config
+from gateway.jobs import JobRequest
+from gateway.policies import PolicyEngine, Subject
+from gateway.quotas import Quotas
+from workers.routing import build_chain
+
+
+def explain(
+    config: Config, service: str, request: JobRequest, connection: redis.Redis | None = None
+) -> dict[str, Any]:
+    """The decisions, the outcome and the deployment chain for ``request`` from ``service``."""
+    engine = PolicyEngine(config)
+    queue = request.queue or _default_queue(config, service)
+    plan = engine.plan(Subject.from_request(service, queue, request))
+    chain = [] if plan.denial else build_chain(config.models, plan.alias, allowed=plan.allows)
+    report: dict[str, Any] = {
+        "service": service,
+        "queue": queue,
+        "requested_model": plan.requested_alias,
+        "model": plan.alias,
+        "outcome": "refused" if plan.denial else "accepted",
+        "error": plan.denial.to_dict() if plan.denial else None,
+        "sensitive_only": plan.sensitive_only,
+        "draft": plan.draft,
+        "max_tokens": plan.max_tokens or request.max_tokens or config.gateway.jobs.max_output_tokens,
+        "redacted": plan.redactor is not None,
+        "decisions": plan.record(),
+        "chain": [
+            {
+                "deployment": step.name,
+                "model": step.deployment.model,
+                "sensitive": config.models.models[step.alias].sensitive,
+                "callable": _callable(step.deployment.api_key_env),
+            }
+            for step in chain
+        ],
+        "budgets": [],
+    }
+    if connection is not None and plan.quotas:
+        for policy, state in Quotas(connection, config).spend(service, plan):
+            report["budgets"].append(
+                {
+                    "policy": policy.name,
+                    "spent_usd": round(state.spent_usd, 6),
+                    "held_usd": round(state.held_usd, 6),
+                    "limit_usd": state.limit_usd,
+                    "resets_at": state.resets_at,
+                }
+            )
+    return report
+
+
+def _default_queue(config: Config, service: str) -> str:
+    entry = config.services.services.get(service)
+    return entry.default_queue if entry else "interactive"
+
+
+def _callable(key_env: str | None) -> str:
+    if key_env is None or os.environ.get(key_env):
+        return "yes"
+    return f"no: {key_env} is not set (skipped at run time)"
