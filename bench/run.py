@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="max_connections of the bench deployments in models.yaml (config allows 1..1000)",
     )  # fmt: skip
     parser.add_argument(
+        "--policies", choices=["seed", "none"], default="seed",
+        help="seed: the shipped policies.yaml (SEED.md's three, the default a user runs); none: no policies",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the API and workers in each aigw phase"
     )
     parser.add_argument(
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "workers": args.workers,
         "max_connections": args.max_connections,
+        "policies": args.policies,
         "machine": machine(),
         "scenarios": {},
     }
@@ -191,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with (
             BenchStack(
-                latencies, workers=args.workers, max_connections=args.max_connections, shared=args.quick
+                latencies,
+                workers=args.workers,
+                max_connections=args.max_connections,
+                shared=args.quick,
+                policies=args.policies,
             ) as stack,
             asyncio.Runner(loop_factory=_loop_factory()) as runner,
         ):

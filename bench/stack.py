@@ -74,6 +74,8 @@ class BenchStack:
     latencies: list[float]
     workers: int = 1
     max_connections: int = 1000
+    #: "seed": the shipped policies.yaml (SEED.md's three, as a user runs it); "none": no policies
+    policies: str = "seed"
     #: one API + worker(s) for every scenario (--quick) instead of a fresh one per scenario
     shared: bool = False
     shared_concurrency: int = 5000
@@ -190,7 +192,11 @@ class BenchStack:
                 "max_connections": self.max_connections,
                 "timeouts": {"connect": 5, "read": 60, "total": 120},
             }
+        # the PII policy needs a sensitive alias to route to; the bench prompts carry no PII
+        models["models"]["offline"] = {"provider": "offline", "model": "aigw-offline-1", "sensitive": True}
         (self.config_dir / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+        if self.policies == "none":
+            (self.config_dir / "policies.yaml").write_text("policies: []\n")
         gateway_file = self.config_dir / "gateway.yaml"
         gateway = yaml.safe_load(gateway_file.read_text()) or {}
         gateway.setdefault("queues", {}).setdefault(QUEUE, {})["concurrency"] = 1000

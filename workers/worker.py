@@ -340,6 +340,8 @@ class AsyncWorker(BaseWorker):
             job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
             self.queue.schedule_job(job, when, pipeline=pipe)
             pipe.execute()
+        if job.has_rate_limit:  # as RQ's own retry path does: the slot is free while the job waits
+            self._release_slot_safely(job)
         logger.info("job {} retries at {} (provider asked to wait {:.1f}s)", job.id, when.isoformat(), delay)
 
     def _finalize_canceled(self, job: Job, execution: Execution) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.pii_corpus import evaluate, load_corpus
+from bench.pii_corpus import HOLDOUT, evaluate, load_corpus
 from gateway import pii
 from gateway.errors import ConfigError
 from gateway.pii import (
@@ -369,6 +369,14 @@ def test_pii_corpus_precision_and_recall() -> None:
     )
     assert evaluation.overall.precision >= 0.97, mistakes
     assert evaluation.overall.recall >= 0.95, mistakes
+
+
+def test_pii_held_out_corpus_keeps_its_measured_floor() -> None:
+    """The blind corpus (written without seeing the detector): guards its measured 0.978 / 0.899."""
+    samples = load_corpus(HOLDOUT)
+    evaluation = evaluate(BuiltinDetector(), samples)
+    assert evaluation.overall.precision >= 0.97
+    assert evaluation.overall.recall >= 0.89
 
 
 @pytest.mark.parametrize(
