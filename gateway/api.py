@@ -70,6 +70,14 @@ class _Gateway:
             token = value.strip() if scheme.lower() == "bearer" else None
         return self.services.authenticate(token)
 
+    def reader(self, job_id: str, service: str) -> str | None:
+        """Whose view of a job ``service`` gets: its own, or None (any job's) when it may review this one."""
+        if self.engine.has_reviewers:
+            owner = self.store.owner(job_id)
+            if owner and owner != service and service in self.engine.reviewers_of(owner):
+                return None
+        return service
+
     def admit(self, service: str, request: JobRequest) -> _Admission:
         """Refuse early what the policies refuse (the worker checks again before anything leaves).
 
@@ -82,14 +90,16 @@ class _Gateway:
             if plan.denial is not None:
                 raise plan.denial
             if plan.quotas:
-                decisions = self.quotas.admit(service, plan, request.size_chars())
+                self.quotas.admit(service, plan, request.size_chars(), decisions)
         except (PolicyDeniedError, QuotaExceededError) as exc:
             refused = [*plan.record(), *(d.to_dict() for d in decisions)]
             append_event(self.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
             raise
         return _Admission(plan, decisions)
 
-    async def wait_for(self, job_id: str, service: str, wait: float, view: JobView | None = None) -> JobView:
+    async def wait_for(
+        self, job_id: str, service: str | None, wait: float, view: JobView | None = None
+    ) -> JobView:
         """The job once final, or as it stands after ``wait`` seconds.
 
         ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
@@ -170,7 +180,7 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         service = gw.authenticate(authorization, x_api_key)
-        return _json(await gw.wait_for(job_id, service, wait))
+        return _json(await gw.wait_for(job_id, gw.reader(job_id, service), wait))
 
     @app.post("/v1/jobs/{job_id}/review", response_model=JobView)
     async def review_job(

@@ -295,7 +295,8 @@ class AllowSkillsRule(Strict):
 
 class MaxTokensRule(Strict):
     limit: int = Field(ge=1)
-    #: clamp: lower a larger request to the limit; reject: refuse it (422)
+    #: clamp: lower a larger request to the limit; reject: refuse it (403 policy_denied).
+    #: A job that sets no max_tokens is clamped either way (the configured default is not its request).
     mode: Literal["clamp", "reject"] = "clamp"
 
 
@@ -329,8 +330,8 @@ class PolicyConfig(Strict):
     @classmethod
     def _split_params(cls, data: Any) -> Any:
         """YAML puts parameters beside name/rule; validate them with the rule kind's own model."""
-        if not isinstance(data, dict) or "params" in data:
-            return data
+        if not isinstance(data, dict) or isinstance(data.get("params"), Strict):
+            return data  # built in code, already typed
         kind = data.get("rule")
         if kind not in RULE_KINDS:
             raise ValueError(f"rule: unknown rule kind {kind!r}; valid: {', '.join(RULE_KINDS)}")
@@ -413,31 +414,44 @@ def load_config(directory: str | Path) -> Config:
 
 def _check_policy_references(config: Config) -> None:
     """Policies name models; a name that is not in models.yaml is an error here, not at run time."""
-    aliases = config.models.models
-    known = ", ".join(sorted(aliases))
     for index, policy in enumerate(config.policies.policies):
-        entry = f"policies[{index}] ({policy.name})"
+        problem = _policy_reference_problem(policy, config.models.models)
+        if problem is not None:
+            field, message = problem
+            raise ConfigError(
+                message, file="policies.yaml", entry=f"policies[{index}] ({policy.name})", field=field
+            )
 
-        def fail(field: str, message: str, entry: str = entry) -> ConfigError:
-            return ConfigError(message, file="policies.yaml", entry=entry, field=field)
 
-        for name in policy.applies_to.models:
+def _policy_reference_problem(policy: PolicyConfig, aliases: dict[str, ModelAlias]) -> tuple[str, str] | None:
+    """(field, message) of the first thing ``policy`` names that does not exist or cannot work."""
+    known = ", ".join(sorted(aliases))
+    for name in policy.applies_to.models:
+        if name not in aliases:
+            return "applies_to.models", f"{name!r} is not a model alias (known: {known})"
+    params = policy.params
+    if isinstance(params, AllowModelsRule):
+        for name in params.models:
             if name not in aliases:
-                raise fail("applies_to.models", f"{name!r} is not a model alias (known: {known})")
-        params = policy.params
-        if isinstance(params, AllowModelsRule):
-            for name in params.models:
-                if name not in aliases:
-                    raise fail("models", f"{name!r} is not a model alias (known: {known})")
-        if isinstance(params, PiiRouteRule):
-            sensitive = [n for n, a in aliases.items() if a.sensitive]
-            if not sensitive:
-                raise fail("rule", "no model alias has `sensitive: true`, so PII could never be routed")
-            if params.route_to is not None and params.route_to not in sensitive:
-                raise fail(
-                    "route_to",
-                    f"{params.route_to!r} is not a sensitive model alias (sensitive: {', '.join(sensitive)})",
-                )
+                return "models", f"{name!r} is not a model alias (known: {known})"
+    if isinstance(params, PiiRouteRule | RedactRule) and not _engine_installed(params.engine):
+        return "engine", "'presidio' needs the presidio-analyzer package: pip install presidio-analyzer"
+    if isinstance(params, PiiRouteRule):
+        sensitive = [n for n, a in aliases.items() if a.sensitive]
+        if not sensitive:
+            return "rule", "no model alias has `sensitive: true`, so PII could never be routed"
+        if params.route_to is not None and params.route_to not in sensitive:
+            return (
+                "route_to",
+                f"{params.route_to!r} is not a sensitive model alias (sensitive: {', '.join(sensitive)})",
+            )
+    return None
+
+
+def _engine_installed(engine: str) -> bool:
+    from gateway.pii import presidio_available  # the detector module, only when a policy names one
+
+    return engine != "presidio" or presidio_available()
 
 
 def _load_file(path: Path, model: type[Strict], required: bool) -> Strict:

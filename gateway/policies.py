@@ -40,7 +40,7 @@ from gateway.errors import PolicyDeniedError
 from gateway.jobs import JobRequest
 from gateway.pii import SECRET_CATEGORIES, Detector, Finding, Redactor, make_detector
 
-DecisionOutcome = Literal["allow", "deny", "route", "redact", "mark_draft", "clamp", "log", "limit"]
+DecisionOutcome = Literal["allow", "deny", "route", "redact", "mark_draft", "clamp", "log"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ class Plan:
     draft: bool = False
     reviewers: tuple[str, ...] = ()
     audit_bodies: AuditBodiesRule | None = None
-    #: masks outgoing text and restores the answer (redact_pii)
-    redactor: Redactor | None = None
+    #: mask outgoing text in order and restore the answer in reverse (one per redact_pii policy)
+    redactors: list[Redactor] = field(default_factory=list)
     #: the first enforced refusal; the caller raises it
     denial: PolicyDeniedError | None = None
     #: the policies whose budgets and rate limits apply (counted by gateway.quotas)
@@ -135,7 +135,15 @@ class Plan:
 
     def outgoing(self, text: str) -> str:
         """``text`` as it may leave the machine (masked when redact_pii holds)."""
-        return self.redactor.mask(text) if self.redactor is not None else text
+        for redactor in self.redactors:
+            text = redactor.mask(text)
+        return text
+
+    def restore(self, text: str) -> str:
+        """An answer with the placeholders of ``outgoing`` put back."""
+        for redactor in reversed(self.redactors):
+            text = redactor.restore(text)
+        return text
 
     def record(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.decisions]
@@ -161,6 +169,11 @@ class PolicyEngine:
             (name for name, alias in config.models.models.items() if alias.sensitive),
             key=lambda name: all(d.provider == "offline" for d in config.models.models[name].deployments),
         )
+
+    @property
+    def has_reviewers(self) -> bool:
+        """Whether any drafts policy names reviewers (other services that may read and review drafts)."""
+        return any(isinstance(p.params, DraftsRule) and p.params.reviewers for p in self.policies)
 
     def reviewers_of(self, service: str) -> frozenset[str]:
         """Who may review ``service``'s drafts: the service itself and every listed reviewer."""
@@ -239,7 +252,7 @@ class PolicyEngine:
         asked = plan.max_tokens or self.config.gateway.jobs.max_output_tokens
         if asked <= params.limit:
             _decide(plan, policy, "allow", f"max_tokens {asked} is within {params.limit}")
-        elif params.mode == "reject":
+        elif params.mode == "reject" and plan.max_tokens is not None:  # the default is not the job's ask
             _decide(plan, policy, "deny", f"max_tokens {asked} is over the limit of {params.limit}")
         else:
             _decide(plan, policy, "clamp", f"max_tokens {asked} lowered to {params.limit}")
@@ -261,9 +274,9 @@ class PolicyEngine:
         _decide(plan, policy, "redact", f"masked before the call: {_describe(found)}", found)
         if not policy.enforce:
             return texts
-        if plan.redactor is None:
-            plan.redactor = Redactor(self._detectors[policy.name])
-        return [(where, plan.redactor.mask(text)) for where, text in texts]
+        redactor = Redactor(self._detectors[policy.name])
+        plan.redactors.append(redactor)
+        return [(where, redactor.mask(text)) for where, text in texts]
 
     # --- stage 3: PII -> sensitive model ----------------------------------------------------------
 

@@ -52,14 +52,21 @@ class Quotas:
 
     # --- admission (API) -----------------------------------------------------------------------
 
-    def admit(self, service: str, plan: Plan, input_chars: int, now: float | None = None) -> list[Decision]:
-        """Refuse (raise) a job over an enforced limit; returns the decisions to record with the job.
+    def admit(
+        self,
+        service: str,
+        plan: Plan,
+        input_chars: int,
+        decisions: list[Decision],
+        now: float | None = None,
+    ) -> None:
+        """Refuse (raise) a job over an enforced limit; ``decisions`` gets every check's decision,
+        the refusing one included (recorded with the job, or on the refusal's audit line).
 
         A budget refuses a job whose worst-case cost on its model no longer fits beside what was
         spent (calls in flight are not counted here: most finish under their worst case).
         """
         now = time.time() if now is None else now
-        decisions: list[Decision] = []
         for policy in plan.quotas:
             params = policy.params
             if isinstance(params, BudgetRule):
@@ -74,7 +81,6 @@ class Quotas:
                 )
             elif isinstance(params, RateLimitRule):
                 self._admit_rates(policy, params, service, decisions, now)
-        return decisions
 
     def _admit_rates(
         self, policy: PolicyConfig, params: RateLimitRule, service: str, decisions: list[Decision], now: float
@@ -139,7 +145,8 @@ class Quotas:
         hold_seconds: float,
         decisions: list[Decision],
     ) -> Holds:
-        """Reserve the call's worst-case cost on every budget; wait out a full tokens-per-minute window."""
+        """Reserve the call's worst-case cost on every budget; a full tokens-per-minute window raises a
+        retryable error, so RQ requeues the job after the window (that uses one of its attempts)."""
         now = time.time()
         holds = Holds(holder)
         for policy in plan.quotas:
@@ -203,13 +210,13 @@ class Quotas:
         exhausted_only: bool = False,
         estimate: float = 0.0,
     ) -> None:
-        spent = f"${state.spent_usd:.4f} of ${params.limit_usd:.2f} spent this {params.period}"
+        spent = f"{_usd(state.spent_usd)} of {_usd(params.limit_usd)} spent this {params.period}"
         if exhausted_only and state.spent_usd + estimate <= params.limit_usd:
             decisions.append(_decision(policy, "allow", spent))
             return
         resets = datetime.fromtimestamp(state.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        held = "" if exhausted_only else f", ${state.held_usd:.4f} held by calls in flight"
-        why = f"{spent}{held}; this job may cost up to ${estimate:.4f}"
+        held = "" if exhausted_only else f", {_usd(state.held_usd)} held by calls in flight"
+        why = f"{spent}{held}; this job may cost up to {_usd(estimate)}"
         decisions.append(_decision(policy, "deny", f"{why}; resets at {resets}"))
         if policy.enforce:
             raise BudgetExceededError(
@@ -222,6 +229,11 @@ class Quotas:
 def worst_case_cost(pricing: Pricing, input_chars: int, max_tokens: int) -> float:
     """What a call can cost at most: every character a token's worth (a third), every output token used."""
     return pricing.cost(math.ceil(input_chars / _CHARS_PER_TOKEN), max_tokens)
+
+
+def _usd(amount: float) -> str:
+    """Dollars to the cent, or to the micro-dollar below a cent (budgets can be tiny)."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.6f}".rstrip("0")
 
 
 def _decision(policy: PolicyConfig, outcome: str, reason: str) -> Decision:

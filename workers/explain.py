@@ -36,7 +36,7 @@ def explain(
         "sensitive_only": plan.sensitive_only,
         "draft": plan.draft,
         "max_tokens": plan.max_tokens or request.max_tokens or config.gateway.jobs.max_output_tokens,
-        "redacted": plan.redactor is not None,
+        "redacted": bool(plan.redactors),
         "decisions": plan.record(),
         "chain": [
             {

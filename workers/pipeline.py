@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from gateway.pii import Redactor, make_detector
 from loguru import logger
 from rq.job import Job
 
@@ -25,6 +24,7 @@ from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, PolicyDeniedError, ProviderAuthError, ProviderError
 from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
+from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
 from workers.breaker import Breakers
@@ -49,7 +49,8 @@ class JobPipeline:
         self.quotas = Quotas(connection, config)
         self.cache = ResponseCache(connection)
         self.balancer = Balancer(config.models)
-        self._log_masker = make_detector("builtin")
+        self._log_pii = make_detector("builtin")
+        self._log_secrets = make_detector("builtin", sorted(SECRET_CATEGORIES))
 
     @classmethod
     def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
@@ -120,7 +121,7 @@ class JobPipeline:
             if not cached:
                 tokens = completion.input_tokens + completion.output_tokens
                 self.quotas.commit(pipe, call.holds, service, plan, step.alias, result.cost_usd, tokens)
-                if call.cache_key is not None:
+                if call.cache_key is not None and step.deployment.provider != "offline":
                     self.cache.store(pipe, call.cache_key, step, completion, plan, call.cache_ttl)
 
         return Outcome(result.model_dump(mode="json"), commit=commit)
@@ -169,10 +170,11 @@ class JobPipeline:
         rule = call.plan.audit_bodies
         if rule is None:
             return None
-        masker = Redactor(self._log_masker) if rule.mask_pii else None
+        # credentials are always masked; other PII too unless the rule says mask_pii: false
+        masker = Redactor(self._log_pii if rule.mask_pii else self._log_secrets)
 
         def clip(text: str) -> str:
-            text = masker.mask(text) if masker is not None else text
+            text = masker.mask(text)
             return text if len(text) <= rule.max_body_chars else text[: rule.max_body_chars] + "…[truncated]"
 
         request = {
@@ -284,14 +286,13 @@ class JobPipeline:
     ) -> JobResult:
         """The stored result; the answer's placeholders (redact_pii) are restored here, after the cache."""
         pricing = step.deployment.pricing
-        redactor = call.plan.redactor
         usage = (
             Usage()
             if cached
             else Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens)
         )
         return JobResult(
-            output=redactor.restore(completion.text) if redactor is not None else completion.text,
+            output=call.plan.restore(completion.text),
             model=step.alias,
             provider=step.deployment.provider,
             provider_model=completion.provider_model,

@@ -205,6 +205,7 @@ def test_drafts_are_reviewed_once_by_their_service_or_a_listed_reviewer(
     assert first["result"]["draft"] and first["review"] == {"state": "pending"}
     with api.client(stranger) as client:
         hidden = client.post(f"/v1/jobs/{first['id']}/review", json={"decision": "approve"})
+        assert client.get(f"/v1/jobs/{first['id']}").status_code == 404
     assert hidden.status_code == 404
     with api.client() as client:
         approved = client.post(
@@ -218,6 +219,7 @@ def test_drafts_are_reviewed_once_by_their_service_or_a_listed_reviewer(
         assert bad.status_code == 422
         assert client.get(f"/v1/jobs/{first['id']}").json()["review"]["state"] == "approved"
     with api.client(legal) as client:
+        assert client.get(f"/v1/jobs/{second['id']}").json()["result"]["output"]  # a reviewer reads first
         rejected = client.post(f"/v1/jobs/{second['id']}/review", json={"decision": "reject"})
     assert rejected.status_code == 200 and rejected.json()["review"]["by"] == "legal"
 
@@ -282,3 +284,17 @@ def test_a_refusal_at_the_door_is_audited_without_the_secret(
     assert (event["status"], event["service"], event["error_type"]) == ("refused", "svc-a", "policy_denied")
     assert event["policy"][0]["outcome"] == "deny" and event["calls"] == 0
     assert secret not in json.dumps(event)
+
+
+def test_a_budget_refusal_is_audited_with_its_decision(
+    gateway_config: Factory, start_api: StartApi, redis_client: redis.Redis
+) -> None:
+    config = gateway_config(policies=[{"name": "tiny", "rule": "budget", "limit_usd": 0.000001}])
+    api = start_api(config)
+    response = submit(api, {"prompt": "any prompt at all"}, wait=0)
+    assert (
+        response.status_code == 429 and "of $0.000001 spent this day" in response.json()["error"]["message"]
+    )
+    (event,) = audit_events(redis_client)
+    assert event["status"] == "refused" and event["error_type"] == "budget_exceeded"
+    assert [(d["policy"], d["outcome"]) for d in event["policy"]] == [("tiny", "deny")]

@@ -104,6 +104,7 @@ def test_config_unknown_policy_field_type_is_reported(config_dir: Path) -> None:
             ["route_to", "'general' is not a sensitive model alias", "sensitive"],
         ),
         ({"rule": "block_secrets", "categories": ["email"]}, ["categories", "api_key"]),
+        ({"rule": "redact_pii", "engine": "presidio"}, ["engine", "pip install presidio-analyzer"]),
         ({"rule": "block_secrets", "applies_to": {"models": ["nope"]}}, ["applies_to.models", "'nope'"]),
         ({"rule": "block_secrets", "applies_to": {"teams": ["x"]}}, ["applies_to.teams", "unknown field"]),
     ],

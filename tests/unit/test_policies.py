@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.config import Config, load_config
+from gateway.errors import ConfigError
 from gateway.jobs import JobRequest
 from gateway.policies import Plan, PolicyEngine, Subject
 
@@ -113,19 +114,37 @@ def test_redact_masks_before_a_cloud_call_and_restores_the_answer(make: Make) ->
     config = make({"rule": "redact_pii"}, {"rule": "if_context_contains_pii_use_sensitive_model"})
     plan = plan_for(config, EMAIL)
     assert plan.alias == "general" and not plan.sensitive_only  # masked, so nothing left to route
-    assert plan.redactor is not None
+    assert plan.redactors
     sent = plan.outgoing(EMAIL)
     assert "jane.doe@example.com" not in sent and "[EMAIL_1]" in sent
-    assert plan.redactor.restore(f"I wrote to {sent.split()[3]}") == "I wrote to jane.doe@example.com"
+    assert plan.restore(f"I wrote to {sent.split()[3]}") == "I wrote to jane.doe@example.com"
     assert decision(plan, "p0")["outcome"] == "redact" and decision(plan, "p1")["outcome"] == "allow"
+
+
+def test_two_redact_policies_each_mask_their_categories(make: Make) -> None:
+    config = make(
+        {"rule": "redact_pii", "categories": ["email"]}, {"rule": "redact_pii", "categories": ["phone"]}
+    )
+    plan = plan_for(config, "mail jane.doe@example.com or call +44 20 7946 0958")
+    sent = plan.outgoing("mail jane.doe@example.com or call +44 20 7946 0958")
+    assert sent == "mail [EMAIL_1] or call [PHONE_1]"
+    assert plan.restore(sent) == "mail jane.doe@example.com or call +44 20 7946 0958"
+
+
+def test_a_params_key_is_checked_like_any_other_parameter(config_dir: Path) -> None:
+    (config_dir / "policies.yaml").write_text(
+        yaml.safe_dump({"policies": [{"name": "b", "rule": "budget", "limit_usd": 1, "params": {}}]})
+    )
+    with pytest.raises(ConfigError, match="params: unknown parameter"):
+        load_config(config_dir)
 
 
 def test_redact_leaves_a_sensitive_model_alone_and_monitor_masks_nothing(make: Make) -> None:
     config = make({"rule": "redact_pii"})
-    assert plan_for(config, EMAIL, model="sensitive").redactor is None
+    assert not plan_for(config, EMAIL, model="sensitive").redactors
     monitor = make({"rule": "redact_pii", "enforce": False})
     plan = plan_for(monitor, EMAIL)
-    assert plan.redactor is None and plan.outgoing(EMAIL) == EMAIL
+    assert not plan.redactors and plan.outgoing(EMAIL) == EMAIL
     assert decision(plan)["outcome"] == "redact" and decision(plan)["enforced"] is False
 
 
@@ -170,6 +189,8 @@ def test_max_tokens_clamps_or_rejects(make: Make) -> None:
     reject = make({"rule": "max_tokens", "limit": 100, "mode": "reject"})
     refused = plan_for(reject, max_tokens=500)
     assert refused.denial is not None and "over the limit of 100" in refused.denial.message
+    unasked = plan_for(reject)  # no max_tokens in the job: the default is clamped, not refused
+    assert unasked.denial is None and unasked.max_tokens == 100
     monitor = make({"rule": "max_tokens", "limit": 100, "enforce": False})
     assert plan_for(monitor, max_tokens=500).max_tokens == 500
 
