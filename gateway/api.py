@@ -33,10 +33,13 @@ from gateway.errors import (
     UnavailableError,
     ValidationError,
 )
+from gateway.home import aigw_home
 from gateway.jobs import JobRequest, JobView, ReviewRequest
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
+from gateway.skill_source import SkillCatalog
+from gateway.skills import Skill, parse_ref, validate_inputs
 from gateway.status import live_workers
 from gateway.store import JobStore
 from gateway.waiter import CompletionWaiter
@@ -62,6 +65,7 @@ class _Gateway:
     waiter: CompletionWaiter
     engine: PolicyEngine
     quotas: Quotas
+    skills: SkillCatalog
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> str:
         token = x_api_key
@@ -84,7 +88,13 @@ class _Gateway:
         A refusal is audited: a service sending credentials or running over its budget is worth a line.
         """
         queue = self.store.queue_for(service, request)
-        plan = self.engine.plan(Subject.from_request(service, queue, request))
+        skill = self._check_skill(request)
+        routed = request
+        if skill is not None and request.model is None and request.task is None:
+            routed = request.model_copy(update={"model": skill.spec.aigw.model, "task": skill.spec.aigw.task})
+        plan = self.engine.plan(
+            Subject.from_request(service, queue, routed, skill=skill.name if skill else None)
+        )
         decisions: list[Decision] = []
         try:
             if plan.denial is not None:
@@ -96,6 +106,15 @@ class _Gateway:
             append_event(self.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
             raise
         return _Admission(plan, decisions)
+
+    def _check_skill(self, request: JobRequest) -> Skill | None:
+        """A skill job's skill exists (404) and its inputs keep the contract (422), before it is queued."""
+        if request.skill is None:
+            return None
+        name, version = parse_ref(request.skill)
+        skill = self.skills.load(name, version)
+        validate_inputs(skill.spec, request.inputs or {})
+        return skill
 
     async def wait_for(
         self, job_id: str, service: str | None, wait: float, view: JobView | None = None
@@ -130,6 +149,7 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         waiter=CompletionWaiter(redis_url),
         engine=PolicyEngine(config),
         quotas=Quotas(connection, config),
+        skills=SkillCatalog(config, connection, aigw_home() / "skill-cache"),
     )
 
     @asynccontextmanager

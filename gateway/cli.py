@@ -18,6 +18,7 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Column, Table
 
+from gateway.cli_skills import skill_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.home import aigw_home, resolve_config_dir
@@ -35,6 +36,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(policy_app, name="policy")
+app.add_typer(skill_app, name="skill")
 
 # soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
 out = Console(highlight=False, soft_wrap=True)

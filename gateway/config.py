@@ -189,6 +189,21 @@ class AuditConfig(Strict):
     path: str | None = None
 
 
+class SkillsConfig(Strict):
+    """Where skill jobs find their skills.
+
+    ``registry``: deployed versions only (``aigw skill deploy``), the same bundle on every host.
+    ``disk``: the folders under ``dir``, read at every job, so an edit takes effect at once.
+    ``auto``: the deployed version when there is one, else the folder (development and production mixed).
+    """
+
+    source: Literal["auto", "registry", "disk"] = "auto"
+    #: folder of skill folders; default: ``skills/`` beside the config directory
+    dir: str | None = None
+    #: a script's stdout and stderr are cut off (and the job fails) past this many bytes
+    max_output_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+
+
 class GatewayFile(Strict):
     api: ApiConfig = ApiConfig()
     redis: RedisConfig = RedisConfig()
@@ -200,6 +215,7 @@ class GatewayFile(Strict):
     breaker: BreakerConfig = BreakerConfig()
     workers: WorkersConfig = WorkersConfig()
     audit: AuditConfig = AuditConfig()
+    skills: SkillsConfig = SkillsConfig()
 
 
 # --- services.yaml -------------------------------------------------------------------------------
@@ -387,6 +403,12 @@ class Config(Strict):
 
     def redis_url(self) -> str | None:
         return os.environ.get("REDIS_URL") or self.gateway.redis.url
+
+    def skills_dir(self) -> Path:
+        """``skills.dir`` (relative to the config directory), else ``skills/`` beside it."""
+        configured = self.gateway.skills.dir
+        base = Path(self.directory)
+        return (base / configured).resolve() if configured else base.parent / "skills"
 
 
 _FILES: dict[str, tuple[str, type[Strict], bool]] = {

@@ -6,6 +6,7 @@ models with ``extra="forbid"`` at the edge and plain dicts on the queue.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -56,6 +57,10 @@ class JobRequest(BaseModel):
 
     prompt: str | None = None
     messages: list[Message] | None = None
+    skill: str | None = Field(
+        None, description="A skill to run instead of a prompt, e.g. 'summarize' or 'summarize@1.0.0'."
+    )
+    inputs: dict[str, Any] | None = Field(None, description="The skill's inputs (its SKILL.md contract).")
     system: str | None = None
     model: str | None = Field(None, description="A model alias from models.yaml.")
     task: str | None = Field(None, description="A task tag matched against models' use_for.")
@@ -78,8 +83,10 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> JobRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if sum(x is not None for x in (self.prompt, self.messages, self.skill)) != 1:
+            raise ValueError("give exactly one of 'prompt', 'messages' or 'skill'")
+        if self.inputs is not None and self.skill is None:
+            raise ValueError("'inputs' go with a 'skill'")
         if self.messages is not None and not self.messages:
             raise ValueError("messages must not be empty")
         if self.model is not None and self.task is not None:
@@ -96,7 +103,8 @@ class JobRequest(BaseModel):
         return out
 
     def size_chars(self) -> int:
-        return sum(len(m.content) for m in self.all_messages())
+        inputs = len(json.dumps(self.inputs, ensure_ascii=False)) if self.inputs else 0
+        return sum(len(m.content) for m in self.all_messages()) + inputs
 
 
 class ReviewRequest(BaseModel):
@@ -145,6 +153,10 @@ class JobResult(BaseModel):
     draft: bool = False
     #: what each policy decided for this job (categories and places, never values)
     policy: list[dict[str, Any]] = []
+    #: a skill job's outputs, checked against its contract (``output`` holds the model's raw answer)
+    outputs: dict[str, Any] | None = None
+    #: a skill job: name, version, bundle_sha256, source, risk_flags, scripts
+    skill: dict[str, Any] | None = None
 
 
 class JobView(BaseModel):

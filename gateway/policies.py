@@ -19,6 +19,7 @@ A policy with ``enforce: false`` is evaluated the same way and its decision reco
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class Subject:
             texts.append(("prompt", request.prompt))
         for i, message in enumerate(request.messages or []):
             texts.append((f"messages[{i}].content", message.content))
+        for name, value in (request.inputs or {}).items():  # a skill's inputs
+            if value is not None:
+                texts.append((f"inputs.{name}", value if isinstance(value, str) else json.dumps(value)))
         texts.extend(extra_texts)
         return cls(
             service=service,

@@ -23,15 +23,19 @@ from gateway import keys
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, PolicyDeniedError, ProviderAuthError, ProviderError
+from gateway.home import aigw_home
 from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
 from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
+from gateway.skill_source import SkillCatalog
+from gateway.skills import parse_ref
 from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
+from workers.skill_runner import PreparedSkill, SkillRunner, provider_key_names
 from workers.worker import Outcome
 
 
@@ -49,6 +53,10 @@ class JobPipeline:
         self.quotas = Quotas(connection, config)
         self.cache = ResponseCache(connection)
         self.balancer = Balancer(config.models)
+        self.skills = SkillCatalog(config, connection, aigw_home() / "skill-cache")
+        self.skill_runner = SkillRunner(
+            protected_env=provider_key_names(config), max_output_bytes=config.gateway.skills.max_output_bytes
+        )
         self._log_pii = make_detector("builtin")
         self._log_secrets = make_detector("builtin", sorted(SECRET_CATEGORIES))
 
@@ -75,23 +83,24 @@ class JobPipeline:
         earlier = self._earlier_calls(job.id) if attempt > 1 else []
         calls: list[Attempt] = []
         context = _AuditContext(job, service, attempt, queue_wait_ms, request)
-        # the policies run again here, before anything leaves the machine: this is the check that counts
-        plan = self.engine.plan(Subject.from_request(service, job.origin, request))
-        context.decisions = [*payload.get("admission", []), *plan.record()]
+        context.decisions = list(payload.get("admission", []))
         made = sum(1 for c in earlier if c.outcome != "skipped")
         call = _Call(
             job_id=f"{job.id}:{attempt}",
             service=service,
-            plan=plan,
-            request=self._completion_request(request, plan),
             attempt=attempt,
             budget=self.config.gateway.jobs.max_provider_calls - made,
             hold_seconds=float(job.timeout or 300) + 60.0,
         )
         try:
-            if plan.denial is not None:
-                raise plan.denial
+            await self._plan(call, job.origin, request, context)
+            if call.prepared is not None and call.prepared.prompt is None:  # a scripts-only skill
+                scripted = self.skill_runner.finish(call.prepared, None)
+                return self._scripts_only(call, context, calls, started, queue_wait_ms, scripted)
             step, completion, latency_ms, cached = await self._answer(call, request, calls)
+            outputs: dict[str, Any] | None = None
+            if call.prepared is not None:  # the contract, checked on the answer with its values restored
+                outputs = self.skill_runner.finish(call.prepared, call.plan.restore(completion.text))
         except GatewayError as exc:
             self.quotas.release(call.holds)
             will_retry = exc.retryable and bool(job.retries_left)
@@ -113,7 +122,9 @@ class JobPipeline:
             step, completion, call, earlier + calls, queue_wait_ms, latency_ms, started, cached
         )
         result.policy = context.decisions
+        result.outputs = outputs
         event = self._audit_event(context, calls, started, result=result, bodies=self._bodies(call, result))
+        plan = call.plan
 
         def commit(pipe: redis.client.Pipeline) -> None:
             # lands in the same transaction as the result (worker._succeed)
@@ -126,13 +137,75 @@ class JobPipeline:
 
         return Outcome(result.model_dump(mode="json"), commit=commit)
 
-    def _completion_request(self, request: JobRequest, plan: Plan) -> CompletionRequest:
-        messages = [Message(role=m.role, content=plan.outgoing(m.content)) for m in request.all_messages()]
+    async def _plan(self, call: _Call, queue: str, request: JobRequest, context: _AuditContext) -> None:
+        """Run a skill's scripts (if any), then the policies over everything that would leave.
+
+        The policies run again here, before anything leaves the machine: this is the check that counts.
+        """
+        extra: list[tuple[str, str]] = []
+        model, task = request.model, request.task
+        if request.skill is not None:
+            name, version = parse_ref(request.skill)
+            skill = await asyncio.to_thread(self.skills.load, name, version)
+            call.prepared = await self.skill_runner.prepare(skill, request.inputs or {})
+            context.skill = call.prepared.audit_record()
+            extra = [t for t in call.prepared.policy_texts() if not t[0].startswith("inputs.")]
+            if model is None and task is None:
+                model, task = skill.spec.aigw.model, skill.spec.aigw.task
+        routed = request.model_copy(update={"model": model, "task": task}) if request.skill else request
+        skill_name = call.prepared.skill.name if call.prepared else None
+        plan = self.engine.plan(
+            Subject.from_request(call.service, queue, routed, skill=skill_name, extra_texts=extra)
+        )
+        call.plan = plan
+        context.decisions.extend(plan.record())
+        if plan.denial is not None:
+            raise plan.denial
+        call.request = self._completion_request(request, plan, call.prepared)
+
+    def _completion_request(
+        self, request: JobRequest, plan: Plan, prepared: PreparedSkill | None
+    ) -> CompletionRequest:
+        messages = request.all_messages()
+        if prepared is not None and prepared.prompt is not None:
+            messages.append(Message(role="user", content=prepared.prompt))
+        skill_tokens = prepared.skill.spec.aigw.max_tokens if prepared is not None else None
         return CompletionRequest(
-            messages=messages,
-            max_tokens=plan.max_tokens or request.max_tokens or self.config.gateway.jobs.max_output_tokens,
+            messages=[Message(role=m.role, content=plan.outgoing(m.content)) for m in messages],
+            max_tokens=plan.max_tokens
+            or request.max_tokens
+            or skill_tokens
+            or self.config.gateway.jobs.max_output_tokens,
             temperature=request.temperature,
         )
+
+    def _scripts_only(
+        self,
+        call: _Call,
+        context: _AuditContext,
+        calls: list[Attempt],
+        started: float,
+        queue_wait_ms: float,
+        outputs: dict[str, Any],
+    ) -> Outcome:
+        """A skill whose outputs all come from its scripts: no model is called."""
+        result = JobResult(
+            output="",
+            model="none",
+            provider="none",
+            provider_model="none",
+            usage=Usage(),
+            cost_usd=0.0,
+            attempt=call.attempt,
+            calls=[],
+            timings={"queue_wait_ms": round(queue_wait_ms, 2), "provider_latency_ms": 0.0},
+            draft=call.plan.draft,
+            policy=context.decisions,
+            outputs=outputs,
+            skill=context.skill,
+        )
+        event = self._audit_event(context, calls, started, result=result)
+        return Outcome(result.model_dump(mode="json"), commit=lambda pipe: append_event(pipe, event))
 
     async def _answer(
         self, call: _Call, request: JobRequest, calls: list[Attempt]
@@ -303,6 +376,7 @@ class JobPipeline:
             calls=calls,
             cached=cached,
             draft=call.plan.draft,
+            skill=call.prepared.audit_record() if call.prepared else None,
             timings={
                 "queue_wait_ms": round(queue_wait_ms, 2),
                 "provider_latency_ms": round(latency_ms, 2),
@@ -332,6 +406,7 @@ class JobPipeline:
             request=bodies[0] if bodies else None,
             response=bodies[1] if bodies else None,
             cached=result.cached if result else False,
+            skill=ctx.skill,
             time=ctx.time,
             job_id=ctx.job.id,
             attempt=ctx.attempt,
@@ -364,11 +439,12 @@ class _Call:
 
     job_id: str  # "<job id>:<attempt>": the holder of this attempt's budget reservations
     service: str
-    plan: Plan
-    request: CompletionRequest
     attempt: int
     budget: int  # provider calls left under jobs.max_provider_calls
     hold_seconds: float
+    plan: Plan = field(default_factory=lambda: Plan("", ""))
+    request: CompletionRequest = field(default_factory=lambda: CompletionRequest([], 1))
+    prepared: PreparedSkill | None = None
     holds: Holds = field(default_factory=lambda: Holds(""))
     decisions: list[Decision] = field(default_factory=list)
     cache_key: str | None = None
@@ -410,6 +486,7 @@ class _AuditContext:
         self.queue_wait_ms = queue_wait_ms
         self.request_hash = request_sha256(request.model_dump(mode="json", exclude_none=True))
         self.decisions: list[dict[str, Any]] = []
+        self.skill: dict[str, Any] | None = None
         started = job.started_at or datetime.now(UTC)
         self.time = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 

@@ -163,3 +163,14 @@ def test_retry_schedule_starts_at_the_first_interval_and_repeats_the_last() -> N
 
     assert retry_schedule([1, 5, 30], 3) == [1, 5]
     assert retry_schedule([1, 5], 5) == [1, 5, 5, 5]
+
+
+def test_every_bundled_skill_routes_with_the_shipped_models() -> None:
+    from gateway.skills import discover
+
+    config = load_config(SHIPPED)
+    skills = discover(SHIPPED.parent / "skills")
+    assert {s.name for s in skills} >= {"pr-review-prep", "summarize", "classify", "extract"}
+    for skill in skills:
+        alias = config.models.resolve_alias(skill.spec.aigw.model, skill.spec.aigw.task)
+        assert alias in config.models.models, skill.name

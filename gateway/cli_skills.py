@@ -1,0 +1,376 @@
+"""``aigw skill …``: list, show, scaffold, test, deploy and roll back skills.
+
+Registered in ``gateway/cli.py`` with ``app.add_typer(skill_app, name="skill")``. Like the rest
+of the CLI it may start the worker side (``aigw skill test`` runs scripts with the worker's
+runner). Errors print one readable line and exit non-zero. ``gateway.cli`` is imported inside
+the commands that need config or Redis, because it imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from gateway.config import load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.home import aigw_home, resolve_config_dir
+from gateway.skills import (
+    DiskSkills,
+    Skill,
+    check_name,
+    discover,
+    missing_requirements,
+)
+
+if TYPE_CHECKING:
+    from gateway.skill_registry import SkillRegistry
+    from workers.skill_runner import SkillRunner
+    from workers.skill_testing import FixtureResult
+
+skill_app = typer.Typer(no_args_is_help=True, help="Skills: list, show, scaffold, test, deploy, roll back.")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DirOpt = Annotated[
+    Path, typer.Option("--dir", "-d", envvar="AIGW_SKILLS_DIR", help="Folder of skill folders (development).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
+DEFAULT_DIR = Path("skills")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _disk_skill(skills_dir: Path, name: str, version: str | None = None) -> Skill:
+    try:
+        return DiskSkills(skills_dir).load(name, version)
+    except GatewayError as exc:
+        _fail(exc.message)
+
+
+def _registry(config: Path | None) -> SkillRegistry:
+    from gateway import cli
+    from gateway.skill_registry import SkillRegistry
+
+    cfg = cli._config(config)
+    return SkillRegistry(cli._connect(cfg), aigw_home() / "skill-cache")
+
+
+# --- list and show -------------------------------------------------------------------------------
+
+
+@skill_app.command("list")
+def list_skills(
+    skills_dir: DirOpt = DEFAULT_DIR,
+    deployed: Annotated[bool, typer.Option("--deployed", help="Show the registry in Redis instead.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Skills on disk with their version and whether this host can run them (or --deployed ones)."""
+    if deployed:
+        _list_deployed(_registry(config))
+        return
+    errors: list[ConfigError] = []
+    try:
+        skills = discover(skills_dir, errors)
+    except ConfigError as exc:
+        _fail(str(exc))
+    table = Table("skill", "version", "status", "description")
+    for skill in skills:
+        reasons = missing_requirements(skill.spec, _environ())
+        table.add_row(skill.name, skill.version, _status(reasons), escape(skill.spec.description))
+    for error in errors:
+        folder = Path(error.file).parent.name or error.file
+        table.add_row(escape(folder), "?", f"[red]broken:[/] {escape(error.message)}", "")
+    out.print(table if skills or errors else escape(f"no skills in {skills_dir}"))
+    if errors:
+        raise typer.Exit(1)
+
+
+def _list_deployed(registry: SkillRegistry) -> None:
+    table = Table("skill", "current", "sha256", "deployed at", "versions")
+    for name, record in registry.list().items():
+        versions = ", ".join(v.version for v in registry.versions(name))
+        table.add_row(name, record.version, record.sha256[:12], record.deployed_at, versions)
+    out.print(table if table.row_count else "no skills deployed")
+
+
+@skill_app.command("show")
+def show(
+    name: str,
+    skills_dir: DirOpt = DEFAULT_DIR,
+    version: Annotated[str | None, typer.Option(help="A deployed version (with --deployed).")] = None,
+    deployed: Annotated[bool, typer.Option("--deployed", help="Show the deployed version.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """A skill's contract: requirements, inputs, outputs, scripts, model and prompt."""
+    if deployed:
+        try:
+            skill = _registry(config).load(name, version)
+        except GatewayError as exc:
+            _fail(exc.message)
+    else:
+        skill = _disk_skill(skills_dir, name, version)
+    _print_skill(skill)
+
+
+def _print_skill(skill: Skill) -> None:
+    spec, run = skill.spec, skill.spec.aigw
+    where = escape(f"({skill.source}: {skill.root})")
+    out.print(f"[bold]{skill.ref}[/]  sha256 {skill.content_hash[:12]}  {where}")
+    out.print(spec.description, markup=False)
+    reasons = missing_requirements(spec, _environ())
+    out.print("status:   " + _status(reasons))
+    out.print(f"requires: bins {run.requires.bins or '-'}, env {run.requires.env or '-'}", markup=False)
+    if run.requires.optional_bins or run.requires.optional_env:
+        out.print(
+            f"optional: bins {run.requires.optional_bins}, env {run.requires.optional_env}", markup=False
+        )
+    route = f"model {run.model}" if run.model else f"task {run.task}" if run.task else "the default model"
+    model_timeout = f"{run.timeouts.model:g}s" if run.timeouts.model else "the model's own"
+    out.print(
+        f"model:    {route}, max_tokens {run.max_tokens or 'default'}, timeout {model_timeout}", markup=False
+    )
+    inputs = Table("input", "type", "required", "constraints", "description", title="Inputs")
+    for field_name, field in spec.inputs.items():
+        rules = {"default": field.default, "pattern": field.pattern, "enum": field.enum, "items": field.items}
+        inputs.add_row(field_name, field.type, _yes(field.required), _rules(rules), escape(field.description))
+    outputs = Table("output", "type", "from", "constraints", "description", title="Outputs")
+    for field_name, output in spec.outputs.items():
+        rules = {"enum": output.enum, "enum_from": output.enum_from, "schema_from": output.schema_from}
+        outputs.add_row(field_name, output.type, output.source, _rules(rules), escape(output.description))
+    scripts = Table("#", "script", "interpreter", "args", "timeout", title="Scripts")
+    for index, script in enumerate(run.scripts, start=1):
+        timeout = f"{script.timeout or run.timeouts.script:g}s"
+        args = escape(json.dumps(script.args))
+        scripts.add_row(str(index), escape(script.run), script.interpreter or "-", args, timeout)
+    for table in (inputs, outputs, scripts):
+        out.print(table)
+    if skill.prompt is not None:
+        out.print("[bold]Prompt[/]")
+        out.print(skill.prompt.source, markup=False)
+
+
+def _rules(rules: dict[str, Any]) -> str:
+    return escape(", ".join(f"{k} {json.dumps(v)}" for k, v in rules.items() if v is not None))
+
+
+def _status(reasons: list[str]) -> str:
+    return "[green]available[/]" if not reasons else "[yellow]unavailable:[/] " + escape("; ".join(reasons))
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _environ() -> dict[str, str]:
+    return dict(os.environ)
+
+
+# --- new and test --------------------------------------------------------------------------------
+
+
+@skill_app.command("new")
+def new(name: str, skills_dir: DirOpt = DEFAULT_DIR) -> None:
+    """Scaffold a skill folder that passes its own test."""
+    try:
+        check_name(name)
+    except GatewayError as exc:
+        _fail(exc.message)
+    target = skills_dir / name
+    if target.exists():
+        _fail(f"{target} already exists")
+    for path, content in scaffold(name).items():
+        file = target / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(content, encoding="utf-8")
+    out.print(f"[green]created[/] {escape(str(target))}")
+    out.print(
+        f"next: edit {target / 'SKILL.md'}, then `aigw skill test {name} --dir {skills_dir}`", markup=False
+    )
+
+
+@skill_app.command("test")
+def test(
+    name: Annotated[str | None, typer.Argument(help="The skill to test.")] = None,
+    all_skills: Annotated[bool, typer.Option("--all", help="Test every skill in --dir.")] = False,
+    skills_dir: DirOpt = DEFAULT_DIR,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Run against this model alias; checks the contract only.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run every fixture: scripts' results must equal the expected ones; outputs must meet the contract."""
+    from workers.skill_testing import all_passed, model_call, run_fixtures
+
+    if (name is None) == (not all_skills):
+        _fail("give a skill name or --all")
+    errors: list[ConfigError] = []
+    if all_skills:
+        try:
+            skills = discover(skills_dir, errors)
+        except ConfigError as exc:
+            _fail(str(exc))
+    else:
+        skills = [_disk_skill(skills_dir, name or "")]
+    complete = None
+    if model is not None:
+        from gateway import cli
+
+        try:
+            complete = model_call(cli._config(config), model)
+        except GatewayError as exc:
+            _fail(exc.message)
+    runner = _runner(config)
+
+    async def run_all() -> list[FixtureResult]:
+        return [result for skill in skills for result in await run_fixtures(skill, runner, complete)]
+
+    results = asyncio.run(run_all())
+    _print_results(results, errors)
+    if errors or not all_passed(results):
+        raise typer.Exit(1)
+
+
+def _runner(config: Path | None) -> SkillRunner:
+    """The worker's runner; provider key variables named in the config (if one loads) stay hidden."""
+    from workers.skill_runner import SkillRunner, provider_key_names
+
+    try:
+        protected = provider_key_names(load_config(resolve_config_dir(config)))
+    except ConfigError:
+        protected = frozenset()
+    return SkillRunner(protected_env=protected)
+
+
+def _print_results(results: list[FixtureResult], errors: list[ConfigError]) -> None:
+    table = Table(Column("skill", no_wrap=True), Column("fixture", no_wrap=True), "model", "result", "detail")
+    for result in results:
+        verdict = "[green]pass[/]" if result.passed else "[bold red]FAIL[/]"
+        row = (f"{result.skill}@{result.version}", result.fixture, result.mode)
+        table.add_row(*map(escape, row), verdict, escape(result.detail))
+    for error in errors:
+        table.add_row(
+            escape(Path(error.file).parent.name), "-", "-", "[bold red]FAIL[/]", escape(error.message)
+        )
+    out.print(table)
+    failed = sum(not r.passed for r in results) + len(errors)
+    out.print(f"{len(results) + len(errors) - failed} passed, {failed} failed")
+
+
+# --- deploy and rollback -------------------------------------------------------------------------
+
+
+@skill_app.command("deploy")
+def deploy(
+    name: str,
+    skills_dir: DirOpt = DEFAULT_DIR,
+    run_tests: Annotated[bool, typer.Option("--test/--no-test", help="Run the fixtures first.")] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Store the skill folder as a new version in the registry and make it current on every worker."""
+    skill = _disk_skill(skills_dir, name)
+    if run_tests:
+        from workers.skill_testing import all_passed, run_fixtures
+
+        results = asyncio.run(run_fixtures(skill, _runner(config)))
+        if not all_passed(results):
+            _print_results(results, [])
+            _fail(f"not deployed: {sum(not r.passed for r in results)} fixture(s) of {skill.ref} failed")
+    try:
+        result = _registry(config).deploy(skill)
+    except GatewayError as exc:
+        _fail(exc.message)
+    record = result.deployed
+    was = f" (was {result.previous})" if result.previous and result.previous != record.version else ""
+    again = "" if result.new else " (already deployed; current again)"
+    out.print(f"[green]deployed[/] {record.name}@{record.version} sha256 {record.sha256[:12]}{was}{again}")
+
+
+@skill_app.command("rollback")
+def rollback(
+    name: str,
+    to: Annotated[str | None, typer.Option("--to", help="The version to make current.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make an earlier version current again: the previous one, or --to VERSION."""
+    try:
+        before, now = _registry(config).rollback(name, to)
+    except GatewayError as exc:
+        _fail(exc.message)
+    out.print(f"[green]rolled back[/] {name}: {before.version} -> {now.version} (sha256 {now.sha256[:12]})")
+
+
+# --- the scaffold --------------------------------------------------------------------------------
+
+
+def scaffold(name: str) -> dict[str, str]:
+    """The files of a new skill: a contract, one script, one fixture with its expected result."""
+    skill_md = f"""---
+name: {name}
+description: "Say what {name} does in one sentence"
+version: 0.1.0
+inputs:
+  text:
+    type: string
+    description: The text to work on.
+outputs:
+  answer:
+    type: markdown
+metadata:
+  aigw:
+    requires:
+      bins: [python3]
+    scripts:
+      - run: scripts/prepare.py
+        interpreter: python3
+        timeout: 10
+---
+
+# {name}
+
+What the skill is for, who calls it, and what the script decides.
+
+## Prompt
+
+Answer about the text below in Markdown. It has {{{{ stats.words }}}} words.
+{{{{#each risk_flags}}}}
+Note ({{{{ this.id }}}}): {{{{ this.text }}}}
+{{{{/each}}}}
+
+\"\"\"
+{{{{ text }}}}
+\"\"\"
+"""
+    script = '''"""Deterministic pre-processing: context as JSON on stdin; flag lines, one JSON object out."""
+
+import json
+import sys
+
+ctx = json.load(sys.stdin)
+words = len(ctx["text"].split())
+if words > 2000:
+    print("flag:long-text — the text is long; summarise the key points first")
+print(json.dumps({"stats": {"words": words}}))
+'''
+    fixture = {
+        "description": "A short text; the offline provider answers.",
+        "inputs": {"text": "Hello from aigw."},
+    }
+    expected = {"risk_flags": [], "facts": {"stats": {"words": 3}}}
+    return {
+        "SKILL.md": skill_md,
+        "scripts/prepare.py": script,
+        "test/fixtures/example.json": json.dumps(fixture, indent=2) + "\n",
+        "test/expected/example.json": json.dumps(expected, indent=2) + "\n",
+    }

@@ -1,0 +1,195 @@
+"""Skill jobs end to end: API (contract at the door) -> worker (scripts, policies, model, contract).
+
+Also the issue's acceptance test for versions: deploy and roll back while two workers run, and
+every job reports the version and bundle hash that actually ran.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import yaml
+
+from gateway.config import Config, load_config
+from gateway.skill_registry import SkillRegistry
+from gateway.skills import load_skill_dir
+from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.conftest import Api, WorkerHandle, fake_models
+
+Factory = Callable[..., Config]
+StartApi = Callable[[Config], Api]
+StartWorker = Callable[..., WorkerHandle]
+SKILLS = Path(__file__).parents[2] / "skills"
+CLOUD, LOCAL = "claude-fake", "llama-fake"
+
+
+@pytest.fixture
+def skill_config(gateway_config: Factory, fake: FakeProvider) -> Callable[..., Config]:
+    """The fake models, with the general (cloud) alias serving the bundled skills' task tags."""
+
+    def make(**kwargs: Any) -> Config:
+        models: dict[str, Any] = fake_models(fake.base_url)
+        models["models"]["general"]["use_for"] = [
+            "drafting", "summarization", "classification", "extraction", "code_review",
+        ]  # fmt: skip
+        models["models"]["openai"]["use_for"] = []
+        config = gateway_config(models=models, **kwargs)
+        gateway_file = Path(config.directory) / "gateway.yaml"
+        settings = yaml.safe_load(gateway_file.read_text())
+        settings.setdefault("skills", {"dir": str(SKILLS)})  # the bundled skills, read from disk
+        gateway_file.write_text(yaml.safe_dump(settings))
+        return load_config(config.directory)
+
+    return make
+
+
+def submit(api: Api, body: dict[str, Any], wait: float = 20) -> httpx.Response:
+    with api.client() as client:
+        return client.post("/v1/jobs", params={"wait": wait}, json=body)
+
+
+def test_a_skill_job_runs_scripts_then_the_model_and_returns_checked_outputs(
+    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = skill_config(policies=[])
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.reply("bug"), model=CLOUD)
+    inputs = {"text": "The app crashes on upload", "labels": ["bug", "feature-request", "question"]}
+    job = submit(api, {"skill": "classify", "inputs": inputs}).json()
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert result["outputs"] == {"label": "bug"}
+    assert result["skill"]["name"] == "classify" and result["skill"]["source"] == "disk"
+    assert len(result["skill"]["bundle_sha256"]) == 64
+    assert result["skill"]["scripts"][0]["exit_code"] == 0
+    sent = fake.bodies_for(CLOUD)[0]
+    assert "The app crashes on upload" in json.dumps(sent) and sent["max_tokens"] == 20  # the skill's cap
+
+
+def test_pr_review_prep_flags_come_from_code_and_pass_through(
+    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = skill_config(policies=[])
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.reply("- [ ] review the migration"), model=CLOUD)
+    inputs = {
+        "changed_files": ["db/migrations/0042_add_index.sql", "config/settings.yaml", "src/app.py"],
+        "code_lines_added": 120,
+        "test_lines_added": 0,
+    }
+    job = submit(api, {"skill": "pr-review-prep", "inputs": inputs}).json()
+    assert job["status"] == "succeeded", job
+    flags = {f["id"] for f in job["result"]["outputs"]["risk_flags"]}
+    assert {"db-migration", "config-change", "insufficient-test-coverage"} <= flags
+    assert job["result"]["outputs"]["checklist"] == "- [ ] review the migration"
+    assert set(job["result"]["skill"]["risk_flags"]) == flags
+
+
+def test_an_answer_outside_the_contract_fails_the_attempt(
+    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = skill_config(policies=[], jobs={"max_attempts": 2})
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.reply("Feature request."), Fault.reply("maybe a bug?"), model=CLOUD)
+    inputs = {"text": "Add dark mode", "labels": ["bug", "feature-request"]}
+    job = submit(api, {"skill": "classify", "inputs": inputs}).json()
+    assert job["status"] == "failed" and job["attempts"] == 2
+    assert job["error"]["type"] == "skill_output_invalid" and "label" in job["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"skill": "classify", "inputs": {"labels": ["a"]}}, 422, "inputs.text"),
+        ({"skill": "classify", "inputs": {"text": "x", "labels": "a"}}, 422, "inputs.labels"),
+        ({"skill": "no-such-skill", "inputs": {}}, 404, "no-such-skill"),
+        ({"skill": "../classify", "inputs": {}}, 422, "skill"),
+        ({"skill": "classify@9.9.9", "inputs": {"text": "x", "labels": ["a"]}}, 404, "9.9.9"),
+        ({"skill": "classify", "prompt": "also a prompt"}, 422, "exactly one of"),
+        ({"prompt": "hi", "inputs": {"a": 1}}, 422, "'inputs' go with a 'skill'"),
+    ],
+)
+def test_bad_skill_jobs_are_refused_at_the_door(
+    skill_config: Callable[..., Config], start_api: StartApi, body: dict[str, Any], status: int, needle: str
+) -> None:
+    api = start_api(skill_config(policies=[]))
+    response = submit(api, body, wait=0)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]["message"]
+
+
+def test_pii_in_skill_inputs_reaches_only_the_local_model(
+    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = skill_config()  # SEED.md's three policies
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.reply("question"), model=LOCAL)
+    inputs = {"text": "Why was card 4111 1111 1111 1111 charged twice?", "labels": ["bug", "question"]}
+    job = submit(api, {"skill": "classify", "inputs": inputs}).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["provider"] == "ollama" and job["result"]["outputs"] == {"label": "question"}
+    assert fake.count(CLOUD) == 0 and "4111" in json.dumps(fake.bodies_for(LOCAL))
+    routed = next(d for d in job["result"]["policy"] if d.get("findings"))
+    assert {f["where"] for f in routed["findings"]} >= {"inputs.text"}
+
+
+def test_deploy_and_rollback_take_effect_on_two_running_workers(
+    skill_config: Callable[..., Config],
+    start_api: StartApi,
+    start_worker: StartWorker,
+    fake: FakeProvider,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "skills"
+    shutil.copytree(SKILLS / "classify", work / "classify")
+    config = skill_config(policies=[])
+    gateway_file = Path(config.directory) / "gateway.yaml"
+    settings = yaml.safe_load(gateway_file.read_text())
+    settings["skills"] = {"source": "registry", "dir": str(work)}
+    gateway_file.write_text(yaml.safe_dump(settings))
+    config = skill_config(policies=[])
+    api = start_api(config)
+    start_worker(config, concurrency=5)
+    start_worker(config, concurrency=5)
+    registry = SkillRegistry(redis_client, tmp_path / "deploy-cache")
+    inputs = {"text": "It crashes", "labels": ["bug", "question"]}
+
+    def versions_of(n: int) -> set[str]:
+        fake.script(*[Fault.reply("bug")] * n, model=CLOUD)
+        with api.client() as client:
+            ids = [
+                client.post("/v1/jobs", json={"skill": "classify", "inputs": inputs}).json()["id"]
+                for _ in range(n)
+            ]
+            jobs = [client.get(f"/v1/jobs/{i}", params={"wait": 20}).json() for i in ids]
+        assert all(j["status"] == "succeeded" for j in jobs), jobs
+        return {
+            f"{j['result']['skill']['version']}:{j['result']['skill']['bundle_sha256'][:12]}" for j in jobs
+        }
+
+    assert submit(api, {"skill": "classify", "inputs": inputs}, wait=0).status_code == 404  # not deployed
+    first = registry.deploy(load_skill_dir(work / "classify"))
+    v1 = f"1.0.0:{first.deployed.sha256[:12]}"
+    assert versions_of(6) == {v1}
+    skill_md = work / "classify" / "SKILL.md"
+    skill_md.write_text(skill_md.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
+    second = registry.deploy(load_skill_dir(work / "classify"))
+    v2 = f"1.1.0:{second.deployed.sha256[:12]}"
+    assert versions_of(6) == {v2}  # no restart: both workers run the new version
+    registry.rollback("classify")
+    assert versions_of(6) == {v1}
+    fake.script(Fault.reply("bug"), model=CLOUD)
+    pinned = submit(api, {"skill": "classify@1.1.0", "inputs": inputs}).json()
+    assert pinned["result"]["skill"]["version"] == "1.1.0"

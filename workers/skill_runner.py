@@ -1,0 +1,479 @@
+"""Runs a skill around a model call: scripts first (code decides), then the prompt, then the output check.
+
+``SkillRunner.prepare`` validates the inputs, runs the skill's scripts in order and renders the
+prompt; the caller (the job pipeline, or ``aigw skill test``) applies policies and calls the model
+with ``PreparedSkill.prompt``; ``SkillRunner.finish`` turns the model's text into outputs checked
+against the contract. No provider is called here.
+
+Scripts run as asyncio subprocesses, so hundreds of jobs share one worker loop: argv only (never a
+shell string), the context as JSON on stdin and scalar inputs as ``AIGW_INPUT_*`` variables, a
+scrubbed environment (no provider keys, no aigw settings), a fresh temporary directory as cwd with
+HOME and TMPDIR inside it, a timeout and an output cap; the script and every process it started
+are killed as a group. This contains mistakes, not attackers: there is no kernel sandbox, so a
+script can still read what the worker's user can read and write outside its directory by absolute
+path. Writes into the skill's own folder and to ``..`` are detected and fail the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.skill_registry import remove_tree
+from gateway.skill_template import TemplateError
+from gateway.skills import (
+    Skill,
+    SkillFailedError,
+    SkillTimeoutError,
+    SkillUnavailableError,
+    check_outputs,
+    is_protected_env,
+    missing_requirements,
+    outputs_from_model,
+    validate_inputs,
+)
+
+#: a line ``flag:<id> — <text>`` on a script's stdout raises a risk flag (an em dash, "--" or "-")
+FLAG_LINE = re.compile(r"^flag:(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\s+(?:—|–|--?)?\s*(?P<text>.*?))?\s*$")
+#: scalar inputs longer than this reach scripts on stdin only (the kernel caps one variable at 128 KiB)
+MAX_ENV_VALUE = 4096
+_STDERR_TAIL = 2000
+#: how long a killed script's pipes get to close before aigw closes them itself
+_SETTLE_SECONDS = 2.0
+
+ModelCall = Callable[["PreparedSkill"], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """What one script did, for the audit record and for `aigw skill test`."""
+
+    name: str
+    exit_code: int
+    duration_ms: float
+    stdout_bytes: int
+    stderr_tail: str
+
+
+@dataclass(frozen=True)
+class PreparedSkill:
+    """A skill's scripts have run and its prompt is rendered: what the model step needs."""
+
+    skill: Skill
+    inputs: dict[str, Any]
+    #: merged JSON objects the scripts printed
+    facts: dict[str, Any]
+    #: ``[{"id": ..., "text": ...}]`` in the order the scripts raised them
+    risk_flags: list[dict[str, str]]
+    #: what the prompt was rendered from: inputs, then facts, then ``risk_flags``
+    context: dict[str, Any]
+    prompt: str | None
+    scripts: list[ScriptRun] = field(default_factory=list)
+
+    def policy_texts(self) -> list[tuple[str, str]]:
+        """(where, text) for every text that would leave the machine, for the policy checks."""
+        texts = [
+            (f"inputs.{name}", _as_text(value)) for name, value in self.inputs.items() if value is not None
+        ]
+        if self.facts:
+            texts.append(("skill.facts", _as_text(self.facts)))
+        if self.prompt is not None:
+            texts.append(("skill.prompt", self.prompt))
+        return texts
+
+    def audit_record(self) -> dict[str, Any]:
+        """The audit line's ``skill`` field: which code ran (name, version, bundle hash) and what it found."""
+        return {
+            "name": self.skill.name,
+            "version": self.skill.version,
+            "bundle_sha256": self.skill.content_hash,
+            "source": self.skill.source,
+            "risk_flags": [flag["id"] for flag in self.risk_flags],
+            "scripts": [
+                {"name": s.name, "exit_code": s.exit_code, "ms": round(s.duration_ms, 1)}
+                for s in self.scripts
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class SkillRun:
+    prepared: PreparedSkill
+    model_text: str | None
+    outputs: dict[str, Any]
+
+
+def provider_key_names(config: Config) -> frozenset[str]:
+    """The env vars that hold provider keys in models.yaml: never passed to a script."""
+    return frozenset(
+        d.api_key_env for alias in config.models.models.values() for d in alias.deployments if d.api_key_env
+    )
+
+
+class SkillRunner:
+    """Runs skills' scripts for one worker; holds only settings, so one instance serves every job."""
+
+    def __init__(
+        self,
+        *,
+        max_output_bytes: int = 1_048_576,
+        max_script_timeout: float = 600.0,
+        protected_env: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+        work_root: Path | None = None,
+    ) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.max_script_timeout = max_script_timeout
+        self.protected_env = frozenset(protected_env)
+        self._environ = environ
+        self.work_root = work_root
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The worker's environment, read when a skill runs (never at import)."""
+        return self._environ if self._environ is not None else os.environ
+
+    def check_available(self, skill: Skill) -> None:
+        if reasons := missing_requirements(skill.spec, self.environ, self.protected_env):
+            raise SkillUnavailableError(
+                f"skill {skill.ref} is unavailable here: {'; '.join(reasons)}", reasons=reasons
+            )
+
+    async def prepare(self, skill: Skill, inputs: Mapping[str, Any]) -> PreparedSkill:
+        """Validate the inputs, run the scripts in order, render the prompt.
+
+        Raises ValidationError (bad inputs, 422), SkillUnavailableError, SkillTimeoutError or
+        SkillFailedError; the temporary directory is gone either way.
+        """
+        self.check_available(skill)
+        checked = validate_inputs(skill.spec, dict(inputs))
+        facts: dict[str, Any] = {}
+        flags: list[dict[str, str]] = []
+        runs: list[ScriptRun] = []
+        outer = Path(tempfile.mkdtemp(prefix="aigw-skill-", dir=self.work_root))
+        try:
+            workdir = outer / "work"
+            for sub in (workdir, workdir / ".home", workdir / ".tmp"):
+                sub.mkdir(mode=0o700)
+            for index in range(len(skill.spec.aigw.scripts)):
+                context = _context(checked, facts, flags)
+                run, new_facts, new_flags = await self._run_script(skill, index, context, outer, workdir)
+                runs.append(run)
+                facts.update(new_facts)
+                for flag in new_flags:  # a flag is raised once, in the order first seen
+                    if all(flag["id"] != seen["id"] for seen in flags):
+                        flags.append(flag)
+        finally:
+            # shielded: a job canceled while its scripts run still leaves no directory behind
+            await asyncio.shield(asyncio.to_thread(remove_tree, outer))
+        context = _context(checked, facts, flags)
+        prompt = _render_prompt(skill, context)
+        return PreparedSkill(skill, checked, facts, flags, context, prompt, runs)
+
+    def finish(self, prepared: PreparedSkill, model_text: str | None) -> dict[str, Any]:
+        """The outputs: the model's answer parsed per the contract, plus those the scripts produced.
+
+        Raises SkillOutputError naming the output when the answer does not match the contract.
+        """
+        spec = prepared.skill.spec
+        outputs = (
+            outputs_from_model(spec, model_text) if spec.model_outputs and model_text is not None else {}
+        )
+        for name, out in spec.outputs.items():
+            if out.source == "scripts":  # code decides: a script's value wins over anything the model said
+                outputs[name] = prepared.context.get(name)
+        return check_outputs(spec, outputs, prepared.inputs)
+
+    async def run(self, skill: Skill, inputs: Mapping[str, Any], complete: ModelCall | None) -> SkillRun:
+        """prepare -> the model (when the skill has model outputs) -> finish, in one call."""
+        prepared = await self.prepare(skill, inputs)
+        text = await complete(prepared) if complete is not None and skill.spec.model_outputs else None
+        return SkillRun(prepared, text, self.finish(prepared, text))
+
+    # --- one script ------------------------------------------------------------------------------
+
+    async def _run_script(
+        self, skill: Skill, index: int, context: dict[str, Any], outer: Path, workdir: Path
+    ) -> tuple[ScriptRun, dict[str, Any], list[dict[str, str]]]:
+        script = skill.spec.aigw.scripts[index]
+        name = script.label
+        argv = self._argv(skill, index, context)
+        timeout = min(script.timeout or skill.spec.aigw.timeouts.script, self.max_script_timeout)
+        env = self._env(skill, context, workdir)
+        before = await asyncio.to_thread(_snapshot, skill.root)
+        started = time.monotonic()
+        where = f"skill {skill.ref}: script {name}"
+        result = await self._execute(where, argv, json.dumps(context).encode(), workdir, env, timeout)
+        duration_ms = (time.monotonic() - started) * 1000
+        await self._check_writes(skill, name, before, outer)
+        stderr_tail = result.stderr.decode("utf-8", "replace")[-_STDERR_TAIL:]
+        if result.returncode != 0:
+            how = (
+                f"was killed by signal {-result.returncode}"
+                if result.returncode < 0
+                else f"exited with {result.returncode}"
+            )
+            detail = f": {stderr_tail.strip().splitlines()[-1]}" if stderr_tail.strip() else ""
+            raise SkillFailedError(
+                f"{where} {how}{detail}",
+                exit_code=result.returncode,
+                stderr_tail=stderr_tail,
+            )
+        flags, facts = parse_script_output(where, result.stdout)
+        run = ScriptRun(name, result.returncode, duration_ms, len(result.stdout), stderr_tail)
+        return run, facts, flags
+
+    def _argv(self, skill: Skill, index: int, context: dict[str, Any]) -> list[str]:
+        script = skill.spec.aigw.scripts[index]
+        path = str((skill.root / script.run).resolve())
+        argv = [path]
+        if script.interpreter:
+            resolved = shutil.which(script.interpreter, path=self.environ.get("PATH", os.defpath))
+            if resolved is None:
+                raise SkillUnavailableError(
+                    f"skill {skill.ref}: missing bin: {script.interpreter}",
+                    reasons=[f"missing bin: {script.interpreter}"],
+                )
+            argv = [resolved, path]
+        for position, template in enumerate(skill.script_args[index]):
+            try:
+                value = template.render(context)
+            except TemplateError as exc:
+                raise SkillFailedError(
+                    f"skill {skill.ref}: script {script.label} args[{position}]: {exc.reason}"
+                ) from None
+            if value.startswith("-") and value != template.source:
+                # a value that arrives from data must not turn into an option of the script
+                raise SkillFailedError(
+                    f"skill {skill.ref}: script {script.label} args[{position}] would start with '-' "
+                    f"after substitution; refusing to pass it"
+                )
+            argv.append(value)
+        return argv
+
+    def _env(self, skill: Skill, context: Mapping[str, Any], workdir: Path) -> dict[str, str]:
+        """A scrubbed environment: PATH, a private HOME and TMPDIR, the skill's own names, its inputs."""
+        env = {
+            "PATH": self.environ.get("PATH", os.defpath),
+            "HOME": str(workdir / ".home"),
+            "TMPDIR": str(workdir / ".tmp"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AIGW_SKILL_NAME": skill.name,
+            "AIGW_SKILL_VERSION": skill.version,
+            "AIGW_SKILL_DIR": str(skill.root.resolve()),
+        }
+        requires = skill.spec.aigw.requires
+        for name in requires.env + requires.optional_env:
+            if name in self.environ and not is_protected_env(name, self.protected_env):
+                env[name] = self.environ[name]
+        for name in skill.spec.inputs:
+            value = context.get(name)
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            if len(text) <= MAX_ENV_VALUE and "\0" not in text:
+                env[f"AIGW_INPUT_{name.upper()}"] = text
+        return env
+
+    async def _check_writes(self, skill: Skill, name: str, before: str, outer: Path) -> None:
+        """A script must leave its skill folder alone and write only below its working directory."""
+        after = await asyncio.to_thread(_snapshot, skill.root)
+        if after != before:
+            if skill.source == "registry":
+                # the cached copy is no longer the deployed bundle; the next load materialises it again
+                await asyncio.to_thread(remove_tree, skill.root)
+            raise SkillFailedError(
+                f"skill {skill.ref}: script {name} wrote into the skill's own folder {skill.root}"
+            )
+        stray = sorted(p.name for p in outer.iterdir() if p.name != "work")
+        if stray:
+            raise SkillFailedError(
+                f"skill {skill.ref}: script {name} wrote outside its working directory ({', '.join(stray)})"
+            )
+
+    async def _execute(
+        self, where: str, argv: list[str], stdin: bytes, cwd: Path, env: dict[str, str], timeout: float
+    ) -> _Completed:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own process group, so everything it starts can be killed
+            )
+        except OSError as exc:
+            raise SkillFailedError(f"{where} could not start: {exc.strerror or exc}") from None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        cap = self.max_output_bytes
+        out = asyncio.create_task(_read_capped(proc.stdout, cap, "stdout"))
+        err = asyncio.create_task(_read_capped(proc.stderr, cap, "stderr"))
+        feed = asyncio.create_task(_feed(proc.stdin, stdin))
+        exited = asyncio.create_task(proc.wait())
+        pending: set[asyncio.Task[Any]] = {out, err, feed, exited}
+        try:
+            async with asyncio.timeout(timeout):
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # an output flood raises here
+                    if exited in done:
+                        _kill_group(proc)  # whatever it left running in the background goes with it
+        except TimeoutError:
+            raise SkillTimeoutError(f"{where} ran past its {timeout:g}s timeout and was killed") from None
+        except _FloodError as exc:
+            raise SkillFailedError(
+                f"{where} wrote more than {cap} bytes to {exc.stream} and was killed"
+            ) from None
+        finally:
+            await _stop(proc, pending)
+        return _Completed(proc.returncode if proc.returncode is not None else -1, out.result(), err.result())
+
+
+@dataclass(frozen=True)
+class _Completed:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class _FloodError(Exception):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int, label: str) -> bytes:
+    chunks: deque[bytes] = deque()
+    total = 0
+    while chunk := await stream.read(65_536):
+        total += len(chunk)
+        if total > cap:
+            raise _FloodError(label)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the context to stdin and close it; a script that does not read it is fine."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        await writer.wait_closed()
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _stop(proc: asyncio.subprocess.Process, pending: set[asyncio.Task[Any]]) -> None:
+    """Kill the script's process group and settle every task and pipe, whatever happened."""
+    _kill_group(proc)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        # read what is left so both pipes reach EOF: a reader that stopped at the cap leaves its
+        # pipe paused, and a paused pipe never closes
+        async with asyncio.timeout(_SETTLE_SECONDS):
+            await asyncio.gather(_drain(proc.stdout), _drain(proc.stderr))
+            await proc.wait()
+    except TimeoutError:
+        # a process that escaped the group still holds a pipe: close ours regardless
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    while stream is not None and await stream.read(65_536):
+        pass
+
+
+# --- script output, prompt and helpers -----------------------------------------------------------
+
+
+def parse_script_output(where: str, stdout: bytes) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """``flag:`` lines become risk flags; the other lines, if any, must be one JSON object (facts)."""
+    try:
+        text = stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SkillFailedError(f"{where} printed bytes that are not UTF-8") from None
+    flags: list[dict[str, str]] = []
+    rest: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("flag:"):
+            match = FLAG_LINE.match(line)
+            if match is None:
+                raise SkillFailedError(
+                    f"{where}: malformed flag line {line[:80]!r} (expected 'flag:<id> — <text>')"
+                )
+            flags.append({"id": match.group("id"), "text": match.group("text") or ""})
+        else:
+            rest.append(line)
+    body = "\n".join(rest).strip()
+    if not body:
+        return flags, {}
+    try:
+        facts = json.loads(body)
+    except json.JSONDecodeError:
+        message = "stdout must be flag lines and at most one JSON object (write logs to stderr)"
+        raise SkillFailedError(f"{where}: {message}; got {body[:80]!r}") from None
+    if not isinstance(facts, dict):
+        raise SkillFailedError(f"{where}: the JSON on stdout must be an object, got {type(facts).__name__}")
+    if "risk_flags" in facts:
+        raise SkillFailedError(
+            f"{where}: 'risk_flags' is reserved; raise flags with 'flag:<id> — <text>' lines"
+        )
+    return flags, facts
+
+
+def _context(inputs: dict[str, Any], facts: dict[str, Any], flags: list[dict[str, str]]) -> dict[str, Any]:
+    return {**inputs, **facts, "risk_flags": list(flags)}
+
+
+def _render_prompt(skill: Skill, context: dict[str, Any]) -> str | None:
+    if skill.prompt is None:
+        return None
+    try:
+        return skill.prompt.render(context).strip()  # blocks at either end may leave blank lines
+    except TemplateError as exc:
+        raise SkillFailedError(f"skill {skill.ref}: SKILL.md line {exc.line}: prompt: {exc.reason}") from None
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _snapshot(root: Path) -> str:
+    """Every path under the skill folder with its size, mode and mtime: cheap, and any write changes it."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for entry in sorted(filenames) + dirnames:
+            path = os.path.join(dirpath, entry)
+            info = os.lstat(path)
+            entries.append(
+                f"{os.path.relpath(path, root)}\0{info.st_size}\0{info.st_mode}\0{info.st_mtime_ns}"
+            )
+    return "\n".join(entries)
