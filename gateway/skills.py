@@ -176,6 +176,9 @@ class ScriptSpec(Strict):
     interpreter: BinName | None = None
     timeout: float | None = Field(None, gt=0, le=600)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    #: acts on the world (posts a comment, sends a message): runs after the model, with ``outputs``
+    #: in its context, and under the all_outputs_are_drafts policy only once a reviewer approves
+    side_effects: bool = False
 
     @field_validator("run")
     @classmethod

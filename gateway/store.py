@@ -106,9 +106,10 @@ class JobStore:
         service: str,
         request: JobRequest,
         rate_limit: RateLimit | None,
+        max_attempts: int | None = None,
     ) -> None:
         jobs = self.config.gateway.jobs
-        max_attempts = jobs.max_attempts
+        max_attempts = max_attempts or jobs.max_attempts
         self.queue(queue_name).enqueue(
             JOB_FUNC,
             payload,
@@ -218,13 +219,39 @@ class JobStore:
         }
         ttl = self.connection.ttl(f"rq:job:{job_id}")
         expiry = int(ttl) if ttl and int(ttl) > 0 else self.config.gateway.jobs.result_ttl
+        held = (view.result.skill or {}).get("held")
+        if held and review.decision == "approve":
+            record["apply_job"] = uuid.uuid4().hex  # named now, so the review record can point at it
         if not self.connection.set(keys.review(job_id), json.dumps(record), nx=True, ex=expiry):
             current = view.review or {}
             raise ConflictError(
                 f"job {job_id} was already {current.get('state', 'reviewed')} by {current.get('by', '?')}"
             )
+        if "apply_job" in record:
+            self._enqueue_apply(job_id, str(record["apply_job"]), view)
         view.review = record
         return view
+
+    def _enqueue_apply(self, job_id: str, apply_id: str, view: JobView) -> None:
+        """The approved draft's held side-effect steps, as a job of its own (one attempt: no repeats)."""
+        assert view.result is not None and view.result.skill is not None
+        original: dict[str, Any] = Job.fetch(
+            job_id, connection=self.connection, serializer=JSONSerializer
+        ).args[0]
+        skill = view.result.skill
+        request = JobRequest(
+            skill=f"{skill['name']}@{skill['version']}",
+            inputs=original["request"].get("inputs") or {},
+            metadata={"approved_job": job_id},
+        )
+        payload = {
+            "service": view.service,
+            "request": request.model_dump(mode="json", exclude_none=True),
+            "max_attempts": 1,
+            "submitted_at": time.time(),
+            "apply": {"job_id": job_id, "outputs": view.result.outputs or {}},
+        }
+        self._enqueue(apply_id, view.queue, payload, view.service, request, None, max_attempts=1)
 
     def cancel(self, job_id: str, service: str | None) -> tuple[JobView, bool]:
         """Cancel a queued or retrying job here; a running one is signalled to its worker.

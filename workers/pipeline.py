@@ -93,6 +93,10 @@ class JobPipeline:
             hold_seconds=float(job.timeout or 300) + 60.0,
         )
         try:
+            if "apply" in payload:  # a reviewer approved a draft: its held side-effect steps run now
+                return await self._apply_approved(
+                    call, request, payload["apply"], context, started, queue_wait_ms
+                )
             await self._plan(call, job.origin, request, context)
             if call.prepared is not None and call.prepared.prompt is None:  # a scripts-only skill
                 scripted = self.skill_runner.finish(call.prepared, None)
@@ -101,6 +105,7 @@ class JobPipeline:
             outputs: dict[str, Any] | None = None
             if call.prepared is not None:  # the contract, checked on the answer with its values restored
                 outputs = self.skill_runner.finish(call.prepared, call.plan.restore(completion.text))
+                await self._side_effects(call, outputs, context)
         except GatewayError as exc:
             self.quotas.release(call.holds)
             will_retry = exc.retryable and bool(job.retries_left)
@@ -123,6 +128,7 @@ class JobPipeline:
         )
         result.policy = context.decisions
         result.outputs = outputs
+        result.skill = context.skill
         event = self._audit_event(context, calls, started, result=result, bodies=self._bodies(call, result))
         plan = call.plan
 
@@ -162,6 +168,50 @@ class JobPipeline:
         if plan.denial is not None:
             raise plan.denial
         call.request = self._completion_request(request, plan, call.prepared)
+
+    async def _side_effects(self, call: _Call, outputs: dict[str, Any], context: _AuditContext) -> None:
+        """A skill's side-effect steps: run now, or held for a reviewer when the output is a draft."""
+        assert call.prepared is not None and context.skill is not None
+        skill = call.prepared.skill
+        steps = [s.label for s in skill.spec.aigw.scripts if s.side_effects]
+        if not steps:
+            return
+        if call.plan.draft:
+            context.skill["held"] = steps
+            drafts = next(d for d in call.plan.decisions if d.outcome == "mark_draft")
+            reason = f"side-effect steps {', '.join(steps)} held until a reviewer approves"
+            call.decisions.append(Decision(drafts.policy, drafts.rule, "mark_draft", reason, True))
+            return
+        runs = await self.skill_runner.apply(skill, call.prepared.inputs, outputs)
+        context.skill["applied"] = [r.name for r in runs]
+
+    async def _apply_approved(
+        self,
+        call: _Call,
+        request: JobRequest,
+        approved: dict[str, Any],
+        context: _AuditContext,
+        started: float,
+        queue_wait_ms: float,
+    ) -> Outcome:
+        """The follow-up job of an approved draft: the held side-effect steps, with its checked outputs."""
+        assert request.skill is not None
+        name, version = parse_ref(request.skill)
+        skill = await asyncio.to_thread(self.skills.load, name, version)
+        outputs: dict[str, Any] = approved["outputs"]
+        runs = await self.skill_runner.apply(skill, request.inputs or {}, outputs)
+        context.skill = {
+            "name": skill.name,
+            "version": skill.version,
+            "bundle_sha256": skill.content_hash,
+            "source": skill.source,
+            "approved_job": approved["job_id"],
+            "applied": [r.name for r in runs],
+            "scripts": [
+                {"name": r.name, "exit_code": r.exit_code, "ms": round(r.duration_ms, 1)} for r in runs
+            ],
+        }
+        return self._scripts_only(call, context, [], started, queue_wait_ms, outputs)
 
     def _completion_request(
         self, request: JobRequest, plan: Plan, prepared: PreparedSkill | None
@@ -376,7 +426,6 @@ class JobPipeline:
             calls=calls,
             cached=cached,
             draft=call.plan.draft,
-            skill=call.prepared.audit_record() if call.prepared else None,
             timings={
                 "queue_wait_ms": round(queue_wait_ms, 2),
                 "provider_latency_ms": round(latency_ms, 2),

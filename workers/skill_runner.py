@@ -168,7 +168,9 @@ class SkillRunner:
             workdir = outer / "work"
             for sub in (workdir, workdir / ".home", workdir / ".tmp"):
                 sub.mkdir(mode=0o700)
-            for index in range(len(skill.spec.aigw.scripts)):
+            for index, script in enumerate(skill.spec.aigw.scripts):
+                if script.side_effects:  # after the model: see apply()
+                    continue
                 context = _context(checked, facts, flags)
                 run, new_facts, new_flags = await self._run_script(skill, index, context, outer, workdir)
                 runs.append(run)
@@ -182,6 +184,29 @@ class SkillRunner:
         context = _context(checked, facts, flags)
         prompt = _render_prompt(skill, context)
         return PreparedSkill(skill, checked, facts, flags, context, prompt, runs)
+
+    async def apply(
+        self, skill: Skill, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    ) -> list[ScriptRun]:
+        """Run the skill's side-effect scripts, in order; their context is the inputs and ``outputs``.
+
+        The caller decides when (after the model, or once a reviewer approved a draft).
+        """
+        self.check_available(skill)
+        runs: list[ScriptRun] = []
+        outer = Path(tempfile.mkdtemp(prefix="aigw-skill-", dir=self.work_root))
+        try:
+            workdir = outer / "work"
+            for sub in (workdir, workdir / ".home", workdir / ".tmp"):
+                sub.mkdir(mode=0o700)
+            context = {**inputs, "outputs": dict(outputs)}
+            for index, script in enumerate(skill.spec.aigw.scripts):
+                if script.side_effects:
+                    run, _facts, _flags = await self._run_script(skill, index, context, outer, workdir)
+                    runs.append(run)
+        finally:
+            await asyncio.shield(asyncio.to_thread(remove_tree, outer))
+        return runs
 
     def finish(self, prepared: PreparedSkill, model_text: str | None) -> dict[str, Any]:
         """The outputs: the model's answer parsed per the contract, plus those the scripts produced.

@@ -193,3 +193,101 @@ def test_deploy_and_rollback_take_effect_on_two_running_workers(
     fake.script(Fault.reply("bug"), model=CLOUD)
     pinned = submit(api, {"skill": "classify@1.1.0", "inputs": inputs}).json()
     assert pinned["result"]["skill"]["version"] == "1.1.0"
+
+
+NOTIFY_SKILL = """---
+name: notify
+description: Write a one-line message and deliver it (the delivery is a side effect)
+version: 0.1.0
+inputs:
+  topic: {type: string}
+  target: {type: string, description: where the delivery script appends the message}
+outputs:
+  message: string
+metadata:
+  aigw:
+    requires:
+      bins: [python3]
+    scripts:
+      - run: scripts/deliver.py
+        interpreter: python3
+        side_effects: true
+    model: general
+---
+# notify
+
+## Prompt
+
+Write one line about {{ topic }}.
+"""
+
+DELIVER = """import json, sys
+context = json.load(sys.stdin)
+with open(context["target"], "a") as out:
+    out.write(context["outputs"]["message"] + "\\n")
+"""
+
+
+@pytest.fixture
+def notify_config(skill_config: Callable[..., Config], tmp_path: Path) -> Callable[..., Config]:
+    folder = tmp_path / "dev-skills" / "notify"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "SKILL.md").write_text(NOTIFY_SKILL)
+    (folder / "scripts" / "deliver.py").write_text(DELIVER)
+
+    def make(policies: list[dict[str, Any]]) -> Config:
+        config = skill_config(policies=policies)
+        gateway_file = Path(config.directory) / "gateway.yaml"
+        settings = yaml.safe_load(gateway_file.read_text())
+        settings["skills"] = {"source": "disk", "dir": str(folder.parent)}
+        gateway_file.write_text(yaml.safe_dump(settings))
+        return load_config(config.directory)
+
+    return make
+
+
+def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
+    notify_config: Callable[..., Config],
+    start_api: StartApi,
+    start_worker: StartWorker,
+    fake: FakeProvider,
+    tmp_path: Path,
+) -> None:
+    config = notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])
+    api = start_api(config)
+    start_worker(config)
+    outbox = tmp_path / "outbox.txt"
+    fake.script(Fault.reply("Release 2.0 ships Friday"), Fault.reply("Nothing to report"), model=CLOUD)
+    approved = submit(api, {"skill": "notify", "inputs": {"topic": "release", "target": str(outbox)}}).json()
+    rejected = submit(api, {"skill": "notify", "inputs": {"topic": "other", "target": str(outbox)}}).json()
+    assert approved["result"]["skill"]["held"] == ["deliver.py"] and approved["review"]["state"] == "pending"
+    assert not outbox.exists()  # nothing left the building before a human looked
+    with api.client() as client:
+        review = client.post(f"/v1/jobs/{approved['id']}/review", json={"decision": "approve"}).json()
+        apply_id = review["review"]["apply_job"]
+        applied = client.get(f"/v1/jobs/{apply_id}", params={"wait": 20}).json()
+        assert (
+            client.post(f"/v1/jobs/{rejected['id']}/review", json={"decision": "reject"}).status_code == 200
+        )
+    assert applied["status"] == "succeeded", applied
+    assert applied["result"]["skill"]["applied"] == ["deliver.py"]
+    assert applied["result"]["skill"]["approved_job"] == approved["id"]
+    assert outbox.read_text() == "Release 2.0 ships Friday\n"  # the rejected draft was never delivered
+
+
+def test_side_effect_steps_run_after_the_model_when_outputs_are_not_drafts(
+    notify_config: Callable[..., Config],
+    start_api: StartApi,
+    start_worker: StartWorker,
+    fake: FakeProvider,
+    tmp_path: Path,
+) -> None:
+    config = notify_config([])
+    api = start_api(config)
+    start_worker(config)
+    outbox = tmp_path / "outbox.txt"
+    fake.script(Fault.reply("Deploy done"), model=CLOUD)
+    job = submit(api, {"skill": "notify", "inputs": {"topic": "deploy", "target": str(outbox)}}).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["skill"]["applied"] == ["deliver.py"] and "held" not in job["result"]["skill"]
+    assert outbox.read_text() == "Deploy done\n"
