@@ -26,7 +26,8 @@ import signal
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,7 @@ class SkillRunner:
         facts: dict[str, Any] = {}
         flags: list[dict[str, str]] = []
         runs: list[ScriptRun] = []
-        outer = Path(tempfile.mkdtemp(prefix="aigw-skill-", dir=self.work_root))
-        try:
-            workdir = outer / "work"
-            for sub in (workdir, workdir / ".home", workdir / ".tmp"):
-                sub.mkdir(mode=0o700)
+        async with self._workspace() as (outer, workdir):
             for index, script in enumerate(skill.spec.aigw.scripts):
                 if script.side_effects:  # after the model: see apply()
                     continue
@@ -178,9 +175,6 @@ class SkillRunner:
                 for flag in new_flags:  # a flag is raised once, in the order first seen
                     if all(flag["id"] != seen["id"] for seen in flags):
                         flags.append(flag)
-        finally:
-            # shielded: a job canceled while its scripts run still leaves no directory behind
-            await asyncio.shield(asyncio.to_thread(remove_tree, outer))
         context = _context(checked, facts, flags)
         prompt = _render_prompt(skill, context)
         return PreparedSkill(skill, checked, facts, flags, context, prompt, runs)
@@ -194,19 +188,26 @@ class SkillRunner:
         """
         self.check_available(skill)
         runs: list[ScriptRun] = []
+        context = {**inputs, "outputs": dict(outputs)}
+        async with self._workspace() as (outer, workdir):
+            for index, script in enumerate(skill.spec.aigw.scripts):
+                if script.side_effects:
+                    run, _facts, _flags = await self._run_script(skill, index, context, outer, workdir)
+                    runs.append(run)
+        return runs
+
+    @asynccontextmanager
+    async def _workspace(self) -> AsyncIterator[tuple[Path, Path]]:
+        """A fresh temporary directory for one run's scripts: (outer, working directory), then gone."""
         outer = Path(tempfile.mkdtemp(prefix="aigw-skill-", dir=self.work_root))
         try:
             workdir = outer / "work"
             for sub in (workdir, workdir / ".home", workdir / ".tmp"):
                 sub.mkdir(mode=0o700)
-            context = {**inputs, "outputs": dict(outputs)}
-            for index, script in enumerate(skill.spec.aigw.scripts):
-                if script.side_effects:
-                    run, _facts, _flags = await self._run_script(skill, index, context, outer, workdir)
-                    runs.append(run)
+            yield outer, workdir
         finally:
+            # shielded: a job canceled while its scripts run still leaves no directory behind
             await asyncio.shield(asyncio.to_thread(remove_tree, outer))
-        return runs
 
     def finish(self, prepared: PreparedSkill, model_text: str | None) -> dict[str, Any]:
         """The outputs: the model's answer parsed per the contract, plus those the scripts produced.
