@@ -38,7 +38,7 @@ from gateway.jobs import JobRequest, JobView, ReviewRequest
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
-from gateway.skill_source import SkillCatalog
+from gateway.skill_source import SkillCatalog, routed_request
 from gateway.skills import Skill, parse_ref, validate_inputs
 from gateway.status import live_workers
 from gateway.store import JobStore
@@ -89,9 +89,7 @@ class _Gateway:
         """
         queue = self.store.queue_for(service, request)
         skill = self._check_skill(request)
-        routed = request
-        if skill is not None and request.model is None and request.task is None:
-            routed = request.model_copy(update={"model": skill.spec.aigw.model, "task": skill.spec.aigw.task})
+        routed = routed_request(request, skill) if skill is not None else request
         plan = self.engine.plan(
             Subject.from_request(service, queue, routed, skill=skill.name if skill else None)
         )

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from gateway.config import load_config
+from gateway.config import bundled_skills_dir, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.home import aigw_home, resolve_config_dir
 from gateway.skills import (
@@ -41,15 +41,31 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DirOpt = Annotated[
-    Path, typer.Option("--dir", "-d", envvar="AIGW_SKILLS_DIR", help="Folder of skill folders (development).")
+    Path | None,
+    typer.Option(
+        "--dir",
+        "-d",
+        envvar="AIGW_SKILLS_DIR",
+        help="Folder of skill folders (default: skills.dir of the config, as the gateway uses).",
+    ),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
-DEFAULT_DIR = Path("skills")
+DEFAULT_DIR = None
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _skills_dir(given: Path | None, config: Path | None = None) -> Path:
+    """--dir / $AIGW_SKILLS_DIR, else the skills.dir of the config (as the gateway runs), else the bundled."""
+    if given is not None:
+        return given
+    try:
+        return load_config(resolve_config_dir(config)).skills_dir()
+    except GatewayError:
+        return bundled_skills_dir()
 
 
 def _disk_skill(skills_dir: Path, name: str, version: str | None = None) -> Skill:
@@ -82,7 +98,7 @@ def list_skills(
         return
     errors: list[ConfigError] = []
     try:
-        skills = discover(skills_dir, errors)
+        skills = discover(_skills_dir(skills_dir, config), errors)
     except ConfigError as exc:
         _fail(str(exc))
     table = Table("skill", "version", "status", "description")
@@ -92,7 +108,7 @@ def list_skills(
     for error in errors:
         folder = Path(error.file).parent.name or error.file
         table.add_row(escape(folder), "?", f"[red]broken:[/] {escape(error.message)}", "")
-    out.print(table if skills or errors else escape(f"no skills in {skills_dir}"))
+    out.print(table if skills or errors else escape(f"no skills in {_skills_dir(skills_dir, config)}"))
     if errors:
         raise typer.Exit(1)
 
@@ -120,7 +136,7 @@ def show(
         except GatewayError as exc:
             _fail(exc.message)
     else:
-        skill = _disk_skill(skills_dir, name, version)
+        skill = _disk_skill(_skills_dir(skills_dir, config), name, version)
     _print_skill(skill)
 
 
@@ -181,12 +197,13 @@ def _environ() -> dict[str, str]:
 
 
 @skill_app.command("new")
-def new(name: str, skills_dir: DirOpt = DEFAULT_DIR) -> None:
+def new(name: str, skills_dir: DirOpt = DEFAULT_DIR, config: ConfigOpt = None) -> None:
     """Scaffold a skill folder that passes its own test."""
     try:
         check_name(name)
     except GatewayError as exc:
         _fail(exc.message)
+    skills_dir = _skills_dir(skills_dir, config)
     target = skills_dir / name
     if target.exists():
         _fail(f"{target} already exists")
@@ -218,11 +235,11 @@ def test(
     errors: list[ConfigError] = []
     if all_skills:
         try:
-            skills = discover(skills_dir, errors)
+            skills = discover(_skills_dir(skills_dir, config), errors)
         except ConfigError as exc:
             _fail(str(exc))
     else:
-        skills = [_disk_skill(skills_dir, name or "")]
+        skills = [_disk_skill(_skills_dir(skills_dir, config), name or "")]
     complete = None
     if model is not None:
         from gateway import cli
@@ -279,7 +296,7 @@ def deploy(
     config: ConfigOpt = None,
 ) -> None:
     """Store the skill folder as a new version in the registry and make it current on every worker."""
-    skill = _disk_skill(skills_dir, name)
+    skill = _disk_skill(_skills_dir(skills_dir, config), name)
     if run_tests:
         from workers.skill_testing import all_passed, run_fixtures
 

@@ -8,6 +8,7 @@ live in these files: a deployment names the environment variable that holds its 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -405,10 +406,19 @@ class Config(Strict):
         return os.environ.get("REDIS_URL") or self.gateway.redis.url
 
     def skills_dir(self) -> Path:
-        """``skills.dir`` (relative to the config directory), else ``skills/`` beside it."""
+        """``skills.dir`` (relative to the config directory), else ``skills/`` beside it, else the
+        skills shipped with aigw (a config in ``$AIGW_HOME/config`` has no folder beside it)."""
         configured = self.gateway.skills.dir
         base = Path(self.directory)
-        return (base / configured).resolve() if configured else base.parent / "skills"
+        if configured:
+            return (base / Path(configured).expanduser()).resolve()
+        beside = base.parent / "skills"
+        return beside if beside.is_dir() else bundled_skills_dir()
+
+
+def bundled_skills_dir() -> Path:
+    """The skills shipped with aigw (pr-review-prep, summarize, classify, extract)."""
+    return Path(str(resources.files("gateway") / "sample_skills"))
 
 
 _FILES: dict[str, tuple[str, type[Strict], bool]] = {

@@ -99,7 +99,12 @@ class Subject:
             texts.append((f"messages[{i}].content", message.content))
         for name, value in (request.inputs or {}).items():  # a skill's inputs
             if value is not None:
-                texts.append((f"inputs.{name}", value if isinstance(value, str) else json.dumps(value)))
+                texts.append(
+                    (
+                        f"inputs.{name}",
+                        value if isinstance(value, str) else json.dumps(value, ensure_ascii=False),
+                    )
+                )
         texts.extend(extra_texts)
         return cls(
             service=service,

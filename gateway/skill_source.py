@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from gateway.config import Config
+from gateway.jobs import JobRequest
 from gateway.skill_registry import SkillRegistry
 from gateway.skills import DiskSkills, Skill, SkillNotFoundError
 
@@ -35,3 +36,15 @@ class SkillCatalog:
                 return self.disk.load(name, version)
             except SkillNotFoundError as not_on_disk:
                 raise SkillNotFoundError(f"{not_deployed.message}, and {not_on_disk.message}") from None
+
+
+def routed_request(request: JobRequest, skill: Skill) -> JobRequest:
+    """A skill job as the policies and the router see it: the skill's model (or task) and its
+    max_tokens stand in for what the job left unset, so the max_tokens policy caps them too."""
+    spec = skill.spec.aigw
+    update: dict[str, object] = {}
+    if request.model is None and request.task is None:
+        update.update(model=spec.model, task=spec.task)
+    if request.max_tokens is None and spec.max_tokens is not None:
+        update["max_tokens"] = spec.max_tokens
+    return request.model_copy(update=update) if update else request

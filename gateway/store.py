@@ -249,7 +249,11 @@ class JobStore:
             "request": request.model_dump(mode="json", exclude_none=True),
             "max_attempts": 1,
             "submitted_at": time.time(),
-            "apply": {"job_id": job_id, "outputs": view.result.outputs or {}},
+            "apply": {
+                "job_id": job_id,
+                "outputs": view.result.outputs or {},
+                "bundle_sha256": skill.get("bundle_sha256"),  # the code that was reviewed, and no other
+            },
         }
         self._enqueue(apply_id, view.queue, payload, view.service, request, None, max_attempts=1)
 

@@ -28,8 +28,8 @@ from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
 from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
-from gateway.skill_source import SkillCatalog
-from gateway.skills import parse_ref
+from gateway.skill_source import SkillCatalog, routed_request
+from gateway.skills import SkillFailedError, SkillTimeoutError, parse_ref, validate_inputs
 from workers.breaker import Breakers
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
@@ -100,6 +100,8 @@ class JobPipeline:
             await self._plan(call, job.origin, request, context)
             if call.prepared is not None and call.prepared.prompt is None:  # a scripts-only skill
                 scripted = self.skill_runner.finish(call.prepared, None)
+                await self._side_effects(call, scripted, context)
+                context.decisions.extend(d.to_dict() for d in call.decisions)
                 return self._scripts_only(call, context, calls, started, queue_wait_ms, scripted)
             step, completion, latency_ms, cached = await self._answer(call, request, calls)
             outputs: dict[str, Any] | None = None
@@ -149,17 +151,20 @@ class JobPipeline:
         The policies run again here, before anything leaves the machine: this is the check that counts.
         """
         extra: list[tuple[str, str]] = []
-        model, task = request.model, request.task
+        routed, skill_name = request, None
         if request.skill is not None:
             name, version = parse_ref(request.skill)
             skill = await asyncio.to_thread(self.skills.load, name, version)
+            routed, skill_name = routed_request(request, skill), skill.name
+            # refusals that need no script output (allow_skills, secrets in the inputs) stop it before
+            # any script runs
+            early = self.engine.plan(Subject.from_request(call.service, queue, routed, skill=skill_name))
+            if early.denial is not None:
+                context.decisions.extend(early.record())
+                raise early.denial
             call.prepared = await self.skill_runner.prepare(skill, request.inputs or {})
             context.skill = call.prepared.audit_record()
             extra = [t for t in call.prepared.policy_texts() if not t[0].startswith("inputs.")]
-            if model is None and task is None:
-                model, task = skill.spec.aigw.model, skill.spec.aigw.task
-        routed = request.model_copy(update={"model": model, "task": task}) if request.skill else request
-        skill_name = call.prepared.skill.name if call.prepared else None
         plan = self.engine.plan(
             Subject.from_request(call.service, queue, routed, skill=skill_name, extra_texts=extra)
         )
@@ -198,8 +203,15 @@ class JobPipeline:
         assert request.skill is not None
         name, version = parse_ref(request.skill)
         skill = await asyncio.to_thread(self.skills.load, name, version)
+        if approved.get("bundle_sha256") not in (None, skill.content_hash):
+            raise SkillFailedError(
+                f"skill {skill.ref} changed since job {approved['job_id']} was reviewed "
+                f"(bundle {skill.content_hash[:12]}, reviewed {str(approved['bundle_sha256'])[:12]}); "
+                "its side-effect steps were not run"
+            )
         outputs: dict[str, Any] = approved["outputs"]
-        runs = await self.skill_runner.apply(skill, request.inputs or {}, outputs)
+        inputs = validate_inputs(skill.spec, request.inputs or {})  # defaults filled in, as in the job
+        runs = await self.skill_runner.apply(skill, inputs, outputs)
         context.skill = {
             "name": skill.name,
             "version": skill.version,
@@ -277,7 +289,12 @@ class JobPipeline:
             )
             if hit is not None:
                 return _cached_step(hit, chain), hit.completion(), 0.0, True
-        step, completion, latency = await self._call_chain(chain, call, calls)
+        limit = call.prepared.skill.spec.aigw.timeouts.model if call.prepared is not None else None
+        try:
+            async with asyncio.timeout(limit):
+                step, completion, latency = await self._call_chain(chain, call, calls)
+        except TimeoutError:
+            raise SkillTimeoutError(f"the model step ran past the skill's {limit:g}s timeout") from None
         return step, completion, latency, False
 
     def _cache_ttl(self, service: str, request: JobRequest) -> int:

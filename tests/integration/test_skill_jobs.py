@@ -291,3 +291,46 @@ def test_side_effect_steps_run_after_the_model_when_outputs_are_not_drafts(
     assert job["status"] == "succeeded", job
     assert job["result"]["skill"]["applied"] == ["deliver.py"] and "held" not in job["result"]["skill"]
     assert outbox.read_text() == "Deploy done\n"
+
+
+def test_skill_policies_cap_tokens_and_refuse_skills_a_service_may_not_use(
+    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = skill_config(
+        policies=[
+            {"name": "short", "rule": "max_tokens", "limit": 10},
+            {"name": "only_classify", "rule": "allow_skills", "skills": ["classify"]},
+        ]
+    )
+    api = start_api(config)
+    start_worker(config)
+    refused = submit(api, {"skill": "summarize", "inputs": {"text": "a b c"}}, wait=0)
+    assert refused.status_code == 403 and "may not use skill summarize" in refused.json()["error"]["message"]
+    fake.script(Fault.reply("bug"), model=CLOUD)
+    job = submit(
+        api, {"skill": "classify", "inputs": {"text": "crash", "labels": ["bug", "question"]}}
+    ).json()
+    assert job["status"] == "succeeded", job
+    assert fake.bodies_for(CLOUD)[-1]["max_tokens"] == 10  # the skill asks 20; the policy caps it
+
+
+def test_an_approved_draft_does_not_run_code_that_changed_since_review(
+    notify_config: Callable[..., Config],
+    start_api: StartApi,
+    start_worker: StartWorker,
+    fake: FakeProvider,
+    tmp_path: Path,
+) -> None:
+    config = notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])
+    api = start_api(config)
+    start_worker(config)
+    outbox = tmp_path / "outbox.txt"
+    fake.script(Fault.reply("Reviewed text"), model=CLOUD)
+    draft = submit(api, {"skill": "notify", "inputs": {"topic": "x", "target": str(outbox)}}).json()
+    script = tmp_path / "dev-skills" / "notify" / "scripts" / "deliver.py"
+    script.write_text(script.read_text() + "# edited after the review\n")
+    with api.client() as client:
+        review = client.post(f"/v1/jobs/{draft['id']}/review", json={"decision": "approve"}).json()
+        applied = client.get(f"/v1/jobs/{review['review']['apply_job']}", params={"wait": 20}).json()
+    assert applied["status"] == "failed" and "changed since job" in applied["error"]["message"]
+    assert not outbox.exists()
