@@ -27,6 +27,7 @@ from gateway.audit import append_event, refusal_event
 from gateway.config import Config
 from gateway.errors import (
     GatewayError,
+    NotFoundError,
     PayloadTooLargeError,
     PolicyDeniedError,
     QuotaExceededError,
@@ -74,13 +75,20 @@ class _Gateway:
             token = value.strip() if scheme.lower() == "bearer" else None
         return self.services.authenticate(token)
 
-    def reader(self, job_id: str, service: str) -> str | None:
-        """Whose view of a job ``service`` gets: its own, or None (any job's) when it may review this one."""
-        if self.engine.has_reviewers:
+    def view_for(self, job_id: str, service: str) -> JobView:
+        """A job as ``service`` may see it: its own, or another service's draft it may review."""
+        try:
+            return self.store.view(job_id, service)
+        except NotFoundError:
+            if not self.engine.has_reviewers:
+                raise
             owner = self.store.owner(job_id)
-            if owner and owner != service and service in self.engine.reviewers_of(owner):
-                return None
-        return service
+            if not owner or service not in self.engine.reviewers_of(owner):
+                raise
+            view = self.store.view(job_id, None)
+            if view.result is None or not view.result.draft:
+                raise
+            return view
 
     def admit(self, service: str, request: JobRequest) -> _Admission:
         """Refuse early what the policies refuse (the worker checks again before anything leaves).
@@ -98,7 +106,7 @@ class _Gateway:
             if plan.denial is not None:
                 raise plan.denial
             if plan.quotas:
-                self.quotas.admit(service, plan, request.size_chars(), decisions)
+                self.quotas.admit(service, plan, request.size_bytes(), decisions)
         except (PolicyDeniedError, QuotaExceededError) as exc:
             refused = [*plan.record(), *(d.to_dict() for d in decisions)]
             append_event(self.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
@@ -114,19 +122,17 @@ class _Gateway:
         validate_inputs(skill.spec, request.inputs or {})
         return skill
 
-    async def wait_for(
-        self, job_id: str, service: str | None, wait: float, view: JobView | None = None
-    ) -> JobView:
+    async def wait_for(self, job_id: str, service: str, wait: float, view: JobView | None = None) -> JobView:
         """The job once final, or as it stands after ``wait`` seconds.
 
         ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
         """
-        view = view or self.store.view(job_id, service)
+        view = view or self.view_for(job_id, service)
         if view.status.is_final or wait <= 0:
             return view
         wait = min(wait, self.config.gateway.api.max_wait_seconds)
         await self.waiter.wait(job_id, wait)  # woken or timed out, the job is read once more
-        return self.store.view(job_id, service)
+        return self.view_for(job_id, service)
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         service = gw.authenticate(authorization, x_api_key)
-        return _json(await gw.wait_for(job_id, gw.reader(job_id, service), wait))
+        return _json(await gw.wait_for(job_id, service, wait))
 
     @app.post("/v1/jobs/{job_id}/review", response_model=JobView)
     async def review_job(
@@ -210,9 +216,8 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
         """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
         service = gw.authenticate(authorization, x_api_key)
         body = _parse_model(await request.body(), ReviewRequest)
-        reviewers = gw.engine.reviewers_of(gw.store.owner(job_id))
-        view = gw.store.review(job_id, body, reviewer=service, allowed=service in reviewers)
-        return _json(view)
+        gw.view_for(job_id, service)  # its own job, or a draft it may review; else "not found"
+        return _json(gw.store.review(job_id, body, reviewer=service, allowed=True))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView)
     async def cancel_job(

@@ -56,6 +56,7 @@ def setup_logging(level: str = "INFO") -> None:
         sys.stderr,
         level=os.environ.get("AIGW_LOG_LEVEL", level),
         format="{time:HH:mm:ss} {level:<7} {message}",
+        diagnose=False,  # a traceback must not print local variables: prompts, PII, keys
     )
 
 

@@ -102,6 +102,11 @@ class JobRequest(BaseModel):
             out.extend(self.messages or [])
         return out
 
+    def size_bytes(self) -> int:
+        """UTF-8 bytes of what will be sent (an upper bound of its input tokens)."""
+        inputs = len(json.dumps(self.inputs, ensure_ascii=False).encode()) if self.inputs else 0
+        return sum(len(m.content.encode()) for m in self.all_messages()) + inputs
+
     def size_chars(self) -> int:
         inputs = len(json.dumps(self.inputs, ensure_ascii=False)) if self.inputs else 0
         return sum(len(m.content) for m in self.all_messages()) + inputs

@@ -184,6 +184,18 @@ class PolicyEngine:
         """Whether any drafts policy names reviewers (other services that may read and review drafts)."""
         return any(isinstance(p.params, DraftsRule) and p.params.reviewers for p in self.policies)
 
+    def _reachable(self, alias: str) -> frozenset[str]:
+        """``alias`` and every alias its fallbacks can lead to (what build_chain may walk)."""
+        models = self.config.models.models
+        seen: set[str] = set()
+        todo = [alias]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(models[name].fallbacks)
+        return frozenset(seen)
+
     def reviewers_of(self, service: str) -> frozenset[str]:
         """Who may review ``service``'s drafts: the service itself and every listed reviewer."""
         reviewers = {service}
@@ -198,7 +210,8 @@ class PolicyEngine:
         alias = self.config.models.resolve_alias(subject.model, subject.task)
         plan = Plan(requested_alias=alias, alias=alias, max_tokens=subject.max_tokens)
         texts = list(subject.texts)
-        applicable = [p for p in self.policies if _applies(p, subject, alias)]
+        reachable = self._reachable(alias)
+        applicable = [p for p in self.policies if _applies(p, subject, alias, reachable)]
         for policy in applicable:
             self._gate(policy, subject, plan, texts)
         for policy in applicable:
@@ -350,12 +363,16 @@ class PolicyEngine:
                 plan.audit_bodies = params
 
 
-def _applies(policy: PolicyConfig, subject: Subject, alias: str) -> bool:
+def _applies(policy: PolicyConfig, subject: Subject, alias: str, reachable: frozenset[str]) -> bool:
+    """Whether ``policy`` covers the job. A PII rule scoped to models covers a job whose chain can
+    reach one of them (a fallback too), since that is where the content could go."""
     scope = policy.applies_to
+    guards_content = isinstance(policy.params, PiiRouteRule | RedactRule)
+    models_match = alias in scope.models or (guards_content and not reachable.isdisjoint(scope.models))
     return (
         (not scope.services or subject.service in scope.services)
         and (not scope.queues or subject.queue in scope.queues)
-        and (not scope.models or alias in scope.models)
+        and (not scope.models or models_match)
         and (not scope.skills or subject.skill in scope.skills)
     )
 

@@ -27,12 +27,9 @@ from redis.client import Pipeline
 from rq import RateLimit
 
 from gateway.config import BudgetRule, Config, PolicyConfig, Pricing, RateLimitRule
-from gateway.errors import BudgetExceededError, RateLimitExceededError
+from gateway.errors import BudgetExceededError, PolicyDeniedError, RateLimitExceededError
 from gateway.limits import RateCounter, SpendLedger, SpendState
 from gateway.policies import Decision, Plan
-
-#: a worst-case input estimate: no tokenizer counts fewer than one token per three characters
-_CHARS_PER_TOKEN = 3
 
 
 @dataclass
@@ -56,7 +53,7 @@ class Quotas:
         self,
         service: str,
         plan: Plan,
-        input_chars: int,
+        input_bytes: int,
         decisions: list[Decision],
         now: float | None = None,
     ) -> None:
@@ -67,7 +64,9 @@ class Quotas:
         spent (calls in flight are not counted here: most finish under their worst case).
         """
         now = time.time() if now is None else now
-        for policy in plan.quotas:
+        # budgets first: a request they refuse must not use up the service's requests per minute
+        ordered = sorted(plan.quotas, key=lambda p: not isinstance(p.params, BudgetRule))
+        for policy in ordered:
             params = policy.params
             if isinstance(params, BudgetRule):
                 state = self.ledger.state(
@@ -75,7 +74,7 @@ class Quotas:
                 )
                 pricing = self.config.models.models[plan.alias].deployments[0].pricing
                 max_tokens = plan.max_tokens or self.config.gateway.jobs.max_output_tokens
-                estimate = worst_case_cost(pricing, input_chars, max_tokens)
+                estimate = worst_case_cost(pricing, input_bytes, max_tokens)
                 self._judge_budget(
                     policy, params, state, decisions, now, exhausted_only=True, estimate=estimate
                 )
@@ -140,7 +139,7 @@ class Quotas:
         plan: Plan,
         alias: str,
         pricing: Pricing,
-        input_chars: int,
+        input_bytes: int,
         max_tokens: int,
         hold_seconds: float,
         decisions: list[Decision],
@@ -159,7 +158,7 @@ class Quotas:
                     raise
             if not isinstance(params, BudgetRule):
                 continue
-            estimate = worst_case_cost(pricing, input_chars, max_tokens)
+            estimate = worst_case_cost(pricing, input_bytes, max_tokens)
             scope = _budget_scope(policy, service, alias)
             ok, state = self.ledger.reserve(
                 scope, params.period, params.limit_usd, holder, estimate, hold_seconds, now
@@ -210,6 +209,15 @@ class Quotas:
         exhausted_only: bool = False,
         estimate: float = 0.0,
     ) -> None:
+        if estimate > params.limit_usd:  # no reset will ever make room: say what to change
+            reason = (
+                f"this job may cost up to {_usd(estimate)}, more than the whole {_PER[params.period]} budget "
+                f"of {_usd(params.limit_usd)}; lower max_tokens or shorten the input"
+            )
+            decisions.append(_decision(policy, "deny", reason))
+            if policy.enforce:
+                raise PolicyDeniedError(f"policy {policy.name}: {reason}", rule=policy.name)
+            return
         spent = f"{_usd(state.spent_usd)} of {_usd(params.limit_usd)} spent this {params.period}"
         if exhausted_only and state.spent_usd + estimate <= params.limit_usd:
             decisions.append(_decision(policy, "allow", spent))
@@ -226,9 +234,13 @@ class Quotas:
             )
 
 
-def worst_case_cost(pricing: Pricing, input_chars: int, max_tokens: int) -> float:
-    """What a call can cost at most: every character a token's worth (a third), every output token used."""
-    return pricing.cost(math.ceil(input_chars / _CHARS_PER_TOKEN), max_tokens)
+_PER = {"day": "daily", "month": "monthly"}
+
+
+def worst_case_cost(pricing: Pricing, input_bytes: int, max_tokens: int) -> float:
+    """What a call can cost at most: a byte-level tokenizer never makes more tokens than the text
+    has UTF-8 bytes, and every output token the call allows is used."""
+    return pricing.cost(input_bytes, max_tokens)
 
 
 def _usd(amount: float) -> str:

@@ -228,7 +228,11 @@ class JobStore:
                 f"job {job_id} was already {current.get('state', 'reviewed')} by {current.get('by', '?')}"
             )
         if "apply_job" in record:
-            self._enqueue_apply(job_id, str(record["apply_job"]), view)
+            try:
+                self._enqueue_apply(job_id, str(record["apply_job"]), view)
+            except BaseException:  # no apply job: the approval must not stand without it; try again
+                self.connection.delete(keys.review(job_id))
+                raise
         view.review = record
         return view
 

@@ -25,7 +25,7 @@ from gateway.config import Config
 from gateway.errors import GatewayError, PolicyDeniedError, ProviderAuthError, ProviderError
 from gateway.home import aigw_home
 from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
-from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
+from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
 from gateway.skill_source import SkillCatalog, routed_request
@@ -104,25 +104,28 @@ class JobPipeline:
                 context.decisions.extend(d.to_dict() for d in call.decisions)
                 return self._scripts_only(call, context, calls, started, queue_wait_ms, scripted)
             step, completion, latency_ms, cached = await self._answer(call, request, calls)
+            if not cached:
+                call.paid = (step, completion)
             outputs: dict[str, Any] | None = None
             if call.prepared is not None:  # the contract, checked on the answer with its values restored
                 outputs = self.skill_runner.finish(call.prepared, call.plan.restore(completion.text))
                 await self._side_effects(call, outputs, context)
         except GatewayError as exc:
-            self.quotas.release(call.holds)
+            _mask_message(exc, self._log_pii)  # errors quote values (a model's answer, a script's stderr)
+            self._settle_paid_call(call)
             will_retry = exc.retryable and bool(job.retries_left)
             self._remember_calls(job.id, calls)
             context.decisions.extend(d.to_dict() for d in call.decisions)
             self._audit_failure(
-                context, calls, started, error=exc, status="retrying" if will_retry else "failed"
+                context, calls, started, error=exc, status="retrying" if will_retry else "failed", call=call
             )
             raise
         except asyncio.CancelledError:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
-            self.quotas.release(call.holds)
+            self._settle_paid_call(call)
             interrupted = _InterruptedError("the attempt was interrupted (canceled, timed out or shut down)")
             self._remember_calls(job.id, calls)
-            self._audit_failure(context, calls, started, error=interrupted, status="canceled")
+            self._audit_failure(context, calls, started, error=interrupted, status="canceled", call=call)
             raise
         context.decisions.extend(d.to_dict() for d in call.decisions)
         result = self._result(
@@ -224,6 +227,19 @@ class JobPipeline:
             ],
         }
         return self._scripts_only(call, context, [], started, queue_wait_ms, outputs)
+
+    def _settle_paid_call(self, call: _Call) -> None:
+        """An attempt that fails after its provider call returned still spent money and tokens."""
+        if call.paid is None:
+            self.quotas.release(call.holds)
+            return
+        step, completion = call.paid
+        tokens = completion.input_tokens + completion.output_tokens
+        with self.connection.pipeline() as pipe:
+            self.quotas.commit(
+                pipe, call.holds, call.service, call.plan, step.alias, _cost(step, completion), tokens
+            )
+            pipe.execute()
 
     def _completion_request(
         self, request: JobRequest, plan: Plan, prepared: PreparedSkill | None
@@ -348,7 +364,7 @@ class JobPipeline:
         Before each call the budgets reserve its worst-case cost (gateway.quotas).
         """
         last_error: GatewayError | None = None
-        input_chars = sum(len(m.content) for m in call.request.messages)
+        input_bytes = sum(len(m.content.encode()) for m in call.request.messages)
         for step in chain:
             provider = self.providers[step.name]
             record = Attempt(
@@ -374,7 +390,7 @@ class JobPipeline:
                 self.quotas.release(call.holds)
                 call.holds = self.quotas.before_call(
                     call.job_id, call.service, call.plan, step.alias, step.deployment.pricing,
-                    input_chars, call.request.max_tokens, call.hold_seconds, call.decisions,
+                    input_bytes, call.request.max_tokens, call.hold_seconds, call.decisions,
                 )  # fmt: skip
             began = time.monotonic()
             with self.balancer.in_flight(step.name):
@@ -451,9 +467,16 @@ class JobPipeline:
             finish_reason=completion.finish_reason,
         )
 
-    def _audit_failure(self, ctx: _AuditContext, calls: list[Attempt], started: float, **kw: Any) -> None:
+    def _audit_failure(
+        self, ctx: _AuditContext, calls: list[Attempt], started: float, *, call: _Call, **kw: Any
+    ) -> None:
         """A failed or interrupted attempt: audited at once (there is no result to commit with)."""
-        append_event(self.connection, self._audit_event(ctx, calls, started, **kw))
+        event = self._audit_event(ctx, calls, started, **kw)
+        if call.paid is not None:  # the call was made and paid for; the attempt failed after it
+            step, completion = call.paid
+            usage = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
+            event = event.model_copy(update={**usage, "cost_usd": _cost(step, completion)})
+        append_event(self.connection, event)
 
     def _audit_event(
         self,
@@ -515,6 +538,20 @@ class _Call:
     decisions: list[Decision] = field(default_factory=list)
     cache_key: str | None = None
     cache_ttl: int = 0
+    #: the provider call that answered (not from the cache): its cost counts even if the attempt fails
+    paid: tuple[RouteStep, Completion] | None = None
+
+
+def _cost(step: RouteStep, completion: Completion) -> float:
+    return round(step.deployment.pricing.cost(completion.input_tokens, completion.output_tokens), 8)
+
+
+def _mask_message(error: GatewayError, detector: Detector) -> None:
+    """Replace PII in an error's message by category placeholders, before it is stored anywhere."""
+    masked = Redactor(detector).mask(error.message)
+    if masked != error.message:
+        error.message = masked
+        error.args = (masked,)
 
 
 def _cached_step(hit: CachedAnswer, chain: list[RouteStep]) -> RouteStep:

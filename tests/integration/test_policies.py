@@ -292,9 +292,35 @@ def test_a_budget_refusal_is_audited_with_its_decision(
     config = gateway_config(policies=[{"name": "tiny", "rule": "budget", "limit_usd": 0.000001}])
     api = start_api(config)
     response = submit(api, {"prompt": "any prompt at all"}, wait=0)
-    assert (
-        response.status_code == 429 and "of $0.000001 spent this day" in response.json()["error"]["message"]
-    )
+    message = response.json()["error"]["message"]
+    assert response.status_code == 403 and "more than the whole daily budget of $0.000001" in message
+    assert "lower max_tokens" in message and "Retry-After" not in response.headers  # no reset would help
     (event,) = audit_events(redis_client)
-    assert event["status"] == "refused" and event["error_type"] == "budget_exceeded"
+    assert event["status"] == "refused" and event["error_type"] == "policy_denied"
     assert [(d["policy"], d["outcome"]) for d in event["policy"]] == [("tiny", "deny")]
+
+
+def test_a_reviewer_reads_only_drafts_of_the_services_it_reviews(
+    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    config = gateway_config(
+        policies=[
+            {
+                "name": "batch_drafts",
+                "rule": "all_outputs_are_drafts",
+                "reviewers": ["legal"],
+                "applies_to": {"queues": ["batch"]},
+            }
+        ]
+    )
+    api = start_api(config)
+    start_worker(config)
+    start_worker(config, queue="batch")
+    legal = ServiceRegistry(redis_client, config).create_token("legal")
+    final = submit(api, {"prompt": "not a draft"}).json()
+    draft = submit(api, {"prompt": "a draft", "queue": "batch"}).json()
+    assert final["result"]["draft"] is False and draft["result"]["draft"] is True
+    with api.client(legal) as client:
+        assert client.get(f"/v1/jobs/{final['id']}").status_code == 404
+        assert client.post(f"/v1/jobs/{final['id']}/review", json={"decision": "approve"}).status_code == 404
+        assert client.get(f"/v1/jobs/{draft['id']}").status_code == 200

@@ -334,3 +334,25 @@ def test_an_approved_draft_does_not_run_code_that_changed_since_review(
         applied = client.get(f"/v1/jobs/{review['review']['apply_job']}", params={"wait": 20}).json()
     assert applied["status"] == "failed" and "changed since job" in applied["error"]["message"]
     assert not outbox.exists()
+
+
+def test_a_paid_call_counts_against_the_budget_even_when_the_attempt_fails(
+    skill_config: Callable[..., Config],
+    start_api: StartApi,
+    start_worker: StartWorker,
+    fake: FakeProvider,
+    redis_client: redis.Redis,
+) -> None:
+    from gateway.limits import SpendLedger
+
+    config = skill_config(
+        policies=[{"name": "daily", "rule": "budget", "limit_usd": 5}], jobs={"max_attempts": 1}
+    )
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.reply("jane.doe@example.com"), model=CLOUD)  # outside the labels, and PII
+    job = submit(api, {"skill": "classify", "inputs": {"text": "x", "labels": ["bug", "question"]}}).json()
+    assert job["status"] == "failed" and job["error"]["type"] == "skill_output_invalid"
+    assert "jane.doe" not in job["error"]["message"] and "[EMAIL_1]" in job["error"]["message"]
+    spent = SpendLedger(redis_client).state("daily:svc-a", "day", 5).spent_usd
+    assert spent > 0  # the model answered and was paid for; a failed contract does not make it free

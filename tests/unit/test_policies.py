@@ -220,3 +220,15 @@ def test_applies_to_scopes_a_policy(make: Make) -> None:
 def test_budget_and_rate_limit_policies_are_handed_to_quotas(make: Make) -> None:
     config = make({"rule": "budget", "limit_usd": 5}, {"rule": "rate_limit", "requests_per_minute": 10})
     assert [p.rule for p in plan_for(config).quotas] == ["budget", "rate_limit"]
+
+
+def test_a_pii_rule_scoped_to_a_model_covers_jobs_that_could_fall_back_to_it(make: Make) -> None:
+    # general's fallbacks are [openai, offline]: PII sent to general could reach openai
+    config = make(
+        {"rule": "if_context_contains_pii_use_sensitive_model", "applies_to": {"models": ["openai"]}}
+    )
+    assert plan_for(config, EMAIL, model="general").alias == "sensitive"
+    scoped_block = make({"rule": "block_secrets", "applies_to": {"models": ["openai"]}})
+    assert (
+        plan_for(scoped_block, KEY, model="general").denial is None
+    )  # other rules match the alias asked for
