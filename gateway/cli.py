@@ -21,7 +21,7 @@ from rich.table import Column, Table
 from gateway.cli_skills import skill_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.home import aigw_home, resolve_config_dir
+from gateway.home import aigw_home, noted_api_url, resolve_config_dir
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aigw: the local AI gateway.")
 gateway_app = typer.Typer(no_args_is_help=True, help="Inspect the running gateway.")
@@ -210,10 +210,11 @@ def ask(
     """Send a question through the gateway and print the answer."""
     import httpx
 
-    from gateway.client import ApiError, Client
+    from gateway.client import DEFAULT_URL, ApiError, Client
 
     if not token:
         fail("no service token: set AIGW_TOKEN (printed by the first `aigw up`) or pass --token")
+    url = url or noted_api_url(DEFAULT_URL)
     try:
         with Client(url, token) as client:
             job = client.submit(question, model=model, task=task, wait=min(timeout, 30) if wait else 0)
@@ -222,7 +223,7 @@ def ask(
     except ApiError as exc:
         fail(str(exc))
     except (OSError, httpx.HTTPError) as exc:
-        fail(f"cannot reach the API at {url or 'http://127.0.0.1:18789'} ({exc}); is `aigw up` running?")
+        fail(f"cannot reach the API at {url} ({exc}); is `aigw up` running? (set AIGW_URL for another one)")
     _print_job(job, wait)
 
 
@@ -232,6 +233,7 @@ def _print_job(job: dict[str, Any], waited: bool) -> None:
         result = job["result"]
         out.print(result["output"], soft_wrap=True, markup=False)
         label = " (offline provider)" if result.get("offline") else ""
+        label += " · draft, pending review" if result.get("draft") else ""
         usage = result["usage"]
         tokens = f"{usage['input_tokens']}+{usage['output_tokens']} tokens"
         err.print(
@@ -259,7 +261,7 @@ def gateway_status(
     from gateway.status import stack_status
 
     cfg = _config(config)
-    api_url = url or f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}"
+    api_url = url or noted_api_url(f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}")
     try:
         api_ok = httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:

@@ -35,3 +35,14 @@ def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = Fal
                 with resources.as_file(item) as src:
                     shutil.copyfile(src, home_config / item.name)
     return home_config
+
+
+def api_url_file(home: Path) -> Path:
+    """Where `aigw up` notes its API's URL (it may run on another --port), for the other commands."""
+    return home / "api-url"
+
+
+def noted_api_url(default: str) -> str:
+    """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
+    noted = api_url_file(aigw_home())
+    return noted.read_text().strip() if noted.exists() else default

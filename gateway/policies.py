@@ -358,7 +358,8 @@ class PolicyEngine:
                 plan.draft = True
                 plan.reviewers = tuple(sorted({*plan.reviewers, *params.reviewers}))
         elif isinstance(params, AuditBodiesRule):
-            _decide(plan, policy, "log", "request and response bodies go to the audit log (secrets redacted)")
+            masked = "credentials and PII masked" if params.mask_pii else "credentials masked"
+            _decide(plan, policy, "log", f"request and response bodies go to the audit log ({masked})")
             if policy.enforce:
                 plan.audit_bodies = params
 

@@ -19,6 +19,7 @@ import redis
 
 from gateway.audit import AuditWriter
 from gateway.config import Config
+from gateway.home import api_url_file
 from gateway.redis_server import RedisServer, embedded_url_file, port_free, resolve_redis
 from gateway.services import ServiceRegistry
 from gateway.supervisor import Child, Supervisor
@@ -71,6 +72,7 @@ class Stack:
         self.supervisor.start_all()
         self._start_audit_writer()
         self._wait_for_api()
+        api_url_file(self.home).write_text(self.api_url)  # so `aigw ask` finds a stack on another --port
         return token
 
     def _start_audit_writer(self) -> None:
@@ -100,6 +102,7 @@ class Stack:
 
     def stop(self, grace: float | None = None) -> None:
         """Workers first (they drain), then the audit writer, then Redis if it is ours."""
+        api_url_file(self.home).unlink(missing_ok=True)
         self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:

@@ -110,17 +110,18 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         job = response.json()
         assert job["status"] == "succeeded" and job["result"]["offline"] is True
 
-        ask_env = {**env, "AIGW_TOKEN": token, "AIGW_URL": f"http://127.0.0.1:{api_port}"}
+        # no AIGW_URL: `aigw up --port N` noted its URL in $AIGW_HOME, where `aigw ask` looks
+        ask_env = {k: v for k, v in env.items() if k != "AIGW_URL"} | {"AIGW_TOKEN": token}
         ask = subprocess.run(
             [*AIGW, "ask", "What is aigw?"], env=ask_env, capture_output=True, text=True, timeout=60
         )
         assert ask.returncode == 0, ask.stderr
         assert "aigw offline provider" in ask.stdout
         assert "What is aigw?" in ask.stdout
+        assert "draft, pending review" in ask.stderr  # SEED.md's drafts policy, said where it is read
 
         status = subprocess.run(
-            [*AIGW, "gateway", "status", "--json", "--url", f"http://127.0.0.1:{api_port}"],
-            env=env, capture_output=True, text=True, timeout=60,
+            [*AIGW, "gateway", "status", "--json"], env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert status.returncode == 0, status.stderr
         state = json.loads(status.stdout)
