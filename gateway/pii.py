@@ -76,6 +76,21 @@ def _entropy(value: str) -> float:
     return math.log2(len(value)) - sum(n * math.log2(n) for n in counts) / len(value)
 
 
+#: spaces that pasted text carries inside numbers (no-break, narrow no-break, figure, thin, ideographic…);
+#: scanners see them as ASCII spaces, one character for one so that offsets into the original still hold
+_UNICODE_SPACES = "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+
+
+def _ascii_spaces(text: str) -> str:
+    """``text`` with Unicode spaces as ASCII spaces, same length; ASCII text costs one flag check."""
+    if text.isascii():
+        return text
+    for space in _UNICODE_SPACES:
+        if space in text:  # ~2 ns a character in all, where str.translate costs ~45
+            text = text.replace(space, " ")
+    return text
+
+
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate)
 _DIGIT_RUN = re.compile(
@@ -91,10 +106,11 @@ class _Text:
     that starts with a literal skips ahead at memchr speed. So digits are found in one shared pass and
     context words with ``str.find`` in a lowercased copy; each scanner then works on a few spans.
     Context patterns run on ``lower`` without IGNORECASE, which would make them several times slower.
+    ``text`` has Unicode spaces as ASCII ones (same offsets): the caller takes values from the original.
     """
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = _ascii_spaces(text)
 
     @cached_property
     def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int]]:
@@ -274,7 +290,16 @@ def _scan_url_password(t: _Text) -> Iterator[Finding]:
 # --- contact details -------------------------------------------------------------------------------
 
 _EMAIL_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+#: internationalised (RFC 6531) local parts take non-ASCII letters too, but not those of scripts written
+#: without spaces (CJK, kana, Hangul, from U+2E80), where the word before would run into the address
+_EMAIL_LOCAL_CJK = "\u2e80"
 _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-])")
+#: labels of letters and digits in any script (exämple.de, пример.рф), a top-level domain of letters
+#: before U+2E80 that may run into CJK text (例え.jpまで): on ASCII text the same as ``_EMAIL_DOMAIN``,
+#: which runs twice as fast
+_EMAIL_IDN_DOMAIN = re.compile(
+    r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+([^\W\d_\u2e80-\U0010ffff]{2,24})(?![^\W\u2e80-\U0010ffff]|-)"
+)
 #: ``icon@2x.png``, ``logo@3x.webp``: asset names, not addresses
 _FILE_EXTENSIONS = frozenset(
     {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "css", "js", "json", "yaml", "yml", "html"}
@@ -283,18 +308,23 @@ _FILE_EXTENSIONS = frozenset(
 
 def _scan_email(t: _Text) -> Iterator[Finding]:
     text = t.text
+    domain_pattern = _EMAIL_DOMAIN if text.isascii() else _EMAIL_IDN_DOMAIN
     at = text.find("@")
     while at != -1:
         start = at
-        while start > 0 and at - start < 64 and text[start - 1] in _EMAIL_LOCAL_CHARS:
+        while start > 0 and at - start < 64 and _email_local_char(text[start - 1]):
             start -= 1
         while start < at and not text[start].isalnum():
             start += 1
         local = text[start:at]
-        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        domain = domain_pattern.match(text, at + 1)
         if local and domain and _email_ok(text, start, local, domain):
             yield Finding("email", start, domain.end(), text[start : domain.end()])
         at = text.find("@", at + 1)
+
+
+def _email_local_char(char: str) -> bool:
+    return char in _EMAIL_LOCAL_CHARS or "\x7f" < char < _EMAIL_LOCAL_CJK and char.isalnum()
 
 
 def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
@@ -366,7 +396,8 @@ def _local_phone_ok(run: str) -> bool:
 _CARD = re.compile(
     r"\d(?:\d{12,18}"
     r"|\d{3}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,4}(?:(?P=sep)\d{1,3})?"  # 4-4-4-4(-3)
-    r"|\d{3}(?P<amex>[ -])\d{6}(?P=amex)\d{4,5})"  # Amex 4-6-5, Diners 4-6-4
+    r"|\d{3}\.\d{4}\.\d{4}\.\d{4}(?:\.\d{3})?"  # dotted: full groups only, never 1.2.3.4 or 12.5
+    r"|\d{3}(?P<amex>[ .-])\d{6}(?P=amex)\d{4,5})"  # Amex 4-6-5, Diners 4-6-4
 )
 #: (lowest, highest) issuer prefix of a given width -> the card lengths that scheme issues
 _CARD_RANGES: tuple[tuple[int, int, int, range], ...] = (
@@ -406,12 +437,16 @@ def _scan_credit_card(t: _Text) -> Iterator[Finding]:
             continue
         if after in "-./" and _char(text, m.end() + 1).isdigit():
             continue
-        digits = m.group().replace(" ", "").replace("-", "")
+        digits = m.group().replace(" ", "").replace("-", "").replace(".", "")
         if _card_issuer_ok(digits) and luhn_ok(digits):
             yield Finding("credit_card", m.start(), m.end(), m.group())
 
 
-_IBAN = re.compile(r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?")
+#: any case (gb82 west 1234 …): the country length and mod 97 are checked on the upper-cased value
+_IBAN = re.compile(r"[A-Za-z]{2}\d\d(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?")
+#: an IBAN's check digits after its country, found from the digits: a pattern that starts with any
+#: letter tries nearly every character of prose, one that starts with a digit skips ahead
+_IBAN_CHECK_DIGITS = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9]")
 _IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24,
@@ -433,18 +468,40 @@ def iban_ok(iban: str) -> bool:
 
 
 def _scan_iban(t: _Text) -> Iterator[Finding]:
-    """IBANs around long digit runs: every real BBAN has one (the account number)."""
-    text, seen = t.text, set()
-    for start, end in t.numbers:
-        for m in _IBAN.finditer(text, max(0, start - 42), end + 42):
-            if m.span() not in seen:
-                seen.add(m.span())
-                yield from _iban_finding(text, m)
+    """IBANs around long digit runs: every real BBAN has one (the account number).
+
+    A run cannot cross the letters of an IBAN's head, so the IBAN's first run starts after its head, at
+    most 42 characters on (34 characters and the spaces between groups), or on its check digits. Each
+    head there is tried on its own, so a lookalike just before ("ab12 de89 …") cannot swallow the real
+    head into a longer match that then fails.
+    """
+    text = t.text
+    for window_start, window_end in _iban_head_windows(t.numbers):
+        for check in _IBAN_CHECK_DIGITS.finditer(text, window_start, window_end):
+            head = check.start() - 2
+            if not _char(text, head - 1).isalnum():
+                m = _IBAN.match(text, head)  # not cut at the window: the rest of the IBAN is after it
+                if m:
+                    yield from _iban_finding(text, m)
+
+
+def _iban_head_windows(numbers: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Where an IBAN's check digits can be for each digit run, overlapping windows merged."""
+    current: tuple[int, int] | None = None
+    for start, _ in numbers:
+        if current and start - 42 <= current[1]:
+            current = (current[0], start + 2)
+            continue
+        if current:
+            yield current
+        current = (max(0, start - 42), start + 2)
+    if current:
+        yield current
 
 
 def _iban_finding(text: str, m: re.Match[str]) -> Iterator[Finding]:
-    length = _IBAN_LENGTHS.get(m.group()[:2])
-    if length is not None and not _char(text, m.start() - 1).isalnum():
+    length = _IBAN_LENGTHS.get(m.group()[:2].upper())
+    if length is not None:
         end, seen = m.start(), 0
         while end < m.end() and seen < length:  # stop at the country's length: a word may follow
             seen += text[end] != " "
@@ -707,7 +764,11 @@ class BuiltinDetector:
 
     def find(self, text: str) -> list[Finding]:
         scanned = _Text(text)
-        return _resolve(finding for scan in self._scanners for finding in scan(scanned))
+        found = _resolve(finding for scan in self._scanners for finding in scan(scanned))
+        if scanned.text is text:
+            return found
+        # scanned with ASCII spaces; the values to mask are what the text holds (a no-break space)
+        return [Finding(f.category, f.start, f.end, text[f.start : f.end]) for f in found]
 
 
 #: Presidio's entity types that mean the same as one of ours (its DATE_TIME is any date, not a DOB)

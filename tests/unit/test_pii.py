@@ -140,6 +140,140 @@ def test_pii_builtin_ignores_lookalikes(text: str) -> None:
     assert _found(text) == []
 
 
+# --- text as it arrives: Unicode spaces, any-case IBANs, dotted cards, internationalised emails ----
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "value"),
+    [
+        (
+            "tel +33\u00a06\u00a012\u00a034\u00a056\u00a078",
+            "phone",
+            "+33\u00a06\u00a012\u00a034\u00a056\u00a078",
+        ),
+        ("Tel.\u2009: +49\u200930\u2009901820", "phone", "+49\u200930\u2009901820"),
+        ("desk (415)\u00a0555-2671", "phone", "(415)\u00a0555-2671"),
+        ("Visa 4111\u202f1111\u202f1111\u202f1111", "credit_card", "4111\u202f1111\u202f1111\u202f1111"),
+        ("Amex 3782\u2007822463\u200710005", "credit_card", "3782\u2007822463\u200710005"),
+        (
+            "IBAN FR76\u00a03000\u00a06000\u00a00112\u00a03456\u00a07890\u00a0189",
+            "iban",
+            "FR76\u00a03000\u00a06000\u00a00112\u00a03456\u00a07890\u00a0189",
+        ),
+        (
+            "to DE89\u20093704\u20090044\u20090532\u20090130\u200900.",
+            "iban",
+            "DE89\u20093704\u20090044\u20090532\u20090130\u200900",
+        ),
+        ("SSN\u00a0123\u00a045\u00a06789", "us_ssn", "123\u00a045\u00a06789"),
+    ],
+)
+def test_pii_unicode_spaces_inside_a_value_are_spaces(text: str, category: str, value: str) -> None:
+    findings = BuiltinDetector().find(text)
+    assert [(f.category, f.value) for f in findings] == [(category, value)]
+    assert all(text[f.start : f.end] == f.value for f in findings)  # offsets and values are the original's
+
+
+def test_pii_redactor_restores_values_with_unicode_spaces() -> None:
+    redactor = Redactor(BuiltinDetector())
+    text = "Appelez le +33\u00a06\u00a012\u00a034\u00a056\u00a078\u202f!"
+    assert redactor.mask(text) == "Appelez le [PHONE_1]\u202f!"
+    assert redactor.restore("[PHONE_1]") == "+33\u00a06\u00a012\u00a034\u00a056\u00a078"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("gb82 west 1234 5698 7654 32", "gb82 west 1234 5698 7654 32"),
+        ("Gb82 West 1234 5698 7654 32.", "Gb82 West 1234 5698 7654 32"),
+        ("iban: de89370400440532013000", "de89370400440532013000"),
+        ("send to De89 3704 0044 0532 0130 00 today", "De89 3704 0044 0532 0130 00"),
+        ("ref ab12 de89 3704 0044 0532 0130 00", "de89 3704 0044 0532 0130 00"),  # a lookalike just before
+    ],
+)
+def test_pii_iban_is_found_in_any_case(text: str, value: str) -> None:
+    assert _found(text) == [("iban", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "de89 apples 1234 5678",
+        "the de89 3704 0044 0532 0130 01",  # mod 97 fails
+        "de89 3704 0044 0532 0130 0",  # Germany is 22 characters
+        "zz89 3704 0044 0532 0130 00",  # no such country
+        "xde89 3704 0044 0532 0130 00",  # inside a longer word
+        "ie11 build 1234567 abcd, h264 mp4 1234 5678 9012",
+    ],
+)
+def test_pii_lower_case_iban_lookalikes_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Visa 4111.1111.1111.1111, exp", "4111.1111.1111.1111"),
+        ("MC 5555.5555.5555.4444.", "5555.5555.5555.4444"),
+        ("Amex 3782.822463.10005", "3782.822463.10005"),
+        ("card 4111.1111.1111.1111.003", "4111.1111.1111.1111.003"),  # 19 digits, 4-4-4-4-3
+    ],
+)
+def test_pii_card_with_dots_between_groups_is_found(text: str, value: str) -> None:
+    assert _found(text) == [("credit_card", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111.1111.1111.1112",  # Luhn fails
+        "ledger 1234.5678.1234.5670",  # Luhn passes, no issuer starts with 12
+        "4222.2222.2222.2",  # a 13-digit Visa with spaces, but dotted groups must be whole
+        "4111.1111 1111.1111",  # mixed separators
+        "1.4111.1111.1111.1111 and 4111.1111.1111.1111.5",  # part of a longer dotted number
+        "v4111.1111.1111.1111",
+        "version 4.1.1.1, build 2024.0101.1234.5678, release 4.111.111.111.111",
+        "pi 3.1415926535897932, total 12.345.678,90 EUR, 4111.11 USD",
+    ],
+)
+def test_pii_dotted_numbers_that_are_not_cards_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
+def test_pii_dotted_ip_is_still_an_address_not_a_card() -> None:
+    assert _found("host 4.1.1.1, 41.111.111.111") == [
+        ("ip_address", "4.1.1.1"),
+        ("ip_address", "41.111.111.111"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("write to jane@exämple.de", "jane@exämple.de"),
+        ("<josé@correo.es>", "josé@correo.es"),
+        ("Écrivez à zoë.müller@straße.de.", "zoë.müller@straße.de"),
+        ("почта: иван@пример.рф", "иван@пример.рф"),
+        ("メールはuser@例え.jpまで", "user@例え.jp"),  # no space before: the kana stay out of the address
+    ],
+)
+def test_pii_email_with_non_ascii_local_part_or_domain_is_found(text: str, value: str) -> None:
+    assert _found(text) == [("email", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "naïve@home, Grüße@Müller, café@exämple",  # no dot in the domain
+        "git@gitlab.exämple.de:org/repo",  # an SSH remote
+        "icône@2x.png",  # an asset name
+        "https://josé@git.exämple.de/repo.git",  # a URL's user
+    ],
+)
+def test_pii_non_ascii_email_lookalikes_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
 # --- validators ---------------------------------------------------------------------------------
 
 
@@ -389,8 +523,26 @@ def test_pii_held_out_corpus_keeps_its_measured_floor() -> None:
         "-----BEGIN PRIVATE KEY-----\n" * 5_000,
         "born 12 12 12 " * 5_000,
         "x://" + "a" * 100 + ":" + "b@" * 50_000,
+        "1\u00a0" * 50_000,
+        "é@" * 50_000,
+        "x@" + "ä." * 50_000,
+        "ab12 " * 20_000,
+        "4111." * 20_000,
     ],
-    ids=["jwt-prefixes", "spaced-digits", "at-signs", "colons", "key-headers", "birth-words", "userinfo"],
+    ids=[
+        "jwt-prefixes",
+        "spaced-digits",
+        "at-signs",
+        "colons",
+        "key-headers",
+        "birth-words",
+        "userinfo",
+        "no-break-spaced-digits",
+        "non-ascii-at-signs",
+        "idn-labels",
+        "iban-heads",
+        "dotted-groups",
+    ],  # fmt: skip
 )
 def test_pii_scan_stays_linear_on_hostile_input(text: str) -> None:
     started = time.perf_counter()
