@@ -96,6 +96,7 @@ class _Gateway:
         A refusal is audited: a service sending credentials or running over its budget is worth a line.
         """
         queue = self.store.queue_for(service, request)
+        self._check_notify(request)
         skill = self._check_skill(request)
         routed = routed_request(request, skill) if skill is not None else request
         plan = self.engine.plan(
@@ -112,6 +113,13 @@ class _Gateway:
             append_event(self.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
             raise
         return _Admission(plan, decisions)
+
+    def _check_notify(self, request: JobRequest) -> None:
+        channels = self.config.channels
+        for name in request.notify:
+            if channels.deliverable(name) is None:
+                known = ", ".join(c.name for c in channels.channels if c.type != "cli") or "none configured"
+                raise ValidationError(f"notify: {name!r} is not a slack or webhook channel (known: {known})")
 
     def _check_skill(self, request: JobRequest) -> Skill | None:
         """A skill job's skill exists (404) and its inputs keep the contract (422), before it is queued."""

@@ -380,15 +380,50 @@ class PoliciesFile(Strict):
 # --- channels.yaml -------------------------------------------------------------------------------
 
 
-class ChannelConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+class ChannelConfig(Strict):
+    """Where job notifications go: a job lists channel names in ``notify``.
+
+    ``webhook``: a JSON POST to ``url`` (signed with HMAC-SHA256 when ``secret_env`` names a
+    secret); ``slack``: a Slack incoming webhook, whose URL is a secret, so only ``url_env``;
+    ``cli``: the terminal that waits for its own job (``aigw ask``), which needs no delivery.
+    Notifications carry the job's state, never its content: the result is read through the API.
+    """
 
     type: Literal["cli", "slack", "webhook"]
-    name: str = Field(min_length=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str | None = Field(None, pattern=r"^https?://")
+    url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _where_it_goes(self) -> Self:
+        if self.type == "cli":
+            if self.url or self.url_env or self.secret_env:
+                raise ValueError("a cli channel takes no url, url_env or secret_env")
+        elif self.type == "slack":
+            if self.url or not self.url_env:
+                raise ValueError(
+                    "a slack webhook URL is a secret: give url_env (the variable holding it), not url"
+                )
+        elif (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of url or url_env")
+        return self
 
 
 class ChannelsFile(Strict):
     channels: list[ChannelConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [c.name for c in self.channels]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def deliverable(self, name: str) -> ChannelConfig | None:
+        """The slack or webhook channel called ``name`` (a cli channel receives nothing)."""
+        return next((c for c in self.channels if c.name == name and c.type != "cli"), None)
 
 
 # --- the whole directory -------------------------------------------------------------------------

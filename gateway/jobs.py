@@ -73,6 +73,9 @@ class JobRequest(BaseModel):
         None, description="Use the exact-match response cache (default: the service's setting)."
     )
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    notify: list[str] = Field(
+        default_factory=list, max_length=10, description="Channels (channels.yaml) told when the job ends."
+    )
 
     @field_validator("prompt")
     @classmethod

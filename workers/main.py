@@ -33,6 +33,7 @@ def build_worker(
         name=name,
         on_heartbeat=pipeline.breakers.refresh,
         subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
+        on_final=pipeline.notifier.on_final,
     )
     return worker, pipeline
 

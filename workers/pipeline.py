@@ -31,6 +31,7 @@ from gateway.quotas import Holds, Quotas
 from gateway.skill_source import SkillCatalog, routed_request
 from gateway.skills import SkillFailedError, SkillTimeoutError, parse_ref, validate_inputs
 from workers.breaker import Breakers
+from workers.channels import Notifier
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
@@ -53,6 +54,7 @@ class JobPipeline:
         self.quotas = Quotas(connection, config)
         self.cache = ResponseCache(connection)
         self.balancer = Balancer(config.models)
+        self.notifier = Notifier(config)
         self.skills = SkillCatalog(config, connection, aigw_home() / "skill-cache")
         self.skill_runner = SkillRunner(
             protected_env=provider_key_names(config), max_output_bytes=config.gateway.skills.max_output_bytes
@@ -71,7 +73,8 @@ class JobPipeline:
         return cls(config, connection, providers, breakers)
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
+        closing = [p.aclose() for p in self.providers.values()]
+        await asyncio.gather(*closing, self.notifier.aclose(), return_exceptions=True)
 
     async def __call__(self, job: Job) -> Outcome:
         payload: dict[str, Any] = job.args[0]

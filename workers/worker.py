@@ -20,7 +20,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,8 @@ from gateway.errors import GatewayError, JobTimeoutError
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
 JobRunner = Callable[[Job], Awaitable[Any]]
+#: Called once a job is final and stored: (job, "succeeded" | "failed" | "canceled", result or error).
+FinalHook = Callable[[Job, str, Any], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class AsyncWorker(BaseWorker):
         name: str | None = None,
         on_heartbeat: Callable[[], None] | None = None,
         subscriptions: dict[str, Callable[[str], None]] | None = None,
+        on_final: FinalHook | None = None,
     ) -> None:
         super().__init__(
             [queue],
@@ -98,6 +101,8 @@ class AsyncWorker(BaseWorker):
         self.reap_interval = reap_interval
         self.shutdown_grace = shutdown_grace
         self.on_heartbeat = on_heartbeat
+        self.on_final = on_final
+        self._after_final: set[asyncio.Task[None]] = set()
         #: pub/sub channel -> handler, besides job cancellation (e.g. circuit breakers opening)
         self.subscriptions: dict[str, Callable[[str], None]] = {
             keys.CANCEL_CHANNEL: self._cancel_running,
@@ -138,6 +143,8 @@ class AsyncWorker(BaseWorker):
         try:
             await self._dequeue_loop(aconn, burst)
             await self._drain()
+            if self._after_final:  # notifications of jobs that just finished get a moment to go out
+                await asyncio.wait(self._after_final, timeout=10)
         finally:
             for task in background:
                 task.cancel()
@@ -242,20 +249,36 @@ class AsyncWorker(BaseWorker):
         except asyncio.CancelledError:
             if running.canceled_by_user:
                 self._finalize_canceled(job, execution)
+                self._final(job, "canceled", None)
                 return
             self._requeue_interrupted(job, execution)
             raise
         except TimeoutError:
-            self._fail(job, execution, JobTimeoutError(f"job ran past its timeout of {timeout}s"))
+            timed_out = JobTimeoutError(f"job ran past its timeout of {timeout}s")
+            if self._fail(job, execution, timed_out):
+                self._final(job, "failed", timed_out.to_dict())
         except GatewayError as exc:
-            self._fail(job, execution, exc)
+            if self._fail(job, execution, exc):
+                self._final(job, "failed", exc.to_dict())
         except redis.RedisError:
             raise  # not the job's fault: _execute leaves it for the reaper to recover
         except Exception as exc:
             logger.exception("job {} raised an unexpected error", job.id)
-            self._fail(job, execution, GatewayError(f"{type(exc).__name__}: {exc}"))
+            error = GatewayError(f"{type(exc).__name__}: {exc}")
+            if self._fail(job, execution, error):
+                self._final(job, "failed", error.to_dict())
         else:
-            self._succeed(job, execution, value if isinstance(value, Outcome) else Outcome(value))
+            outcome = value if isinstance(value, Outcome) else Outcome(value)
+            self._succeed(job, execution, outcome)
+            self._final(job, "succeeded", outcome.value)
+
+    def _final(self, job: Job, status: str, detail: Any) -> None:
+        """Hand a stored, final job to ``on_final`` (notifications) without holding its slot."""
+        if self.on_final is None:
+            return
+        task = asyncio.create_task(self.on_final(job, status, detail))
+        self._after_final.add(task)
+        task.add_done_callback(self._after_final.discard)
 
     def _start(self, job: Job) -> Execution:
         """RQ's prepare_execution and prepare_job_execution in one round trip.
@@ -303,10 +326,11 @@ class AsyncWorker(BaseWorker):
         if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
             self._release_slot_safely(job)
 
-    def _fail(self, job: Job, execution: Execution, error: GatewayError) -> None:
+    def _fail(self, job: Job, execution: Execution, error: GatewayError) -> bool:
         """Fail the attempt; RQ requeues it (with backoff) if it is retryable and has retries left.
 
         A provider's Retry-After can only push the next attempt later than the configured interval.
+        Returns whether the job is now final (failed for good).
         """
         job._status = JobStatus.FAILED
         job.ended_at = now()
@@ -316,7 +340,7 @@ class AsyncWorker(BaseWorker):
         retry_after = getattr(error, "retry_after", None)
         if will_retry and retry_after:
             self._retry_later(job, execution, max(float(retry_after), float(job.get_retry_interval())))
-            return
+            return False
         self.handle_job_failure(
             job=job,
             queue=self.queue,
@@ -326,6 +350,7 @@ class AsyncWorker(BaseWorker):
         )
         if not will_retry:
             self._publish_done(job.id)
+        return not will_retry
 
     def _retry_later(self, job: Job, execution: Execution, delay: float) -> None:
         """RQ's job.retry(), scheduled no earlier than ``delay`` seconds from now.

@@ -1,0 +1,177 @@
+"""Notifications: a job's `notify` channels hear that it ended (and if it is a draft), never what it said."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.conftest import Api, WorkerHandle, wait_until
+
+Factory = Callable[..., Config]
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records what it gets; ``fail_first`` answers 500 first."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    fail_first: int = 0
+    calls: int = 0
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.calls += 1
+            if state.calls <= state.fail_first:
+                self.send_response(500)
+            else:
+                state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def with_channels(config: Config, channels: list[dict[str, Any]]) -> Config:
+    (Path(config.directory) / "channels.yaml").write_text(yaml.safe_dump({"channels": channels}))
+    return load_config(config.directory)
+
+
+def test_a_draft_is_announced_as_a_draft_signed_and_without_its_content(
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    start_worker: Callable[..., WorkerHandle],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPS_HOOK_SECRET", "s3cret-for-hmac")
+    monkeypatch.setenv("SLACK_HOOK_URL", receiver.url + "/slack")
+    config = with_channels(
+        gateway_config(),  # the shipped policies: every output is a draft
+        [
+            {"type": "webhook", "name": "ops", "url": receiver.url, "secret_env": "OPS_HOOK_SECRET"},
+            {"type": "slack", "name": "team", "url_env": "SLACK_HOOK_URL"},
+        ],
+    )
+    api = start_api(config)
+    start_worker(config)
+    with api.client() as client:
+        body = {"prompt": "Draft the outage note", "notify": ["ops", "team"]}
+        job = client.post("/v1/jobs", params={"wait": 15}, json=body).json()
+    assert job["status"] == "succeeded"
+    wait_until(lambda: len(receiver.received) == 2, "two notifications")
+    by_kind = {"slack" if b"text" in raw else "webhook": (headers, raw) for headers, raw in receiver.received}
+    headers, raw = by_kind["webhook"]
+    event = json.loads(raw)
+    assert event == {
+        "event": "job.finished",
+        "job_id": job["id"],
+        "service": "svc-a",
+        "status": "succeeded",
+        "path": f"/v1/jobs/{job['id']}",
+        "model": "general",
+        "draft": True,
+        "review": "pending",
+    }
+    expected = hmac.new(b"s3cret-for-hmac", raw, hashlib.sha256).hexdigest()
+    assert headers["x-aigw-signature"] == f"sha256={expected}"
+    slack = json.loads(by_kind["slack"][1])["text"]
+    assert "DRAFT, pending review" in slack and job["id"] in slack
+    assert all(b"outage note" not in raw and b"echo" not in raw for _h, raw in receiver.received)
+
+
+def test_a_failed_job_is_announced_and_a_5xx_is_retried(
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    start_worker: Callable[..., WorkerHandle],
+    fake: FakeProvider,
+    receiver: Receiver,
+) -> None:
+    receiver.fail_first = 1
+    config = with_channels(
+        gateway_config(jobs={"max_attempts": 1}, policies=[]),
+        [{"type": "webhook", "name": "ops", "url": receiver.url}],
+    )
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.status(400), model="gpt-fake")
+    with api.client() as client:
+        job = client.post(
+            "/v1/jobs", params={"wait": 15}, json={"prompt": "x", "model": "openai", "notify": ["ops"]}
+        ).json()
+    assert job["status"] == "failed"
+    wait_until(lambda: receiver.received, "the notification, on its second try")
+    event = json.loads(receiver.received[0][1])
+    assert (event["status"], event["error_type"]) == ("failed", "provider_bad_request")
+    assert receiver.calls == 2
+
+
+def test_unknown_or_cli_channels_are_refused_at_the_door(
+    gateway_config: Factory, start_api: Callable[[Config], Api], receiver: Receiver
+) -> None:
+    config = with_channels(
+        gateway_config(),
+        [{"type": "cli", "name": "terminal"}, {"type": "webhook", "name": "ops", "url": receiver.url}],
+    )
+    api = start_api(config)
+    with api.client() as client:
+        for name in ("nope", "terminal"):
+            response = client.post("/v1/jobs", json={"prompt": "x", "notify": [name]})
+            assert response.status_code == 422
+            assert f"notify: '{name}' is not a slack or webhook channel (known: ops)" in response.text
+    assert receiver.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("channel", "needle"),
+    [
+        ({"type": "slack", "name": "s", "url": "https://hooks.slack.com/services/T/B/X"}, "url_env"),
+        ({"type": "webhook", "name": "w"}, "exactly one of url or url_env"),
+        ({"type": "webhook", "name": "w", "url": "ftp://x"}, "url"),
+        ({"type": "cli", "name": "c", "url": "http://127.0.0.1/x"}, "takes no url"),
+    ],
+)
+def test_channel_config_errors_name_the_entry(config_dir: Path, channel: dict[str, Any], needle: str) -> None:
+    (config_dir / "channels.yaml").write_text(yaml.safe_dump({"channels": [channel]}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert str(caught.value).startswith(f"channels.yaml: channels[0] ({channel['name']})")
+    assert needle in str(caught.value)
+
+
+def test_notify_is_in_the_published_job_schema(
+    gateway_config: Factory, start_api: Callable[[Config], Api]
+) -> None:
+    api = start_api(gateway_config())
+    schema = httpx.get(f"{api.url}/openapi.json").json()["components"]["schemas"]["JobRequest"]
+    assert schema["properties"]["notify"]["maxItems"] == 10
