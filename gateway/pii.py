@@ -141,19 +141,27 @@ class _Text:
             return lowered
         return "".join(c.lower() if len(c.lower()) == 1 else c for c in self.text)
 
+    def _camel_case_at(self, index: int) -> bool:
+        return self.text[index].isupper() and self.text[index - 1].islower()
+
     def in_numbers(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
         """``pattern``'s matches inside the digit runs."""
         for start, end in self.numbers:
             yield from pattern.finditer(self.text, start, end)
 
     def words_ending(self, needles: Iterable[str], word: re.Pattern[str]) -> Iterator[int]:
-        """Ends of the whole words ``word`` matches (in lowercase) where one of ``needles`` starts."""
+        """Ends of the words ``word`` matches (in lowercase) where one of ``needles`` starts a word or a
+        camelCase part of one (``dateOfBirth``); needles with non-ASCII letters only in non-ASCII text."""
+        ascii_only = self.text.isascii()
         for needle in needles:
+            if ascii_only and not needle.isascii():
+                continue
             at = self.lower.find(needle)
             while at != -1:
-                m = word.match(self.lower, at)
-                if m and not _char(self.lower, at - 1).isalpha():
-                    yield m.end()
+                if not _char(self.lower, at - 1).isalpha() or self._camel_case_at(at):
+                    m = word.match(self.lower, at)
+                    if m:
+                        yield m.end()
                 at = self.lower.find(needle, at + 1)
 
 
@@ -345,15 +353,28 @@ _NANP = re.compile(
     r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
     r"(?![\w]|[.-]\d)"
 )
+#: the word for a phone in English, French, German, Spanish, Portuguese, Italian and Dutch; a bare
+#: national number ("Tel. 030 901820", "Handy 0171 1234567") counts only after one of them
 _PHONE_WORD = re.compile(
     r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
-    r"|landline|dial|ring|reach me)\b"
+    r"|landline|dial|ring|reach me"
+    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler"
+    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
+    r"|tel[eé]fono|m[oó]vil|celular|telefone|telem[oó]vel|telefono|cellulare|telefoon|mobiel)\b"
 )
+#: words that make the number after them an identifier, not a phone (in the same languages)
 _ID_WORD = re.compile(
     r"\b(?:order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
-    r"|confirmation|booking|customer|card|iban|ssn|isbn)\b"
+    r"|confirmation|booking|customer|card|iban|ssn|isbn"
+    r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
+    r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
+    r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
+    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening)\b"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+#: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
+#: other common number is written so, so it needs no phone word, only no id word before it
+_FR_PHONE = re.compile(r"0[1-9](?P<sep>[ .-])\d\d(?:(?P=sep)\d\d){3}")
 
 
 def _scan_phone(t: _Text) -> Iterator[Finding]:
@@ -370,18 +391,22 @@ def _scan_phone(t: _Text) -> Iterator[Finding]:
         nanp = list(_NANP.finditer(text, start, end))
         for n in nanp:
             yield Finding("phone", n.start(), n.end(), n.group())
-        if not nanp and _local_phone_ok(run) and _has_phone_context(t.lower, start):
-            yield Finding("phone", start, end, run)
+        if nanp:
+            continue
+        french = _FR_PHONE.fullmatch(run) is not None
+        if french or _local_phone_ok(run):
+            phone_word, id_word = _phone_context(t.lower, start)
+            if (french or phone_word) and not id_word:
+                yield Finding("phone", start, end, run)
 
 
-def _has_phone_context(lowered: str, start: int) -> bool:
-    """A phone word shortly before, with no id word ("order", "invoice", …) between it and the number."""
+def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
+    """Whether a phone word is shortly before, and whether an id word ("order", "Rechnung", …) or a
+    ``#`` is between it (or the start of that stretch) and the number."""
     window = _before(lowered, start, 32)
     words = list(_PHONE_WORD.finditer(window))
-    if not words:
-        return False
-    after_word = window[words[-1].end() :]
-    return not _ID_WORD.search(after_word) and "#" not in window[-3:]
+    after_word = window[words[-1].end() :] if words else window
+    return bool(words), bool(_ID_WORD.search(after_word)) or "#" in window[-3:]
 
 
 def _local_phone_ok(run: str) -> bool:
@@ -585,24 +610,64 @@ def _scan_ip(t: _Text) -> Iterator[Finding]:
 
 # --- dates of birth and postal addresses -----------------------------------------------------------
 
-_BIRTH_WORDS = ("born", "birth", "dob", "d.o.b")
-_BIRTH_WORD = re.compile(r"(?:born|birth(?:day|date)?|dob|d\.o\.b\.?)(?![a-z])")
-_MONTH = (
-    r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+#: needles for ``str.find`` in the lowercased text, then the words they start: birth and its field
+#: names (dob, birth_date, dateOfBirth, patientDob), and "born" and "date of birth" in French, German,
+#: Spanish, Portuguese, Italian and Dutch (né le, geb., Geburtsdatum, nacida el, F. nac., nascido em,
+#: nata il, geboren op); "na" finds naissance, nacimiento, nascita and nato in one pass, not five
+_BIRTH_WORDS = ("born", "birth", "dob", "d.o.b", "na", "geb", "né")
+_BIRTH_WORD = re.compile(
+    r"(?:born|birth(?:[ _-]?(?:day|date))?|dob|d\.o\.b\.?"
+    r"|né(?:e|\(e\))?s?|naissance"
+    r"|geboren|geb\.(?:-?datum)?|geburts(?:datum|tag)|geboorte(?:datum)?"
+    r"|nac(?:imiento|id[oa]s?|\.)|nasc(?:imento|id[oa]s?|ita)"
+    r"|nat[oa](?=\s+(?:il|a|ad)\s))"  # Italian "nato il", "nata a Roma il"; not NATO
+    r"(?![^\W\d_])"
 )
+#: month names and their usual abbreviations in the same languages, to their number
+_MONTH_NUMBERS: dict[str, int] = {
+    name: number
+    for number, names in enumerate(
+        (
+            "jan january janvier janv januar jänner enero ene janeiro gennaio gen januari",
+            "feb february février fevrier févr fevr februar febrero fevereiro fev febbraio febr februari",
+            "mar march mars märz maerz mrz marzo março marco maart mrt",
+            "apr april avril avr abril abr aprile",
+            "may mai mayo maio maggio mag mei",
+            "jun june juin juni junio junho giugno giu",
+            "jul july juillet juil juli julio julho luglio lug",
+            "aug august août aout agosto ago augustus",
+            "sep sept september septembre septiembre setiembre set setembro settembre",
+            "oct october octobre oktober okt octubre outubro out ottobre ott",
+            "nov november novembre noviembre novembro",
+            "dec december décembre decembre déc dezember dez diciembre dic dezembro dicembre",
+        ),
+        start=1,
+    )
+    for name in names.split()
+}
+#: a word that may be a month, looked up in ``_MONTH_NUMBERS`` after a match: far cheaper than trying
+#: a hundred names at every position of the text
+_MONTH = r"(?<![^\W\d_])[^\W\d_]{3,10}"
+#: ISO, day or month first with - / or . (12.05.1978), "3 avril 1985", "12. Mai 1978", "3rd of March,
+#: 1985", "3 de abril de 1985", "March 3, 1985"
 _DATE = re.compile(
     r"(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})(?![\d:T])"
     r"|(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4}|\d{2})(?!\d)"
-    rf"|(?P<day>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of)?\s+(?P<month>{_MONTH})\.?,?\s+(?P<dy>\d{{4}})"
+    rf"|(?P<day>\d{{1,2}})(?:st|nd|rd|th|er|º|°|\.)?(?:\s+(?:of|de))?\s+(?P<month>{_MONTH})\.?,?"
+    r"(?:\s+de)?\s+(?P<dy>\d{4})"
     rf"|(?P<month2>{_MONTH})\.?\s+(?P<day2>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<dy2>\d{{4}})"
 )
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-#: what may stand between the birth word and the date: connectives, names ("born in Lyon on"), a format
-#: hint; not other words ("our birthday sale runs 2024-06-01" is a sale)
+#: what may stand between the birth word and the date: connectives, names ("born in Lyon on", "née à
+#: Lyon le", "nata a Roma il"), a format hint, JSON quotes; not other words ("our birthday sale runs
+#: 2024-06-01" is a sale)
 _BIRTH_GAP = re.compile(
-    r"[\s:=,()'-]*(?:(?:is|was|on|of|in|at|the|[A-Z][a-z]+|[A-Za-z]+/[A-Za-z]+/[A-Za-z]+)[\s:=,()'-]*){0,4}"
+    r"[\s:=,()'\"-]*(?:(?:is|was|on|of|in|at|the|le|à|a|am|em|el|en|il|ad|op|de|du|da|di|do"
+    r"|[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+|[A-Za-z]+/[A-Za-z]+/[A-Za-z]+)\b[\s:=,()'\"-]*){0,4}"
 )
+#: a field of a CSV header ("id", "e-mail", "date_of_birth", "Date (ISO)"): a short label, or empty
+_FIELD_LABEL = re.compile(r"(?:[^\W\d][\w .()/#'-]{0,39})?")
+_CSV_DELIMITERS = ",;\t|"
+_CSV_QUOTES = " \"'"
 
 
 def _valid_date(year: int, month: int, day: int) -> bool:
@@ -621,17 +686,58 @@ def _date_ok(m: re.Match[str]) -> bool:
     if g["a"]:
         a, b, year = int(g["a"]), int(g["b"]), int(g["year"])
         return _valid_date(year, b, a) or _valid_date(year, a, b)  # day-first or month-first
-    month = _MONTHS.index((g["month"] or g["month2"])[:3].lower()) + 1
-    return _valid_date(int(g["dy"] or g["dy2"]), month, int(g["day"] or g["day2"]))
+    month = _MONTH_NUMBERS.get((g["month"] or g["month2"]).lower())
+    return month is not None and _valid_date(int(g["dy"] or g["dy2"]), month, int(g["day"] or g["day2"]))
 
 
 def _scan_date_of_birth(t: _Text) -> Iterator[Finding]:
-    """A date within a few words after "born", "DOB", "date of birth", "birthday"; dates alone are not PII."""
+    """A date within a few words after a birth word ("born", "DOB", "née le", "Geburtsdatum"), or under
+    a birth column of a CSV header ("id,name,dob"); dates alone are not PII."""
     text = t.text
-    for word_end in t.words_ending(_BIRTH_WORDS, _BIRTH_WORD):
+    table_end = 0  # where the last table read ended: a header before it was one of its rows
+    for word_end in sorted(t.words_ending(_BIRTH_WORDS, _BIRTH_WORD)):
         m = _DATE.search(text, word_end, word_end + 40)
         if m and _BIRTH_GAP.fullmatch(text, word_end, m.start()) and _date_ok(m):
             yield Finding("date_of_birth", m.start(), m.end(), m.group())
+        elif word_end >= table_end:
+            found, table_end = _csv_column_dates(text, word_end)
+            yield from found
+
+
+def _csv_column_dates(text: str, word_end: int) -> tuple[list[Finding], int]:
+    """The dates in a CSV column whose header field ends with the birth word at ``word_end``, and
+    where reading stopped. Rows count while they have as many fields as the header, so a delimiter in
+    a quoted value ends the table rather than shifting the column."""
+    field_end = word_end
+    while field_end < word_end + 3 and _char(text, field_end) in _CSV_QUOTES:
+        field_end += 1
+    after = text[field_end : field_end + 1]
+    if not after or after not in _CSV_DELIMITERS + "\r\n":
+        return [], word_end
+    line_start = text.rfind("\n", max(0, word_end - 1000), word_end) + 1
+    line_end = text.find("\n", field_end, field_end + 1000)
+    if (line_start == 0 and word_end > 1000) or line_end == -1:
+        return [], word_end  # a line too long for a header, or no row under it
+    header = text[line_start:line_end].rstrip("\r")
+    delimiter = after if after in _CSV_DELIMITERS else max(_CSV_DELIMITERS, key=header.count)
+    fields = header.split(delimiter)
+    if len(fields) < 2 or not all(_FIELD_LABEL.fullmatch(f.strip(_CSV_QUOTES)) for f in fields):
+        return [], word_end
+    column = header.count(delimiter, 0, word_end - line_start)
+    found, at = [], line_end + 1
+    while at < len(text):
+        row_end = text.find("\n", at)
+        row_end = len(text) if row_end == -1 else row_end
+        row = text[at:row_end].rstrip("\r").split(delimiter)
+        if len(row) != len(fields):
+            break
+        value = row[column].strip(_CSV_QUOTES)
+        m = _DATE.fullmatch(value)
+        if m and _date_ok(m):
+            start = at + sum(len(cell) + 1 for cell in row[:column]) + row[column].index(value)
+            found.append(Finding("date_of_birth", start, start + len(value), value))
+        at = row_end + 1
+    return found, at
 
 
 _US_STATES = (

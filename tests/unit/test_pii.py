@@ -140,6 +140,161 @@ def test_pii_builtin_ignores_lookalikes(text: str) -> None:
     assert _found(text) == []
 
 
+# --- dates of birth in other languages and in structured data ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Née le 3 avril 1985 à Lyon", "3 avril 1985"),
+        ("né le 1er mars 1990", "1er mars 1990"),
+        ("Il est né(e) le 12/03/1985.", "12/03/1985"),
+        ("Marie Martin, née à Lyon le 3 avril 1985", "3 avril 1985"),
+        ("Date de naissance : 19/08/1991", "19/08/1991"),
+        ("Jürgen Weber, geboren am 12.05.1978 in München", "12.05.1978"),
+        ("Max Mustermann (geb. am 3. März 1985)", "3. März 1985"),
+        ("geb. 12. Mai 1978", "12. Mai 1978"),
+        ("Geburtsdatum: 1978-05-12", "1978-05-12"),
+        ("Geb.-Datum: 03.04.1985", "03.04.1985"),
+        ("nacido el 3 de abril de 1985", "3 de abril de 1985"),
+        ("Nacida en Sevilla el 07/02/1979", "07/02/1979"),
+        ("Fecha de nacimiento: 07/02/1979", "07/02/1979"),
+        ("F. nac.: 07/02/1979", "07/02/1979"),
+        ("nascido em 02/03/1983", "02/03/1983"),
+        ("Data de nascimento: 3 de março de 1983", "3 de março de 1983"),
+        ("nato il 3 aprile 1985", "3 aprile 1985"),
+        ("nata a Roma il 12/03/1985", "12/03/1985"),
+        ("Data di nascita: 12/03/1985", "12/03/1985"),
+        ("geboren op 3 april 1985", "3 april 1985"),
+        ("Geboortedatum: 03-04-1985", "03-04-1985"),
+        ("DOB: March 3, 1985", "March 3, 1985"),
+        ("Birth date: 3 Sept. 1985", "3 Sept. 1985"),
+    ],
+)
+def test_pii_date_of_birth_in_other_languages_is_found(text: str, value: str) -> None:
+    assert _found(text) == [("date_of_birth", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"patient_id": "P-1", "dob": "1956-12-01", "ward": "3B"}',
+        '{"dateOfBirth":"1956-12-01"}',
+        "{'birth_date': '1956-12-01'}",
+        "birthDate: 1956-12-01",
+        "date_of_birth: 1956-12-01",
+        "patientDob=1956-12-01",
+        "DOB:1956-12-01",
+        "dob\n1956-12-01",
+    ],
+)
+def test_pii_date_of_birth_under_a_field_name_is_found(text: str) -> None:
+    assert _found(text) == [("date_of_birth", "1956-12-01")]
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        ("id,name,dob\n1,Ann,1988-11-23\n2,Bob,02/03/1979", ["1988-11-23", "02/03/1979"]),
+        ("dob,name\r\n1988-11-23,Ann\r\n", ["1988-11-23"]),
+        ("name;Geburtsdatum;Ort\nWeber;12.05.1978;Berlin", ["12.05.1978"]),
+        ('"id","date_of_birth","city"\n"1","1988-11-23","Paris"', ["1988-11-23"]),
+        ("id\tbirthdate\n7\t 23/11/1988 ", ["23/11/1988"]),
+        ("| id | dob |\n|---|---|\n| 1 | 1988-11-23 |", ["1988-11-23"]),
+    ],
+)
+def test_pii_date_of_birth_in_a_csv_birth_column_is_found(text: str, values: list[str]) -> None:
+    findings = BuiltinDetector(["date_of_birth"]).find(text)
+    assert [f.value for f in findings] == values
+    assert all(text[f.start : f.end] == f.value for f in findings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "La Renaissance a commencé le 3 avril 1450; date de livraison : 19/08/2024",
+        "Né en 1985 à Lyon",  # a year, not a date
+        "née Dupont, mariée le 12/06/2010",  # another word between
+        "Lieferdatum: 12.05.2024, geboren 1978",
+        "Geburtstagsfeier am 12.05.2024; Gebäude 3, Baujahr 12.05.1978",
+        "Fecha de nacimiento: pendiente; fecha de alta 07/02/2019",
+        "nacional desde el 07/02/1979",
+        "NATO on 4 April 1949; natale il 25/12/2020",
+        "Data di scadenza: 12/03/2025, nato nel 1985",
+        "born 12 Lyon 1985, born on 31 février 1985",  # no such month, no such day
+        '{"dob_verified_at": "2024-01-15", "updated": "2024-01-15"}',
+        '{"dob": "unknown", "admitted": "2024-06-10"}',
+        "The rebirth date 2024-01-15",
+    ],
+)
+def test_pii_dates_near_birth_lookalikes_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id,name,birth_city\n1,Ann,1988-11-23",  # the word does not end the field
+        "id,dob,name\n1,Ann,1988-11-23",  # the date is in another column
+        'id,name,dob\n1,"Raman, Priya",1988-11-23',  # a quoted comma: the row no longer lines up
+        "id,name,dob\n1,Ann\n2,Bob,1988-11-23",  # the table ends at a short row
+        "dob,x\n1988-13-45,y",  # no such date
+        "id,created\n1,2024-01-15",
+    ],
+)
+def test_pii_csv_dates_outside_a_birth_column_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
+# --- national phone numbers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("contactez l'accueil au 01 42 68 53 00 (du lundi au vendredi)", "01 42 68 53 00"),
+        ("Portable : 06 12 34 56 78", "06 12 34 56 78"),
+        ("06.12.34.56.78", "06.12.34.56.78"),
+        ("appelez le 09-87-65-43-21", "09-87-65-43-21"),
+        ("Téléphone client : 06 12 34 56 78", "06 12 34 56 78"),
+        ("Tél. 0142685300", "0142685300"),
+        ("Telefon: 030 901820", "030 901820"),
+        ("Handy 0171 1234567", "0171 1234567"),
+        ("Mobil: 0171 1234567", "0171 1234567"),
+        ("Tel.: 089 2180 3456", "089 2180 3456"),
+        ("teléfono 912 345 678", "912 345 678"),
+        ("móvil: 612 345 678", "612 345 678"),
+        ("telefone 21 123 4567", "21 123 4567"),
+        ("telefono 06 6982 1234", "06 6982 1234"),
+        ("cellulare 347 123 4567", "347 123 4567"),
+        ("telefoon 020 123 4567", "020 123 4567"),
+    ],
+)
+def test_pii_national_phone_number_is_found(text: str, value: str) -> None:
+    assert _found(text) == [("phone", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Commande 01 23 45 67 89 expédiée",  # an id word before the pairs
+        "Facture n° 06 12 34 56 78, réf. 01.42.68.53.00",
+        "tirage 01 02 03 04 05 06",  # six pairs
+        "00 12 34 56 78, 1 42 68 53 00, 01 42 68 53 000, 01 42 68 53",
+        "0142 68 53 00, 01 42.68 53 00",  # not in pairs, mixed separators
+        "0142685300",  # ten bare digits: only with a phone word
+        "030 901820",  # a German number: only with a phone word
+        "Bestellnummer 0171 1234567, Rechnung 0171 1234568",
+        "Telefon-Hotline, Kundennummer 0171 1234567",  # the id word is nearer than the phone word
+        "Montant : 1 234 567,89 €, code postal 75008 Paris",
+        "Horodatage 2024-06-12 10:30:00, commande #0612345678",
+        "Telefon: 75008 Paris; Tel. 2024-06-12; Handy: 12.05.1978; Mobil: 1.234.567,89 €",
+    ],
+)
+def test_pii_national_number_lookalikes_are_ignored(text: str) -> None:
+    assert _found(text) == []
+
+
 # --- text as it arrives: Unicode spaces, any-case IBANs, dotted cards, internationalised emails ----
 
 
@@ -506,11 +661,13 @@ def test_pii_corpus_precision_and_recall() -> None:
 
 
 def test_pii_held_out_corpus_keeps_its_measured_floor() -> None:
-    """The blind corpus (written without seeing the detector): guards its measured 0.978 / 0.899."""
+    """The held-out corpus, written without seeing the detector: blind it measured 0.978 / 0.899; the
+    multilingual birth words, field names and national phone formats (general rules, written after its
+    misses were known, so no longer a blind score) brought it to 0.980 / 0.980."""
     samples = load_corpus(HOLDOUT)
     evaluation = evaluate(BuiltinDetector(), samples)
     assert evaluation.overall.precision >= 0.97
-    assert evaluation.overall.recall >= 0.89
+    assert evaluation.overall.recall >= 0.97
 
 
 @pytest.mark.parametrize(
@@ -528,6 +685,12 @@ def test_pii_held_out_corpus_keeps_its_measured_floor() -> None:
         "x@" + "ä." * 50_000,
         "ab12 " * 20_000,
         "4111." * 20_000,
+        "dob," * 50_000,
+        "dob,x\n" * 50_000,
+        "id,dob\n" + "1,1988-11-23\n" * 30_000,
+        "née le " * 30_000,
+        "born " + "Lyon " * 50_000,
+        "01 " * 50_000,
     ],
     ids=[
         "jwt-prefixes",
@@ -542,6 +705,12 @@ def test_pii_held_out_corpus_keeps_its_measured_floor() -> None:
         "idn-labels",
         "iban-heads",
         "dotted-groups",
+        "csv-header-fields",
+        "csv-headers",
+        "csv-rows",
+        "french-birth-words",
+        "month-like-words",
+        "digit-pairs",
     ],  # fmt: skip
 )
 def test_pii_scan_stays_linear_on_hostile_input(text: str) -> None:
