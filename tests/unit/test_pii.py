@@ -614,8 +614,8 @@ def test_make_detector_presidio_without_the_package_names_the_install() -> None:
     )
 
 
-def test_make_detector_auto_falls_back_to_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pii, "presidio_available", lambda: False)
+@pytest.mark.usefixtures("no_presidio")
+def test_make_detector_auto_falls_back_to_builtin() -> None:
     assert make_detector("auto", ["email"]).name == "builtin"
 
 

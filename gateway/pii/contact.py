@@ -1,0 +1,209 @@
+"""Scanners for contact details: email addresses, phone numbers, postal addresses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from gateway.pii.findings import Finding
+from gateway.pii.text import _before, _char, _Text
+
+# --- email ----------------------------------------------------------------------------------------
+
+_EMAIL_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+#: internationalised (RFC 6531) local parts take non-ASCII letters too, but not those of scripts written
+#: without spaces (CJK, kana, Hangul, from U+2E80), where the word before would run into the address
+_EMAIL_LOCAL_CJK = "\u2e80"
+_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-])")
+#: labels of letters and digits in any script (exämple.de, пример.рф), a top-level domain of letters
+#: before U+2E80 that may run into CJK text (例え.jpまで): on ASCII text the same as ``_EMAIL_DOMAIN``,
+#: which runs twice as fast
+_EMAIL_IDN_DOMAIN = re.compile(
+    r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+([^\W\d_\u2e80-\U0010ffff]{2,24})(?![^\W\u2e80-\U0010ffff]|-)"
+)
+#: ``icon@2x.png``, ``logo@3x.webp``: asset names, not addresses
+_FILE_EXTENSIONS = frozenset(
+    {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "css", "js", "json", "yaml", "yml", "html"}
+)
+
+
+def _scan_email(t: _Text) -> Iterator[Finding]:
+    text = t.text
+    domain_pattern = _EMAIL_DOMAIN if text.isascii() else _EMAIL_IDN_DOMAIN
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > 0 and at - start < 64 and _email_local_char(text[start - 1]):
+            start -= 1
+        while start < at and not text[start].isalnum():
+            start += 1
+        local = text[start:at]
+        domain = domain_pattern.match(text, at + 1)
+        if local and domain and _email_ok(text, start, local, domain):
+            yield Finding("email", start, domain.end(), text[start : domain.end()])
+        at = text.find("@", at + 1)
+
+
+def _email_local_char(char: str) -> bool:
+    return char in _EMAIL_LOCAL_CHARS or "\x7f" < char < _EMAIL_LOCAL_CJK and char.isalnum()
+
+
+def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
+    if local.endswith(".") or ".." in local or domain.group(1).lower() in _FILE_EXTENSIONS:
+        return False
+    if _char(text, domain.end()) == ":" and not _char(text, domain.end() + 1).isspace():
+        return False  # git@github.com:org/repo, an SSH remote
+    if _char(text, start - 1) == ":":
+        words = _before(text, start, 160).split()
+        return not (words and "://" in words[-1])  # the password of scheme://user:password@host
+    return not text.endswith("://", 0, start)  # https://user@host: a URL's user, not a mailbox
+
+
+# --- phone ----------------------------------------------------------------------------------------
+
+_PHONE_RUN = re.compile(r"[+(\d][\d ().-]{6,24}\d")
+_INTL_PHONE = re.compile(r"\+[1-9]\d*(?: ?\(\d{1,4}\) ?\d+)?(?:[ .-]\d+)*")
+_LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}\) ?)?\d+(?:[ .-]\d+)*")
+_NANP = re.compile(
+    r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
+    r"(?![\w]|[.-]\d)"
+)
+#: the word for a phone in English, French, German, Spanish, Portuguese, Italian and Dutch; a bare
+#: national number ("Tel. 030 901820", "Handy 0171 1234567") counts only after one of them
+_PHONE_WORD = re.compile(
+    r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
+    r"|landline|dial|ring|reach me"
+    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler"
+    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
+    r"|tel[eé]fono|m[oó]vil|celular|telefone|telem[oó]vel|telefono|cellulare|telefoon|mobiel)\b"
+)
+#: words that make the number after them an identifier, not a phone (in the same languages)
+_ID_WORD = re.compile(
+    r"\b(?:order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
+    r"|confirmation|booking|customer|card|iban|ssn|isbn"
+    r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
+    r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
+    r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
+    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening)\b"
+)
+_DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+#: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
+#: other common number is written so, so it needs no phone word, only no id word before it
+_FR_PHONE = re.compile(r"0[1-9](?P<sep>[ .-])\d\d(?:(?P=sep)\d\d){3}")
+
+
+def _scan_phone(t: _Text) -> Iterator[Finding]:
+    text = t.text
+    for m in t.in_numbers(_PHONE_RUN):
+        start, end = m.span()
+        before, run = _char(text, start - 1), m.group()
+        if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
+            continue
+        if run.startswith("+"):
+            if _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15:
+                yield Finding("phone", start, end, run)
+            continue
+        nanp = list(_NANP.finditer(text, start, end))
+        for n in nanp:
+            yield Finding("phone", n.start(), n.end(), n.group())
+        if nanp:
+            continue
+        french = _FR_PHONE.fullmatch(run) is not None
+        if french or _local_phone_ok(run):
+            phone_word, id_word = _phone_context(t.lower, start)
+            if (french or phone_word) and not id_word:
+                yield Finding("phone", start, end, run)
+
+
+def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
+    """Whether a phone word is shortly before, and whether an id word ("order", "Rechnung", …) or a
+    ``#`` is between it (or the start of that stretch) and the number."""
+    window = _before(lowered, start, 32)
+    words = list(_PHONE_WORD.finditer(window))
+    after_word = window[words[-1].end() :] if words else window
+    return bool(words), bool(_ID_WORD.search(after_word)) or "#" in window[-3:]
+
+
+def _local_phone_ok(run: str) -> bool:
+    if not _LOCAL_PHONE.fullmatch(run) or not 9 <= sum(map(str.isdigit, run)) <= 15 or _DATE_SHAPE.match(run):
+        return False
+    dots = run.count(".")
+    return not (dots and dots == len(re.findall(r"[ .()-]+", run)) and dots in (1, 3))  # decimal, IPv4
+
+
+# --- postal addresses -----------------------------------------------------------------------------
+
+_US_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY"
+    "|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR"
+)
+_UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}"
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|Parkway|Pkwy|Court|Ct|Place|Pl"
+    r"|Square|Sq|Terrace|Highway|Hwy|Circle|Crescent|Mews|Plaza)"
+)
+_STREET = re.compile(
+    r"\d{1,6}[A-Za-z]?"  # house number (221B)
+    r"(?: (?:[NSEW]\.?|North|South|East|West))?"
+    r"(?: (?:\d{1,3}(?:st|nd|rd|th)|[A-Z][a-z'-]+)){1,4}"  # street name: capitalised words or 5th
+    rf" {_STREET_SUFFIX}\b\.?"
+    r"(?P<tail>(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor)\.? ?#?[\w-]+)?"
+    r",? (?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+(?:, | )"
+    rf"(?:(?:{_US_STATES}) \d{{5}}(?:-\d{{4}})?|{_UK_POSTCODE})\b)?"
+)
+_CITY_STATE_ZIP = re.compile(rf",\s?(?:{_US_STATES})\s\d{{5}}(?:-\d{{4}})?(?!\d)")
+_CITY = re.compile(r"[A-Z][a-z]+(?: [A-Z][a-z]+){0,3}\Z")
+_POSTCODE_WORDS = ("post",)
+_POSTCODE_WORD = re.compile(r"post(?:al)?\s?code\b[\s:]*")
+_UK_POSTCODE_RE = re.compile(_UK_POSTCODE + r"\b")
+_YEAR = re.compile(r"(?:19|20)\d\d\Z")
+
+
+def _scan_postal_address(t: _Text) -> Iterator[Finding]:
+    text = t.text
+    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t)]
+    for start, end in _merge_spans(sorted(spans), text):
+        yield Finding("postal_address", start, end, text[start:end])
+
+
+def _street_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    text = t.text
+    for start in t.house_numbers:
+        m = _STREET.match(text, start)
+        if not m or _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.,$/#+-":
+            continue
+        number = m.group().split(" ", 1)[0]
+        if not m.group("tail"):
+            if _YEAR.match(number):
+                continue  # "in 2020 Wall Street …": a year, not a house number
+            if _char(text, m.end()) == " " and _char(text, m.end() + 1).isupper():
+                continue  # "3 Easy Street Food Recipes": a title-cased headline
+        yield m.span()
+
+
+def _city_state_zip_spans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _CITY_STATE_ZIP.finditer(text):
+        city = _CITY.search(_before(text, m.start(), 40))
+        if city and not _char(text, m.end()).isalnum():
+            yield m.start() - len(city.group()), m.end()
+
+
+def _postcode_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    for word_end in t.words_ending(_POSTCODE_WORDS, _POSTCODE_WORD):
+        m = _UK_POSTCODE_RE.match(t.text, word_end)
+        if m:
+            yield m.span()
+
+
+def _merge_spans(spans: list[tuple[int, int]], text: str) -> Iterator[tuple[int, int]]:
+    """One address from pieces found apart (street, then "City, ST 12345") that touch or overlap."""
+    current: tuple[int, int] | None = None
+    for start, end in spans:
+        if current and start <= current[1] + 3 and not text[current[1] : start].strip(", "):
+            current = (current[0], max(current[1], end))
+            continue
+        if current:
+            yield current
+        current = (start, end)
+    if current:
+        yield current

@@ -1,0 +1,140 @@
+"""The detectors: the builtin one over all scanners, Presidio united with it, and the choice between them."""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.pii.birth_dates import _scan_date_of_birth
+from gateway.pii.contact import _scan_email, _scan_phone, _scan_postal_address
+from gateway.pii.credentials import _scan_api_key, _scan_jwt, _scan_private_key, _scan_url_password
+from gateway.pii.findings import PII_CATEGORIES, Detector, Finding
+from gateway.pii.numbers import _scan_credit_card, _scan_iban, _scan_ip, _scan_ssn
+from gateway.pii.text import _Text
+
+#: On overlap the earlier category wins, then the longer match: a validated secret or number beats
+#: a shape that merely contains it (a JWT inside ``token=…``, an email inside ``user:pw@host``).
+_PRIORITY: dict[str, int] = {name: rank for rank, name in enumerate((
+    "private_key", "jwt", "url_password", "api_key", "iban", "credit_card", "us_ssn", "email",
+    "postal_address", "date_of_birth", "phone", "ip_address",
+))}  # fmt: skip
+
+
+_SCANNERS: dict[str, Callable[[_Text], Iterator[Finding]]] = {
+    "email": _scan_email,
+    "phone": _scan_phone,
+    "credit_card": _scan_credit_card,
+    "iban": _scan_iban,
+    "us_ssn": _scan_ssn,
+    "ip_address": _scan_ip,
+    "date_of_birth": _scan_date_of_birth,
+    "postal_address": _scan_postal_address,
+    "api_key": _scan_api_key,
+    "private_key": _scan_private_key,
+    "jwt": _scan_jwt,
+    "url_password": _scan_url_password,
+}
+
+
+def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
+    if categories is None:
+        return PII_CATEGORIES
+    chosen = frozenset(categories)
+    unknown = sorted(chosen - PII_CATEGORIES)
+    if unknown:
+        raise ConfigError(f"unknown PII categories {unknown}; known: {', '.join(sorted(PII_CATEGORIES))}")
+    return chosen
+
+
+def _resolve(candidates: Iterable[Finding]) -> list[Finding]:
+    """Non-overlapping findings sorted by start; on overlap, priority then length decides."""
+    chosen: list[Finding] = []
+    starts: list[int] = []
+    for finding in sorted(candidates, key=lambda f: (_PRIORITY[f.category], f.start - f.end, f.start)):
+        at = bisect.bisect_right(starts, finding.start)
+        if at and chosen[at - 1].end > finding.start:
+            continue
+        if at < len(chosen) and chosen[at].start < finding.end:
+            continue
+        starts.insert(at, finding.start)
+        chosen.insert(at, finding)
+    return chosen
+
+
+class BuiltinDetector:
+    """Regexes plus validators, stdlib only: the default engine."""
+
+    name = "builtin"
+
+    def __init__(self, categories: Iterable[str] | None = None) -> None:
+        self.categories = _check_categories(categories)
+        self._scanners = [_SCANNERS[name] for name in sorted(self.categories, key=_PRIORITY.__getitem__)]
+
+    def find(self, text: str) -> list[Finding]:
+        scanned = _Text(text)
+        found = _resolve(finding for scan in self._scanners for finding in scan(scanned))
+        if scanned.text is text:
+            return found
+        # scanned with ASCII spaces; the values to mask are what the text holds (a no-break space)
+        return [Finding(f.category, f.start, f.end, text[f.start : f.end]) for f in found]
+
+
+#: Presidio's entity types that mean the same as one of ours (its DATE_TIME is any date, not a DOB)
+_PRESIDIO_ENTITIES: dict[str, str] = {
+    "EMAIL_ADDRESS": "email", "PHONE_NUMBER": "phone", "CREDIT_CARD": "credit_card", "IBAN_CODE": "iban",
+    "US_SSN": "us_ssn", "IP_ADDRESS": "ip_address",
+}  # fmt: skip
+
+
+class PresidioDetector:
+    """Presidio's analyzer for what it knows, united with the builtin detector for the rest (secrets…)."""
+
+    name = "presidio"
+
+    def __init__(self, categories: Iterable[str] | None = None, *, score_threshold: float = 0.5) -> None:
+        self.categories = _check_categories(categories)
+        try:
+            presidio = importlib.import_module("presidio_analyzer")
+        except ImportError as exc:
+            raise ConfigError(
+                "engine 'presidio' needs the presidio-analyzer package: pip install presidio-analyzer"
+            ) from exc
+        self._engine: Any = presidio.AnalyzerEngine()
+        self._entities = sorted(e for e, c in _PRESIDIO_ENTITIES.items() if c in self.categories)
+        self._score_threshold = score_threshold
+        self._builtin = BuiltinDetector(self.categories)
+
+    def find(self, text: str) -> list[Finding]:
+        found = self._builtin.find(text)
+        if self._entities:
+            results = self._engine.analyze(
+                text=text, language="en", entities=self._entities, score_threshold=self._score_threshold
+            )
+            for r in results:
+                category = _PRESIDIO_ENTITIES.get(r.entity_type)
+                if category in self.categories:
+                    found.append(Finding(category, r.start, r.end, text[r.start : r.end]))
+        return _resolve(found)
+
+
+def presidio_available() -> bool:
+    """Whether presidio-analyzer can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("presidio_analyzer") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def make_detector(engine: str = "builtin", categories: Iterable[str] | None = None) -> Detector:
+    """The detector for a policy's ``engine``: builtin, presidio, or auto (presidio when installed)."""
+    if engine == "auto":
+        engine = "presidio" if presidio_available() else "builtin"
+    if engine == "builtin":
+        return BuiltinDetector(categories)
+    if engine == "presidio":
+        return PresidioDetector(categories)
+    raise ConfigError(f"unknown PII detector engine {engine!r}; expected builtin, presidio or auto")

@@ -1,0 +1,31 @@
+"""What a detector reports: the categories, one ``Finding``, and the ``Detector`` interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, get_args
+
+Category = Literal[
+    "email", "phone", "credit_card", "iban", "us_ssn", "ip_address",
+    "date_of_birth", "postal_address", "api_key", "private_key", "jwt", "url_password",
+]  # fmt: skip
+PII_CATEGORIES: frozenset[str] = frozenset(get_args(Category))
+SECRET_CATEGORIES: frozenset[str] = frozenset({"api_key", "private_key", "jwt", "url_password"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One detected value; ``value`` is for masking only, never for logs or the audit trail."""
+
+    category: str
+    start: int
+    end: int
+    value: str = field(repr=False)
+
+
+class Detector(Protocol):
+    """Finds PII in text: findings sorted by start and never overlapping."""
+
+    name: str
+
+    def find(self, text: str) -> list[Finding]: ...
