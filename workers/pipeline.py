@@ -22,7 +22,7 @@ from rq.job import Job
 from gateway import keys
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
-from gateway.errors import GatewayError, PolicyDeniedError, ProviderAuthError, ProviderError
+from gateway.errors import GatewayError, JobTimeoutError, PolicyDeniedError, ProviderAuthError, ProviderError
 from gateway.home import aigw_home
 from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
 from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
@@ -126,8 +126,13 @@ class JobPipeline:
         except asyncio.CancelledError:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
             self._settle_paid_call(call)
-            interrupted = _InterruptedError("the attempt was interrupted (canceled, timed out or shut down)")
             self._remember_calls(job.id, calls)
+            if job.timeout and time.monotonic() - started >= float(job.timeout) - 0.05:
+                # the worker's deadline: the job fails as job_timeout, and the audit says the same
+                timed_out = JobTimeoutError(f"job ran past its timeout of {job.timeout}s")
+                self._audit_failure(context, calls, started, error=timed_out, status="failed", call=call)
+                raise
+            interrupted = _InterruptedError("the attempt was interrupted (canceled or shut down)")
             self._audit_failure(context, calls, started, error=interrupted, status="canceled", call=call)
             raise
         context.decisions.extend(d.to_dict() for d in call.decisions)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
-from gateway.config import Config
+from gateway import keys
+from gateway.audit import EVENT_FIELD
+from gateway.config import Config, load_config
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.conftest import Api, WorkerHandle, fake_models, wait_until
 
@@ -171,3 +176,27 @@ def test_cancel_a_retrying_job(
     assert canceled["status"] == "canceled"
     assert redis_client.zscore("rq:scheduled:interactive", job_id) is None
     assert fake.count(model="gpt-fake") == 1
+
+
+def test_a_job_past_its_queue_timeout_fails_and_is_audited_as_such(
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    start_worker: Callable[..., WorkerHandle],
+    fake: FakeProvider,
+    redis_client: redis.Redis,
+) -> None:
+    config = gateway_config(jobs={"max_attempts": 1}, policies=[])
+    gateway_file = Path(config.directory) / "gateway.yaml"
+    settings = yaml.safe_load(gateway_file.read_text())
+    settings["queues"]["interactive"]["timeout"] = 1
+    gateway_file.write_text(yaml.safe_dump(settings))
+    config = load_config(config.directory)
+    api = start_api(config)
+    start_worker(config)
+    fake.script(Fault.timeout(5), model="claude-fake")
+    with api.client() as client:
+        job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "slow"}).json()
+    assert job["status"] == "failed" and job["error"]["type"] == "job_timeout"
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = redis_client.xrange(keys.AUDIT_STREAM)  # type: ignore[assignment]
+    (event,) = [json.loads(fields[EVENT_FIELD.encode()]) for _id, fields in entries]
+    assert (event["status"], event["error_type"]) == ("failed", "job_timeout")
