@@ -193,6 +193,10 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
     ) -> JSONResponse:
         service = gw.authenticate(authorization, x_api_key)
         job_request = _parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
+        replayed = gw.store.replayed(service, job_request)
+        if replayed is not None:  # a retry of an accepted request: no second admission, no rate hit
+            view = await gw.wait_for(replayed, service, wait)
+            return _json(view, 200 if view.status.is_final else 202)
         admission = gw.admit(service, job_request)
         job_id, created = gw.store.enqueue(
             service,

@@ -41,6 +41,8 @@ app.add_typer(skill_app, name="skill")
 # soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or CI log: tables get room, not 80 columns
+    out.width = 160
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
 

@@ -39,6 +39,8 @@ skill_app = typer.Typer(no_args_is_help=True, help="Skills: list, show, scaffold
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or CI log: tables get room, not 80 columns
+    out.width = 160
 
 DirOpt = Annotated[
     Path | None,

@@ -51,6 +51,12 @@ class JobStore:
             self._queues[name] = Queue(name, connection=self.connection, serializer=JSONSerializer)
         return self._queues[name]
 
+    def replayed(self, service: str, request: JobRequest) -> str | None:
+        """The job an earlier request with the same idempotency key created, if any."""
+        if not request.idempotency_key:
+            return None
+        return keys.text(self.connection.get(keys.idempotency(service, request.idempotency_key)))
+
     def queue_for(self, service: str, request: JobRequest) -> str:
         return request.queue or self._default_queue(service)
 

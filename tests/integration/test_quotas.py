@@ -161,3 +161,16 @@ def test_concurrent_jobs_limit_holds_jobs_back_and_loses_none(
 
 def _at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_an_idempotent_retry_is_not_counted_again(gateway_config: Factory, start_api: StartApi) -> None:
+    config = gateway_config(policies=[{"name": "rpm", "rule": "rate_limit", "requests_per_minute": 2}])
+    api = start_api(config)
+    with api.client() as client:
+        first = [
+            client.post("/v1/jobs", json={"prompt": "pay invoice 7", "idempotency_key": "inv-7"})
+            for _ in range(4)
+        ]
+        assert {r.status_code for r in first} == {202} and len({r.json()["id"] for r in first}) == 1
+        assert client.post("/v1/jobs", json={"prompt": "another"}).status_code == 202  # the 2nd of 2
+        assert client.post("/v1/jobs", json={"prompt": "one more"}).status_code == 429
