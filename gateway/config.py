@@ -233,7 +233,9 @@ class ServiceConfig(Strict):
 
 
 class ServicesFile(Strict):
-    services: dict[str, ServiceConfig] = {"default": ServiceConfig()}
+    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], ServiceConfig] = {
+        "default": ServiceConfig()
+    }
 
 
 # --- policies.yaml -------------------------------------------------------------------------------

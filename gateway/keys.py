@@ -102,3 +102,8 @@ def skill_history(name: str) -> str:
 def skill_bundle(content_hash: str) -> str:
     """A skill bundle (zlib-compressed JSON of its files), content-addressed and never rewritten."""
     return f"{PREFIX}:skill-bundle:{content_hash}"
+
+
+def side_effects_claim(job_id: str) -> str:
+    """Set (NX) before a job's side-effect steps run: they run at most once, whatever is retried."""
+    return f"{PREFIX}:side-effects:{job_id}"

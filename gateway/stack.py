@@ -35,6 +35,7 @@ class Stack:
     supervisor: Supervisor = field(default_factory=Supervisor)
     writer_stop: threading.Event = field(default_factory=threading.Event)
     writer_thread: threading.Thread | None = None
+    _noted_api: bool = False
 
     @property
     def api_url(self) -> str:
@@ -73,6 +74,7 @@ class Stack:
         self._start_audit_writer()
         self._wait_for_api()
         api_url_file(self.home).write_text(self.api_url)  # so `aigw ask` finds a stack on another --port
+        self._noted_api = True
         return token
 
     def _start_audit_writer(self) -> None:
@@ -102,7 +104,8 @@ class Stack:
 
     def stop(self, grace: float | None = None) -> None:
         """Workers first (they drain), then the audit writer, then Redis if it is ours."""
-        api_url_file(self.home).unlink(missing_ok=True)
+        if self._noted_api:  # never another running stack's note (a second `aigw up` that failed to start)
+            api_url_file(self.home).unlink(missing_ok=True)
         self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:

@@ -227,7 +227,7 @@ class JobStore:
         expiry = int(ttl) if ttl and int(ttl) > 0 else self.config.gateway.jobs.result_ttl
         held = (view.result.skill or {}).get("held")
         if held and review.decision == "approve":
-            record["apply_job"] = uuid.uuid4().hex  # named now, so the review record can point at it
+            record["apply_job"] = f"{job_id}-apply"  # one per draft, named before it exists
         if not self.connection.set(keys.review(job_id), json.dumps(record), nx=True, ex=expiry):
             current = view.review or {}
             raise ConflictError(
@@ -237,7 +237,9 @@ class JobStore:
             try:
                 self._enqueue_apply(job_id, str(record["apply_job"]), view)
             except BaseException:  # no apply job: the approval must not stand without it; try again
-                self.connection.delete(keys.review(job_id))
+                with contextlib.suppress(redis.RedisError):
+                    if not Job.exists(str(record["apply_job"]), connection=self.connection):
+                        self.connection.delete(keys.review(job_id))
                 raise
         view.review = record
         return view

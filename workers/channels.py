@@ -21,7 +21,7 @@ from loguru import logger
 from rq.job import Job
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from gateway.config import ChannelConfig, Config
+from gateway.config import Config
 
 SIGNATURE_HEADER = "X-Aigw-Signature"
 
@@ -49,13 +49,17 @@ class Notifier:
         if channel is None:  # the API checks names; a config changed since then lands here
             logger.warning("job {}: notify channel {} is not configured", event["job_id"], name)
             return
-        url = channel.url or os.environ.get(channel.url_env or "", "")
+        url = (channel.url or os.environ.get(channel.url_env or "", "")).strip()
         if not url:
             logger.warning("channel {}: {} is not set; notification dropped", name, channel.url_env)
             return
+        secret = os.environ.get(channel.secret_env or "", "")
+        if channel.secret_env and not secret:  # configured to sign: never send unsigned instead
+            logger.warning("channel {}: {} is not set; notification dropped", name, channel.secret_env)
+            return
         body = _slack_message(event) if channel.type == "slack" else event
         raw = json.dumps(body, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", **_signature(channel, raw)}
+        headers = {"Content-Type": "application/json", **_signature(secret, raw)}
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(3),
@@ -72,8 +76,8 @@ class Notifier:
                     if response.status_code >= 400:
                         logger.warning("channel {} refused job {}'s notification: HTTP {}",
                                        name, event["job_id"], response.status_code)  # fmt: skip
-        except (httpx.HTTPError, _RetryableDelivery) as exc:
-            # the URL may carry a secret (Slack's do): name the channel, never the URL
+        except Exception as exc:  # a bad URL, a closed client: a notification never takes the worker down
+            # the URL may carry a secret (Slack's do): name the channel, never the URL or the message
             logger.warning("channel {}: notification of job {} not delivered: {}",
                            name, event["job_id"], type(exc).__name__)  # fmt: skip
 
@@ -115,9 +119,8 @@ def _slack_message(event: dict[str, Any]) -> dict[str, str]:
     return {"text": f"{job} {state}{model}. Read it: GET {event['path']}"}
 
 
-def _signature(channel: ChannelConfig, raw: bytes) -> dict[str, str]:
+def _signature(secret: str, raw: bytes) -> dict[str, str]:
     """HMAC-SHA256 of the body with the channel's secret, so a receiver can trust the sender."""
-    secret = os.environ.get(channel.secret_env or "", "")
     if not secret:
         return {}
     digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()

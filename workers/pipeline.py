@@ -198,8 +198,18 @@ class JobPipeline:
             reason = f"side-effect steps {', '.join(steps)} held until a reviewer approves"
             call.decisions.append(Decision(drafts.policy, drafts.rule, "mark_draft", reason, True))
             return
+        job_id = call.job_id.rsplit(":", 1)[0]
+        if not self._claim_side_effects(job_id, call.job_id):
+            context.skill["applied"] = []
+            context.skill["side_effects"] = "already run by an earlier attempt; not repeated"
+            return
         runs = await self.skill_runner.apply(skill, call.prepared.inputs, outputs)
         context.skill["applied"] = [r.name for r in runs]
+
+    def _claim_side_effects(self, job_id: str, by: str) -> bool:
+        """At most once: a retried or requeued attempt never repeats a job's side-effect steps."""
+        ttl = self.config.gateway.jobs.failure_ttl
+        return bool(self.connection.set(keys.side_effects_claim(job_id), by, nx=True, ex=ttl))
 
     async def _apply_approved(
         self,
@@ -219,6 +229,11 @@ class JobPipeline:
                 f"skill {skill.ref} changed since job {approved['job_id']} was reviewed "
                 f"(bundle {skill.content_hash[:12]}, reviewed {str(approved['bundle_sha256'])[:12]}); "
                 "its side-effect steps were not run"
+            )
+        if not self._claim_side_effects(approved["job_id"], call.job_id):
+            raise SkillFailedError(
+                f"the side-effect steps of job {approved['job_id']} already started once; "
+                "aigw does not repeat them (check what they did before running them by hand)"
             )
         outputs: dict[str, Any] = approved["outputs"]
         inputs = validate_inputs(skill.spec, request.inputs or {})  # defaults filled in, as in the job

@@ -143,8 +143,7 @@ class AsyncWorker(BaseWorker):
         try:
             await self._dequeue_loop(aconn, burst)
             await self._drain()
-            if self._after_final:  # notifications of jobs that just finished get a moment to go out
-                await asyncio.wait(self._after_final, timeout=10)
+            await self._finish_notifications(timeout=3.0)
         finally:
             for task in background:
                 task.cancel()
@@ -271,6 +270,16 @@ class AsyncWorker(BaseWorker):
             outcome = value if isinstance(value, Outcome) else Outcome(value)
             self._succeed(job, execution, outcome)
             self._final(job, "succeeded", outcome.value)
+
+    async def _finish_notifications(self, timeout: float) -> None:
+        """Give notifications of just-finished jobs a moment (within the supervisor's grace); then drop."""
+        if not self._after_final:
+            return
+        _done, pending = await asyncio.wait(set(self._after_final), timeout=timeout)
+        for task in pending:
+            logger.warning("worker {}: a notification was still going out at shutdown; dropped", self.name)
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _final(self, job: Job, status: str, detail: Any) -> None:
         """Hand a stored, final job to ``on_final`` (notifications) without holding its slot."""

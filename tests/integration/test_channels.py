@@ -175,3 +175,27 @@ def test_notify_is_in_the_published_job_schema(
     api = start_api(gateway_config())
     schema = httpx.get(f"{api.url}/openapi.json").json()["components"]["schemas"]["JobRequest"]
     assert schema["properties"]["notify"]["maxItems"] == 10
+
+
+def test_a_channel_set_to_sign_never_sends_unsigned(
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    start_worker: Callable[..., WorkerHandle],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPS_HOOK_SECRET", raising=False)
+    config = with_channels(
+        gateway_config(policies=[]),
+        [
+            {"type": "webhook", "name": "signed", "url": receiver.url, "secret_env": "OPS_HOOK_SECRET"},
+            {"type": "webhook", "name": "plain", "url": receiver.url + "/plain"},
+        ],
+    )
+    api = start_api(config)
+    start_worker(config)
+    with api.client() as client:
+        body = {"prompt": "x", "notify": ["signed", "plain"]}
+        assert client.post("/v1/jobs", params={"wait": 15}, json=body).json()["status"] == "succeeded"
+    wait_until(lambda: receiver.received, "the unsigned channel's notification")
+    assert receiver.calls == 1  # only "plain": "signed" has no secret, so it sent nothing

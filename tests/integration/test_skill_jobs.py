@@ -20,6 +20,7 @@ import yaml
 from gateway.config import Config, load_config
 from gateway.skill_registry import SkillRegistry
 from gateway.skills import load_skill_dir
+from gateway.store import JobStore
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.conftest import Api, WorkerHandle, fake_models
 
@@ -252,6 +253,7 @@ def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
     start_worker: StartWorker,
     fake: FakeProvider,
     tmp_path: Path,
+    redis_url: str,
 ) -> None:
     config = notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])
     api = start_api(config)
@@ -273,6 +275,13 @@ def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
     assert applied["result"]["skill"]["applied"] == ["deliver.py"]
     assert applied["result"]["skill"]["approved_job"] == approved["id"]
     assert outbox.read_text() == "Release 2.0 ships Friday\n"  # the rejected draft was never delivered
+    # a second apply of the same draft (a requeue after a crash, say) never repeats the steps
+    store = JobStore(redis.Redis.from_url(redis_url), config)
+    store._enqueue_apply(approved["id"], "second-apply", store.view(approved["id"], None))
+    with api.client() as client:
+        again = client.get("/v1/jobs/second-apply", params={"wait": 20}).json()
+    assert again["status"] == "failed" and "already started once" in again["error"]["message"]
+    assert outbox.read_text() == "Release 2.0 ships Friday\n"
 
 
 def test_side_effect_steps_run_after_the_model_when_outputs_are_not_drafts(
