@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +20,9 @@ import redis
 import uvicorn
 import yaml
 
+from gateway import keys
 from gateway.api import create_app
+from gateway.audit import EVENT_FIELD
 from gateway.config import Config, load_config
 from gateway.redis_server import free_port
 from gateway.services import ServiceRegistry
@@ -215,6 +219,12 @@ def run_burst(
 
     asyncio.run(main())
     return worker
+
+
+def audit_events(connection: redis.Redis) -> list[dict[str, Any]]:
+    """The audit events in the Redis stream (what the writer would append to the log), oldest first."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = connection.xrange(keys.AUDIT_STREAM)  # type: ignore[assignment]
+    return [json.loads(fields[EVENT_FIELD.encode()]) for _id, fields in entries]
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,11 +11,9 @@ import pytest
 import redis
 import yaml
 
-from gateway import keys
-from gateway.audit import EVENT_FIELD
 from gateway.config import Config, load_config
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, fake_models, wait_until
+from tests.integration.conftest import Api, WorkerHandle, audit_events, fake_models, wait_until
 
 Factory = Callable[..., Config]
 
@@ -197,6 +194,5 @@ def test_a_job_past_its_queue_timeout_fails_and_is_audited_as_such(
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "slow"}).json()
     assert job["status"] == "failed" and job["error"]["type"] == "job_timeout"
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = redis_client.xrange(keys.AUDIT_STREAM)  # type: ignore[assignment]
-    (event,) = [json.loads(fields[EVENT_FIELD.encode()]) for _id, fields in entries]
+    (event,) = audit_events(redis_client)
     assert (event["status"], event["error_type"]) == ("failed", "job_timeout")

@@ -13,12 +13,10 @@ from typing import Any
 import httpx
 import redis
 
-from gateway import keys
-from gateway.audit import EVENT_FIELD
 from gateway.config import Config
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, fake_models
+from tests.integration.conftest import Api, WorkerHandle, audit_events, fake_models
 
 Factory = Callable[..., Config]
 StartApi = Callable[[Config], Api]
@@ -46,11 +44,6 @@ PII_JOBS: list[tuple[dict[str, Any], str]] = [
 
 def cloud_bodies(fake: FakeProvider) -> str:
     return json.dumps([r.body for r in fake.requests if r.model != LOCAL])
-
-
-def audit_events(connection: redis.Redis) -> list[dict[str, Any]]:
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = connection.xrange(keys.AUDIT_STREAM)  # type: ignore[assignment]
-    return [json.loads(fields[EVENT_FIELD.encode()]) for _id, fields in entries]
 
 
 def submit(api: Api, body: dict[str, Any], token: str | None = None, wait: float = 15) -> httpx.Response:
