@@ -13,6 +13,9 @@ BREAKER_CHANNEL = f"{PREFIX}:breaker"
 #: stream of audit events, drained by the single audit writer.
 AUDIT_STREAM = f"{PREFIX}:audit"
 AUDIT_GROUP = "audit-writer"
+#: the notification outbox: an entry per final job that asked to notify, delivered by any worker
+NOTIFY_STREAM = f"{PREFIX}:notify"
+NOTIFY_GROUP = "notifiers"
 #: hash: sha256(token) -> service name.
 TOKENS = f"{PREFIX}:tokens"
 

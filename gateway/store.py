@@ -22,7 +22,7 @@ from rq.queue import Queue
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from gateway import keys
+from gateway import keys, notifications
 from gateway.config import Config
 from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.jobs import (
@@ -283,9 +283,15 @@ class JobStore:
             return view, True
         with contextlib.suppress(InvalidJobOperation):
             job.cancel()
+        payload: dict[str, Any] = job.args[0] if job.args else {}
+        channels = (payload.get("request") or {}).get("notify") or []
         with self.connection.pipeline() as pipe:  # a canceled record expires like a failed one
             pipe.expire(job.key, self.config.gateway.jobs.failure_ttl)
             pipe.publish(keys.DONE_CHANNEL, job_id)
+            if channels:
+                notifications.append(
+                    pipe, notifications.job_event(job_id, view.service, "canceled", None, channels)
+                )
             pipe.execute()
         return self.view(job_id, service), False
 

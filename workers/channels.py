@@ -1,15 +1,16 @@
-"""Job notifications: tell the channels a job named in ``notify`` that it has ended.
+"""Job notifications: deliver the outbox (gateway/notifications.py) to webhooks and Slack.
 
-A notification says what happened (state, draft or not, model, error type), never what was said:
-the output may hold PII that a policy kept on a local model, so a channel gets a pointer
-(``GET /v1/jobs/{id}``) and the caller reads the result through the API with its token.
-Delivery is best effort after the result is stored: a few quick retries on a transport error or
-a 5xx, then a logged warning. The job's own state never depends on it.
+Every worker runs a delivery loop on the outbox stream through one consumer group, so each entry
+goes out once in the normal case, and an entry a dead worker had taken is claimed by another
+after ``CLAIM_IDLE_MS`` (at-least-once). Per channel: a few quick retries on a transport error or
+a 5xx, then a logged warning naming the channel (never its URL). The job's own state never
+depends on delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -17,13 +18,18 @@ import os
 from typing import Any
 
 import httpx
+import redis
+import redis.asyncio as aredis
 from loguru import logger
 from rq.job import Job
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from gateway import keys, notifications
 from gateway.config import Config
 
 SIGNATURE_HEADER = "X-Aigw-Signature"
+#: an entry taken by a worker that then died is delivered by another after this long
+CLAIM_IDLE_MS = 30_000
 
 
 class _RetryableDelivery(Exception):
@@ -35,14 +41,56 @@ class Notifier:
         self.channels = config.channels
         self._client: httpx.AsyncClient | None = None
 
-    async def on_final(self, job: Job, status: str, detail: Any) -> None:
-        """The worker's hook: one message to each channel the job asked for."""
+    def on_final(self, connection: redis.Redis, job: Job, status: str, detail: Any) -> None:
+        """A job that failed for good or was canceled while running: queue its notification.
+
+        (A succeeded job's entry is written in the result's own transaction by the pipeline.)
+        """
         payload: dict[str, Any] = job.args[0]
         names: list[str] = payload["request"].get("notify") or []
-        if not names:
-            return
-        event = _event(job.id, payload["service"], status, detail)
-        await asyncio.gather(*(self._deliver(name, event) for name in names))
+        if names and status != "succeeded":
+            notifications.append(
+                connection, notifications.job_event(job.id, payload["service"], status, detail, names)
+            )
+
+    async def run(self, redis_url: str, consumer: str, stopping: asyncio.Event) -> None:
+        """Deliver outbox entries until ``stopping``: new ones, and ones a dead worker left unacked.
+
+        Its own connection, so a blocking read never shares the worker's; it stops between reads.
+        """
+        aconn = aredis.Redis.from_url(redis_url, socket_keepalive=True)
+        try:
+            await self._run(aconn, consumer, stopping)
+        finally:
+            await asyncio.shield(aconn.aclose())
+
+    async def _run(self, aconn: aredis.Redis, consumer: str, stopping: asyncio.Event) -> None:
+        with contextlib.suppress(aredis.ResponseError):  # BUSYGROUP: it exists already
+            await aconn.xgroup_create(keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, id="0", mkstream=True)
+        while not stopping.is_set():
+            try:
+                claimed = await aconn.xautoclaim(
+                    keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=20
+                )
+                entries: list[Any] = list(claimed[1]) if claimed else []
+                fresh: list[Any] = await aconn.xreadgroup(  # type: ignore[assignment]
+                    keys.NOTIFY_GROUP, consumer, {keys.NOTIFY_STREAM: ">"}, count=20, block=500
+                )
+                for _stream, items in fresh or []:
+                    entries.extend(items)
+                for entry_id, fields in entries:
+                    await self._deliver_entry(aconn, entry_id, fields)
+            except aredis.RedisError as exc:  # Redis away: the entries wait in the stream
+                logger.warning("notification outbox unreachable ({}); retrying", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _deliver_entry(self, aconn: aredis.Redis, entry_id: Any, fields: dict[bytes, bytes]) -> None:
+        raw = fields.get(notifications.EVENT_FIELD.encode())
+        if raw is not None:
+            entry = json.loads(raw)
+            await asyncio.gather(*(self._deliver(name, entry["event"]) for name in entry["channels"]))
+        await aconn.xack(keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, entry_id)
+        await aconn.xdel(keys.NOTIFY_STREAM, entry_id)
 
     async def _deliver(self, name: str, event: dict[str, Any]) -> None:
         channel = self.channels.deliverable(name)
@@ -89,23 +137,6 @@ class Notifier:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-
-
-def _event(job_id: str, service: str, status: str, detail: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event": "job.finished",
-        "job_id": job_id,
-        "service": service,
-        "status": status,
-        "path": f"/v1/jobs/{job_id}",
-    }
-    if status == "succeeded" and isinstance(detail, dict):
-        event.update(model=detail.get("model"), draft=bool(detail.get("draft")))
-        if detail.get("draft"):
-            event["review"] = "pending"
-    elif status == "failed" and isinstance(detail, dict):
-        event["error_type"] = detail.get("type")
-    return event
 
 
 def _slack_message(event: dict[str, Any]) -> dict[str, str]:

@@ -34,6 +34,7 @@ def build_worker(
         on_heartbeat=pipeline.breakers.refresh,
         subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
         on_final=pipeline.notifier.on_final,
+        background=[pipeline.notifier.run],
     )
     return worker, pipeline
 

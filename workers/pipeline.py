@@ -19,7 +19,7 @@ import redis
 from loguru import logger
 from rq.job import Job
 
-from gateway import keys
+from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, JobTimeoutError, PolicyDeniedError, ProviderAuthError, ProviderError
@@ -105,7 +105,7 @@ class JobPipeline:
                 scripted = self.skill_runner.finish(call.prepared, None)
                 await self._side_effects(call, scripted, context)
                 context.decisions.extend(d.to_dict() for d in call.decisions)
-                return self._scripts_only(call, context, calls, started, queue_wait_ms, scripted)
+                return self._scripts_only(request, call, context, calls, started, queue_wait_ms, scripted)
             step, completion, latency_ms, cached = await self._answer(call, request, calls)
             if not cached:
                 call.paid = (step, completion)
@@ -148,6 +148,11 @@ class JobPipeline:
         def commit(pipe: redis.client.Pipeline) -> None:
             # lands in the same transaction as the result (worker._succeed)
             append_event(pipe, event)
+            if request.notify:  # the notification outbox entry lands with the result it announces
+                entry = notifications.job_event(
+                    job.id, service, "succeeded", result.model_dump(), request.notify
+                )
+                notifications.append(pipe, entry)
             if not cached:
                 tokens = completion.input_tokens + completion.output_tokens
                 self.quotas.commit(pipe, call.holds, service, plan, step.alias, result.cost_usd, tokens)
@@ -249,7 +254,7 @@ class JobPipeline:
                 {"name": r.name, "exit_code": r.exit_code, "ms": round(r.duration_ms, 1)} for r in runs
             ],
         }
-        return self._scripts_only(call, context, [], started, queue_wait_ms, outputs)
+        return self._scripts_only(request, call, context, [], started, queue_wait_ms, outputs)
 
     def _settle_paid_call(self, call: _Call) -> None:
         """An attempt that fails after its provider call returned still spent money and tokens."""
@@ -282,6 +287,7 @@ class JobPipeline:
 
     def _scripts_only(
         self,
+        request: JobRequest,
         call: _Call,
         context: _AuditContext,
         calls: list[Attempt],
@@ -306,7 +312,12 @@ class JobPipeline:
             skill=context.skill,
         )
         event = self._audit_event(context, calls, started, result=result)
-        return Outcome(result.model_dump(mode="json"), commit=lambda pipe: append_event(pipe, event))
+
+        def commit(pipe: redis.client.Pipeline) -> None:
+            append_event(pipe, event)
+            _announce(pipe, call, request, result)
+
+        return Outcome(result.model_dump(mode="json"), commit=commit)
 
     async def _answer(
         self, call: _Call, request: JobRequest, calls: list[Attempt]
@@ -563,6 +574,16 @@ class _Call:
     cache_ttl: int = 0
     #: the provider call that answered (not from the cache): its cost counts even if the attempt fails
     paid: tuple[RouteStep, Completion] | None = None
+
+
+def _announce(pipe: redis.client.Pipeline, call: _Call, request: JobRequest, result: JobResult) -> None:
+    """The notification outbox entry of a succeeded job, in the transaction that stores its result."""
+    if request.notify:
+        job_id = call.job_id.rsplit(":", 1)[0]
+        entry = notifications.job_event(
+            job_id, call.service, "succeeded", result.model_dump(), request.notify
+        )
+        notifications.append(pipe, entry)
 
 
 def _cost(step: RouteStep, completion: Completion) -> float:

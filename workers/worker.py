@@ -44,8 +44,12 @@ from gateway.errors import GatewayError, JobTimeoutError
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
 JobRunner = Callable[[Job], Awaitable[Any]]
-#: Called once a job is final and stored: (job, "succeeded" | "failed" | "canceled", result or error).
-FinalHook = Callable[[Job, str, Any], Coroutine[Any, Any, None]]
+#: Called once a job is final and stored: (connection, job, "succeeded" | "failed" | "canceled",
+#: result or error). Quick and synchronous (e.g. queue a notification in Redis).
+FinalHook = Callable[[redis.Redis, Job, str, Any], None]
+#: A task the worker runs beside its loop for its whole life: (Redis URL, worker name, stopping);
+#: it returns soon after ``stopping`` is set.
+BackgroundTask = Callable[[str, str, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class AsyncWorker(BaseWorker):
         on_heartbeat: Callable[[], None] | None = None,
         subscriptions: dict[str, Callable[[str], None]] | None = None,
         on_final: FinalHook | None = None,
+        background: list[BackgroundTask] | None = None,
     ) -> None:
         super().__init__(
             [queue],
@@ -102,7 +107,7 @@ class AsyncWorker(BaseWorker):
         self.shutdown_grace = shutdown_grace
         self.on_heartbeat = on_heartbeat
         self.on_final = on_final
-        self._after_final: set[asyncio.Task[None]] = set()
+        self.extra_background = list(background or [])
         #: pub/sub channel -> handler, besides job cancellation (e.g. circuit breakers opening)
         self.subscriptions: dict[str, Callable[[str], None]] = {
             keys.CANCEL_CHANNEL: self._cancel_running,
@@ -135,6 +140,10 @@ class AsyncWorker(BaseWorker):
             asyncio.create_task(self._reaper_loop(), name="reaper"),
             asyncio.create_task(self._control_listener(aconn), name="control-listener"),
         ]
+        extra = [
+            asyncio.create_task(task(self.redis_url, self.name, self._stopping))
+            for task in self.extra_background
+        ]
         with contextlib.suppress(TimeoutError):  # take no job before a cancel could reach us
             await asyncio.wait_for(self._listening.wait(), timeout=5)
         logger.info(
@@ -143,8 +152,11 @@ class AsyncWorker(BaseWorker):
         try:
             await self._dequeue_loop(aconn, burst)
             await self._drain()
-            await self._finish_notifications(timeout=3.0)
         finally:
+            self._stopping.set()  # (a burst run ends without a shutdown request)
+            if extra:  # they watch `_stopping` and finish what they hold (a notification going out)
+                _done, late = await asyncio.wait(extra, timeout=5)
+                background.extend(late)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -271,23 +283,14 @@ class AsyncWorker(BaseWorker):
             self._succeed(job, execution, outcome)
             self._final(job, "succeeded", outcome.value)
 
-    async def _finish_notifications(self, timeout: float) -> None:
-        """Give notifications of just-finished jobs a moment (within the supervisor's grace); then drop."""
-        if not self._after_final:
-            return
-        _done, pending = await asyncio.wait(set(self._after_final), timeout=timeout)
-        for task in pending:
-            logger.warning("worker {}: a notification was still going out at shutdown; dropped", self.name)
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
     def _final(self, job: Job, status: str, detail: Any) -> None:
-        """Hand a stored, final job to ``on_final`` (notifications) without holding its slot."""
+        """Tell ``on_final`` (the notification outbox) that a job is final and stored."""
         if self.on_final is None:
             return
-        task = asyncio.create_task(self.on_final(job, status, detail))
-        self._after_final.add(task)
-        task.add_done_callback(self._after_final.discard)
+        try:
+            self.on_final(self.connection, job, status, detail)
+        except redis.RedisError as exc:
+            logger.warning("worker {}: could not queue job {}'s notification: {}", self.name, job.id, exc)
 
     def _start(self, job: Job) -> Execution:
         """RQ's prepare_execution and prepare_job_execution in one round trip.

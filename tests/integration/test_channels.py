@@ -199,3 +199,24 @@ def test_a_channel_set_to_sign_never_sends_unsigned(
         assert client.post("/v1/jobs", params={"wait": 15}, json=body).json()["status"] == "succeeded"
     wait_until(lambda: receiver.received, "the unsigned channel's notification")
     assert receiver.calls == 1  # only "plain": "signed" has no secret, so it sent nothing
+
+
+def test_a_queued_job_canceled_with_no_worker_running_is_announced_once_one_starts(
+    gateway_config: Factory,
+    start_api: Callable[[Config], Api],
+    start_worker: Callable[..., WorkerHandle],
+    receiver: Receiver,
+) -> None:
+    config = with_channels(
+        gateway_config(policies=[]), [{"type": "webhook", "name": "ops", "url": receiver.url}]
+    )
+    api = start_api(config)
+    with api.client() as client:
+        job_id = client.post("/v1/jobs", json={"prompt": "never mind", "notify": ["ops"]}).json()["id"]
+        assert client.delete(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+    assert receiver.calls == 0  # no worker yet: the notification waits in the outbox
+    start_worker(config)
+    wait_until(lambda: receiver.received, "the outbox delivered by the worker that started later")
+    event = json.loads(receiver.received[0][1])
+    assert (event["job_id"], event["status"]) == (job_id, "canceled")
+    assert receiver.calls == 1
