@@ -510,6 +510,8 @@ def _try_connect(config: Config) -> redis.Redis | None:
 
 def _print_explanation(report: dict[str, Any]) -> None:
     verdict = "[green]accepted[/]" if report["outcome"] == "accepted" else "[red]refused[/]"
+    if report.get("note"):
+        err.print(f"[yellow]note:[/] {report['note']}")
     asked = report["requested_model"]
     out.print(f"service {report['service']} → model {report['model']} (asked: {asked}): {verdict}")
     names = (Column("policy", overflow="fold"), Column("rule", overflow="fold"))

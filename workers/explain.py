@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.jobs import JobRequest
 from gateway.policies import PolicyEngine, Subject
 from gateway.quotas import Quotas
+from gateway.services import ServiceRegistry
 from workers.routing import build_chain
 
 
@@ -49,6 +50,12 @@ def explain(
         ],
         "budgets": [],
     }
+    known = service in config.services.services
+    if not known and connection is not None:
+        known = ServiceRegistry(connection, config).has_tokens(service)
+    if not known:
+        where = "services.yaml" if connection is None else "services.yaml or Redis"
+        report["note"] = f"service {service!r} is not in {where}: no token can send as it yet"
     if connection is not None and plan.quotas:
         for policy, state in Quotas(connection, config).spend(service, plan):
             report["budgets"].append(

@@ -132,6 +132,7 @@ def test_cli_policy_explain_shows_decisions_and_chain_without_calling(
     assert "sensitive_data_local" in result.output and "routed from general to sensitive" in result.output
     assert "sensitive/0:ollama" in result.output and "claude" not in result.output
     assert "ann@example.org" not in result.output
+    assert "service 'billing' is not in services.yaml or Redis" in result.output  # a typo'd service
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"prompt": "plain text", "model": "openai", "max_tokens": 50}))
     as_json = runner.invoke(app, ["policy", "explain", "--service", "billing", "--file", str(job), "--json"])
