@@ -229,7 +229,7 @@ def _add_job_routes(app: FastAPI, gw: _Gateway) -> None:
         service = gw.authenticate(authorization, x_api_key)
         body = _parse_model(await request.body(), ReviewRequest)
         gw.view_for(job_id, service)  # its own job, or a draft it may review; else "not found"
-        return _json(gw.store.review(job_id, body, reviewer=service, allowed=True))
+        return _json(gw.store.review(job_id, body, reviewer=service))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView)
     async def cancel_job(

@@ -441,7 +441,7 @@ def jobs_review(
     cfg = _config(config)
     try:
         review = ReviewRequest(decision="approve" if approve else "reject", comment=comment)
-        view = JobStore(_connect(cfg), cfg).review(job_id, review, reviewer="cli", allowed=True)
+        view = JobStore(_connect(cfg), cfg).review(job_id, review, reviewer="cli")
     except GatewayError as exc:
         fail(str(exc))
     assert view.review is not None

@@ -237,6 +237,11 @@ class ServicesFile(Strict):
         "default": ServiceConfig()
     }
 
+    def default_queue(self, service: str) -> QueueName:
+        """The queue a service's jobs go to when they name none (a service made by the CLI: interactive)."""
+        entry = self.services.get(service)
+        return entry.default_queue if entry else "interactive"
+
 
 # --- policies.yaml -------------------------------------------------------------------------------
 

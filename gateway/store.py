@@ -58,7 +58,7 @@ class JobStore:
         return keys.text(self.connection.get(keys.idempotency(service, request.idempotency_key)))
 
     def queue_for(self, service: str, request: JobRequest) -> str:
-        return request.queue or self._default_queue(service)
+        return request.queue or self.config.services.default_queue(service)
 
     def enqueue(
         self,
@@ -132,17 +132,13 @@ class JobStore:
             rate_limit=rate_limit,
         )
 
-    def _default_queue(self, service: str) -> str:
-        entry = self.config.services.services.get(service)
-        return entry.default_queue if entry else "interactive"
-
     def queued_view(self, job_id: str, service: str, request: JobRequest) -> JobView:
         """The view of a job this process just enqueued, without reading it back."""
         return JobView(
             id=job_id,
             status=JobState.QUEUED,
             service=service,
-            queue=request.queue or self._default_queue(service),
+            queue=self.queue_for(service, request),
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             metadata=request.metadata,
         )
@@ -205,13 +201,11 @@ class JobStore:
         meta = self.connection.hget(f"rq:job:{job_id}", "meta")
         return str(json.loads(meta).get("service", "")) if meta else ""
 
-    def review(self, job_id: str, review: ReviewRequest, *, reviewer: str, allowed: bool) -> JobView:
-        """Approve or reject a finished draft, once. ``allowed``: the reviewer may see this job.
+    def review(self, job_id: str, review: ReviewRequest, *, reviewer: str) -> JobView:
+        """Approve or reject a finished draft, once, as ``reviewer``.
 
-        A job the reviewer may not review is "not found", like any other service's job.
+        Who may see the job is the caller's check (the API's ``view_for``; the CLI is an operator).
         """
-        if not allowed:
-            raise NotFoundError(f"no job {job_id}")
         view = self.view(job_id, None)
         if view.status != JobState.SUCCEEDED or view.result is None:
             raise ConflictError(f"job {job_id} is {view.status.value}; only a finished draft can be reviewed")

@@ -24,7 +24,7 @@ def explain(
 ) -> dict[str, Any]:
     """The decisions, the outcome and the deployment chain for ``request`` from ``service``."""
     engine = PolicyEngine(config)
-    queue = request.queue or _default_queue(config, service)
+    queue = request.queue or config.services.default_queue(service)
     plan = engine.plan(Subject.from_request(service, queue, request))
     chain = [] if plan.denial else build_chain(config.models, plan.alias, allowed=plan.allows)
     report: dict[str, Any] = {
@@ -68,11 +68,6 @@ def explain(
                 }
             )
     return report
-
-
-def _default_queue(config: Config, service: str) -> str:
-    entry = config.services.services.get(service)
-    return entry.default_queue if entry else "interactive"
 
 
 def _callable(key_env: str | None) -> str:
