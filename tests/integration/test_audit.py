@@ -205,7 +205,7 @@ def test_writer_moves_malformed_entries_to_the_rejected_file(
 def test_report_aggregates_by_service_and_model(
     redis_client: redis.Redis, writer: AuditWriter, log_path: Path
 ) -> None:
-    start = datetime(2025, 3, 1, tzinfo=UTC)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # from the clock, any date
     events = [
         make_event("a1", time=start, latency_ms=100.0, input_tokens=10, output_tokens=1, cost_usd=0.01),
         make_event("a2", time=start + timedelta(minutes=1), latency_ms=300.0, input_tokens=20, cost_usd=0.02),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
@@ -15,7 +16,6 @@ import redis
 from gateway import keys
 from gateway.limits import MICRO, Period, RateCounter, SpendLedger, period_window
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC).timestamp()
 SCOPE = "svc:billing:budget:daily"
 # The races: for each of RACE_SCOPES budgets (or rate limits) in turn, PROCESSES processes released
 # together by a barrier make RACE_ATTEMPTS attempts each, twice what fits, so all of them are at the
@@ -30,6 +30,25 @@ RACE_RATE_LIMIT = 20
 
 def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+
+
+def noon_today(days_ahead: int = 0) -> float:
+    """Noon UTC of today (from the clock, never a calendar constant): Redis expires ledgers by its
+    own clock, so a ``now`` in the past would make a ledger vanish as soon as it is written; noon
+    keeps every offset a test adds inside one day."""
+    today = datetime.fromtimestamp(time.time(), UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    return (today + timedelta(days=days_ahead)).timestamp()
+
+
+def day_id(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def month_id(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+
+
+NOW = noon_today()
 
 
 @pytest.fixture
@@ -88,7 +107,7 @@ def test_ledger_reserve_then_commit_moves_hold_to_spend(
 
     after = ledger.state(SCOPE, "day", 1.0, now=NOW + 5)
     assert (after.spent_usd, after.held_usd, after.remaining_usd) == (0.123456, 0.0, 0.876544)
-    assert after.resets_at == ts(2026, 11, 25)
+    assert after.resets_at == noon_today(1) - 12 * 3600  # next midnight UTC
 
 
 def test_ledger_commits_accumulate_in_integer_micro_usd(
@@ -101,7 +120,7 @@ def test_ledger_commits_accumulate_in_integer_micro_usd(
             pipe.execute()
 
     assert ledger.state(SCOPE, "day", 1.0, now=NOW).spent_usd == 1.0  # ten float 0.1s would not sum to 1.0
-    assert int(redis_client.hget(keys.spend_ledger(SCOPE, "2026-11-24"), "spent") or 0) == MICRO
+    assert int(redis_client.hget(keys.spend_ledger(SCOPE, day_id(NOW)), "spent") or 0) == MICRO
     assert not ledger.reserve(SCOPE, "day", 1.0, "one-more", 0.000001, hold_seconds=60, now=NOW)[0]
 
 
@@ -166,8 +185,9 @@ def test_ledger_commit_joins_the_callers_transaction(ledger: SpendLedger, redis_
     assert redis_client.get("aigw:test:result:job-7") == b"done"
     state = ledger.state(SCOPE, "month", 5.0, now=NOW)
     assert (state.spent_usd, state.held_usd) == (1.25, 0.0)
-    ledger_key = keys.spend_ledger(SCOPE, "2026-11")
-    assert redis_client.expiretime(ledger_key) == ts(2026, 12, 2)  # the period's end plus a day
+    ledger_key = keys.spend_ledger(SCOPE, month_id(NOW))
+    _, month_end = period_window("month", NOW)
+    assert redis_client.expiretime(ledger_key) == month_end + 86400  # the period's end plus a day
 
 
 def test_ledger_commit_only_queues_on_the_pipeline(ledger: SpendLedger, redis_client: redis.Redis) -> None:
@@ -182,16 +202,31 @@ def test_ledger_commit_only_queues_on_the_pipeline(ledger: SpendLedger, redis_cl
 
 
 def test_ledger_periods_and_scopes_are_separate(ledger: SpendLedger, redis_client: redis.Redis) -> None:
-    last_of_month = ts(2026, 11, 30, 23, 59)
+    _, next_month = period_window("month", NOW)
+    last_of_month = next_month - 60
     assert ledger.reserve(SCOPE, "day", 1.0, "job-1", 1.0, hold_seconds=600, now=last_of_month)[0]
     with redis_client.pipeline(transaction=True) as pipe:
         ledger.commit(pipe, SCOPE, "day", "job-1", 1.0, now=last_of_month)
         pipe.execute()
 
     assert not ledger.reserve(SCOPE, "day", 1.0, "job-2", 0.01, hold_seconds=60, now=last_of_month)[0]
-    assert ledger.reserve(SCOPE, "day", 1.0, "job-2", 0.01, hold_seconds=60, now=ts(2026, 12, 1))[0]
+    assert ledger.reserve(SCOPE, "day", 1.0, "job-2", 0.01, hold_seconds=60, now=next_month)[0]
     assert ledger.reserve("svc:other", "day", 1.0, "job-3", 1.0, hold_seconds=60, now=last_of_month)[0]
     assert ledger.state(SCOPE, "month", 1.0, now=last_of_month).spent_usd == 0.0
+
+
+def test_ledger_holds_a_year_ahead_of_today(ledger: SpendLedger, redis_client: redis.Redis) -> None:
+    later = noon_today(365)
+    assert ledger.reserve(SCOPE, "day", 1.0, "job-1", 0.4, hold_seconds=60, now=later)[0]
+    with redis_client.pipeline(transaction=True) as pipe:
+        ledger.commit(pipe, SCOPE, "day", "job-1", 0.25, now=later)
+        pipe.execute()
+
+    state = ledger.state(SCOPE, "day", 1.0, now=later)
+    assert (state.spent_usd, state.held_usd) == (0.25, 0.0)
+    assert ledger.state(SCOPE, "day", 1.0, now=NOW).spent_usd == 0.0  # today's period is another ledger
+    ledger_key = keys.spend_ledger(SCOPE, day_id(later))
+    assert redis_client.expiretime(ledger_key) == period_window("day", later)[1] + 86400
 
 
 def test_ledger_rejects_negative_amounts(ledger: SpendLedger, redis_client: redis.Redis) -> None:
@@ -201,7 +236,7 @@ def test_ledger_rejects_negative_amounts(ledger: SpendLedger, redis_client: redi
         ledger.commit(pipe, SCOPE, "day", "a", -0.5, now=NOW)
 
 
-def _reserve_and_commit(url: str, barrier: Barrier, results: Queue[list[int]]) -> None:
+def _reserve_and_commit(url: str, barrier: Barrier, results: Queue[list[int]], now: float) -> None:
     """One racing process: reserve and commit small amounts on each budget until its attempts run out."""
     connection = redis.Redis.from_url(url)
     ledger = SpendLedger(connection)
@@ -211,10 +246,10 @@ def _reserve_and_commit(url: str, barrier: Barrier, results: Queue[list[int]]) -
         for attempt in range(RACE_ATTEMPTS):
             holder = f"{os.getpid()}:{attempt}"
             scope = f"svc:race:{n}"
-            ok, _ = ledger.reserve(scope, "day", RACE_LIMIT_USD, holder, RACE_AMOUNT_USD, 600, now=NOW)
+            ok, _ = ledger.reserve(scope, "day", RACE_LIMIT_USD, holder, RACE_AMOUNT_USD, 600, now=now)
             if ok:
                 with connection.pipeline(transaction=True) as pipe:
-                    ledger.commit(pipe, scope, "day", holder, RACE_AMOUNT_USD, now=NOW)
+                    ledger.commit(pipe, scope, "day", holder, RACE_AMOUNT_USD, now=now)
                     pipe.execute()
                 granted[n] += 1
     connection.close()
@@ -222,7 +257,7 @@ def _reserve_and_commit(url: str, barrier: Barrier, results: Queue[list[int]]) -
 
 
 def test_ledger_processes_racing_never_overspend_or_lose_updates(ledger: SpendLedger, redis_url: str) -> None:
-    reports = _race(_reserve_and_commit, redis_url)
+    reports = _race(_reserve_and_commit, redis_url, NOW)
 
     for n in range(RACE_SCOPES):
         granted = sum(report[n] for report in reports)
@@ -317,7 +352,7 @@ def test_rate_old_buckets_are_pruned(counter: RateCounter, redis_client: redis.R
     assert counter.peek("svc:a:tpm", limit=100, now=1600.0).count == 12  # one add per 5 s for 60 s
 
 
-def _hammer(url: str, barrier: Barrier, results: Queue[list[int]]) -> None:
+def _hammer(url: str, barrier: Barrier, results: Queue[list[int]], now: float) -> None:
     """One racing process: hit each shared rate limit, every attempt inside the same window."""
     connection = redis.Redis.from_url(url)
     counter = RateCounter(connection, window_seconds=60.0)
@@ -325,26 +360,28 @@ def _hammer(url: str, barrier: Barrier, results: Queue[list[int]]) -> None:
     for n in range(RACE_SCOPES):
         barrier.wait(timeout=60)
         for attempt in range(RACE_ATTEMPTS):
-            decision = counter.hit(f"svc:race:{n}", limit=RACE_RATE_LIMIT, now=5000.0 + attempt * 0.1)
+            decision = counter.hit(f"svc:race:{n}", limit=RACE_RATE_LIMIT, now=now + attempt * 0.1)
             allowed[n] += decision.allowed
     connection.close()
     results.put(allowed)
 
 
 def test_rate_processes_racing_allow_exactly_the_limit(counter: RateCounter, redis_url: str) -> None:
-    reports = _race(_hammer, redis_url)
+    reports = _race(_hammer, redis_url, NOW)
 
     for n in range(RACE_SCOPES):
         assert sum(report[n] for report in reports) == RACE_RATE_LIMIT
-        assert counter.peek(f"svc:race:{n}", limit=RACE_RATE_LIMIT, now=5010.0).count == RACE_RATE_LIMIT
+        assert counter.peek(f"svc:race:{n}", limit=RACE_RATE_LIMIT, now=NOW + 10).count == RACE_RATE_LIMIT
 
 
-def _race(target: Callable[..., None], redis_url: str) -> list[list[int]]:
+def _race(target: Callable[..., None], redis_url: str, now: float) -> list[list[int]]:
     """Run ``target`` in PROCESSES spawned OS processes sharing one barrier; each reports a list."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
     results: Queue[list[int]] = context.Queue()
-    processes = [context.Process(target=target, args=(redis_url, barrier, results)) for _ in range(PROCESSES)]
+    processes = [
+        context.Process(target=target, args=(redis_url, barrier, results, now)) for _ in range(PROCESSES)
+    ]
     for process in processes:
         process.start()
     try:
