@@ -118,7 +118,7 @@ class BenchStack:
     @property
     def redis_pid(self) -> int:
         assert self.redis_server is not None
-        return self.redis_server.process.pid
+        return self.redis_server.pid
 
     def fake_port(self, latency: float) -> int:
         return self.fakes[latency][0]
@@ -128,7 +128,7 @@ class BenchStack:
 
     def start(self) -> None:
         self.redis_server = RedisServer.start(self.root / "redis", appendonly=True)
-        self._guards.append(guard(self.redis_server.process.pid, self.root))
+        self._guards.append(guard(self.redis_server.pid, self.root))
         for latency in sorted(set(self.latencies) | {0.0}):
             port = free_port()
             argv = [
@@ -202,7 +202,6 @@ class BenchStack:
         gateway.setdefault("queues", {}).setdefault(QUEUE, {})["concurrency"] = 1000
         gateway.setdefault("jobs", {})["max_attempts"] = 1
         gateway.setdefault("workers", {})["processes"] = 1  # `aigw worker` runs inline, no supervisor
-        gateway.setdefault("redis", {})["probe_local"] = False
         gateway_file.write_text(yaml.safe_dump(gateway, sort_keys=False))
         load_config(self.config_dir)  # fail here, with the config error, not in a child
 

@@ -6,8 +6,10 @@ token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -70,15 +72,15 @@ def _config(path: Path | None, *, create: bool = False) -> Config:
 
 
 def _redis_url(config: Config) -> str:
-    """REDIS_URL or config, else the embedded Redis a running `aigw up` noted, else 127.0.0.1:6379."""
-    from gateway.redis_server import DEFAULT_LOCAL_URL, embedded_url_file
+    """REDIS_URL or config, else the embedded Redis a running `aigw up` noted; never a guess."""
+    from gateway.redis_server import known_redis_url
 
-    if url := config.redis_url():
-        return url
-    noted = embedded_url_file(aigw_home())
-    if noted.exists():
-        return noted.read_text().strip()
-    return DEFAULT_LOCAL_URL
+    url = known_redis_url(config.redis_url(), aigw_home())
+    if url is None:
+        fail(
+            "no Redis to use: start the stack with `aigw up`, or set REDIS_URL (or redis.url in gateway.yaml)"
+        )
+    return url
 
 
 def _connect(config: Config) -> redis.Redis:
@@ -103,15 +105,27 @@ def up(config: ConfigOpt = None, port: Annotated[int | None, typer.Option(help="
     stack = Stack(cfg, aigw_home(), port if port is not None else cfg.gateway.api.port)
     try:
         token = stack.start()
+    except KeyboardInterrupt:
+        stack.stop(grace=5)
+        raise typer.Exit(130) from None
     except (GatewayError, RuntimeError, redis.RedisError) as exc:
         stack.stop(grace=5)
         fail(str(exc))
-    _banner(stack, token)
     try:
+        _banner(stack, token)
         stack.supervise()
+    except KeyboardInterrupt:  # Ctrl-C before supervise() took over
+        pass
     finally:
-        out.print("\nstopping…")
-        stack.stop()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain short
+        stack.stop()  # first: a print to a closed pipe (`| tee` gone with Ctrl-C) must not skip it
+        _say_stopped()
+
+
+def _say_stopped() -> None:
+    """The last line, if anyone still reads: after Ctrl-C a `| tee` is gone too, and rich answers
+    a broken pipe with exit 1 (stdout already pointed at /dev/null); the stack stopped fine."""
+    with contextlib.suppress(SystemExit, BrokenPipeError):
         out.print("aigw stopped.")
 
 
@@ -591,7 +605,6 @@ def audit_writer(
     target = path or _audit_path(config)
     writer = AuditWriter(_connect(cfg), target, consumer=f"writer-{os.getpid()}")
     stop = threading.Event()
-    import signal
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

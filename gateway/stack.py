@@ -19,7 +19,7 @@ import redis
 
 from gateway.audit import AuditWriter
 from gateway.config import Config
-from gateway.home import api_url_file
+from gateway.home import StackLock, api_url_file, config_dir_file
 from gateway.redis_server import RedisServer, embedded_url_file, port_free, resolve_redis
 from gateway.services import ServiceRegistry
 from gateway.supervisor import Child, Supervisor
@@ -35,7 +35,7 @@ class Stack:
     supervisor: Supervisor = field(default_factory=Supervisor)
     writer_stop: threading.Event = field(default_factory=threading.Event)
     writer_thread: threading.Thread | None = None
-    _noted_api: bool = False
+    _lock: StackLock | None = None
 
     @property
     def api_url(self) -> str:
@@ -45,13 +45,20 @@ class Stack:
         """Start everything; returns a new token for ``default`` when one had to be created."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         gw = self.config.gateway
+        lock = StackLock(self.home)
+        if not lock.acquire():
+            raise RuntimeError(
+                f"another `aigw up` is running on AIGW_HOME={self.home}: stop it first "
+                "(or give this one its own AIGW_HOME)"
+            )
+        self._lock = lock
         if not port_free(self.port, gw.api.host):
             raise RuntimeError(
                 f"port {self.port} on {gw.api.host} is in use (is another `aigw up` running?); "
                 "stop it or pass --port"
             )
         self.redis_url, self.redis_server = resolve_redis(
-            self.config.redis_url(), self.home, gw.redis.embedded_port, probe_local=gw.redis.probe_local
+            self.config.redis_url(), self.home, gw.redis.embedded_port
         )
         if self.redis_server is not None:  # so `aigw gateway status` etc. find the embedded Redis
             embedded_url_file(self.home).write_text(self.redis_url)
@@ -73,8 +80,9 @@ class Stack:
         self.supervisor.start_all()
         self._start_audit_writer()
         self._wait_for_api()
-        api_url_file(self.home).write_text(self.api_url)  # so `aigw ask` finds a stack on another --port
-        self._noted_api = True
+        # so every other command finds this stack's API (on any --port) and config (any --config)
+        api_url_file(self.home).write_text(self.api_url)
+        config_dir_file(self.home).write_text(str(Path(self.config.directory).resolve()))
         return token
 
     def _start_audit_writer(self) -> None:
@@ -104,8 +112,10 @@ class Stack:
 
     def stop(self, grace: float | None = None) -> None:
         """Workers first (they drain), then the audit writer, then Redis if it is ours."""
-        if self._noted_api:  # never another running stack's note (a second `aigw up` that failed to start)
-            api_url_file(self.home).unlink(missing_ok=True)
+        if self._lock is None:  # it never started: the notes, if any, are another stack's
+            return
+        api_url_file(self.home).unlink(missing_ok=True)
+        config_dir_file(self.home).unlink(missing_ok=True)
         self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:
@@ -113,3 +123,5 @@ class Stack:
         if self.redis_server is not None:
             self.redis_server.stop()
             embedded_url_file(self.home).unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -23,7 +26,10 @@ class Child:
     next_start: float = 0.0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+        # SIGTERM (a clean drain) if the supervisor dies, even by kill -9: no orphaned workers
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=parent_death_signal(signal.SIGTERM)
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -74,3 +80,21 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+
+
+def parent_death_signal(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child get ``sig`` when its parent dies (Linux's
+    PR_SET_PDEATHSIG); None elsewhere, where an orphan is adopted by the next start instead."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the prctl: nobody will signal us
+            os.kill(os.getpid(), int(sig))
+
+    return preexec

@@ -60,7 +60,7 @@ def user_env(tmp_path: Path, config_dir: Path) -> Iterator[tuple[dict[str, str],
     """A fresh $AIGW_HOME, no provider keys, no REDIS_URL: the embedded default."""
     redis_port, api_port = free_port(), free_port()
     gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
-    gateway["redis"].update({"probe_local": False, "embedded_port": redis_port})
+    gateway["redis"]["embedded_port"] = redis_port
     (config_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway))
     env = {
         k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
