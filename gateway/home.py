@@ -1,16 +1,22 @@
-"""Where aigw keeps its state ($AIGW_HOME) and which config directory it reads."""
+"""Where aigw keeps its state ($AIGW_HOME) and which config directory it reads.
+
+Standard library only: the Python client (gateway.client) finds the API through this module,
+and must import nothing from the server side.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 
-def aigw_home() -> Path:
+def aigw_home(environ: Mapping[str, str] | None = None) -> Path:
     """``$AIGW_HOME``, default ``~/.aigw``: audit log, embedded Redis data, local state."""
-    return Path(os.environ.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
+    env = os.environ if environ is None else environ
+    return Path(env.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
 
 
 def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = False) -> Path:
@@ -42,7 +48,10 @@ def api_url_file(home: Path) -> Path:
     return home / "api-url"
 
 
-def noted_api_url(default: str) -> str:
+def noted_api_url(default: str, environ: Mapping[str, str] | None = None) -> str:
     """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
-    noted = api_url_file(aigw_home())
-    return noted.read_text().strip() if noted.exists() else default
+    try:
+        noted = api_url_file(aigw_home(environ)).read_text().strip()
+    except FileNotFoundError:  # no stack running (or it stopped between a check and a read)
+        return default
+    return noted or default
