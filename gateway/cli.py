@@ -224,22 +224,17 @@ def ask(
     token: Annotated[str | None, typer.Option(envvar="AIGW_TOKEN", help="Service token.")] = None,
 ) -> None:
     """Send a question through the gateway and print the answer."""
-    import httpx
-
-    from gateway.client import DEFAULT_URL, ApiError, Client
+    from gateway.client import AigwError, Client
 
     if not token:
         fail("no service token: set AIGW_TOKEN (printed by the first `aigw up`) or pass --token")
-    url = url or noted_api_url(DEFAULT_URL)
     try:
-        with Client(url, token) as client:
+        with Client(url, token) as client:  # no --url / AIGW_URL: the URL `aigw up` noted in $AIGW_HOME
             job = client.submit(question, model=model, task=task, wait=min(timeout, 30) if wait else 0)
             if wait:
                 job = client.wait(job["id"], timeout=timeout)
-    except ApiError as exc:
+    except AigwError as exc:  # the API unreachable, or its error envelope
         fail(str(exc))
-    except (OSError, httpx.HTTPError) as exc:
-        fail(f"cannot reach the API at {url} ({exc}); is `aigw up` running? (set AIGW_URL for another one)")
     _print_job(job, wait)
 
 

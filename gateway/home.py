@@ -4,6 +4,9 @@ A running `aigw up` holds an exclusive ``flock`` on ``$AIGW_HOME/up.lock`` for i
 (the kernel drops it when the process dies, ``kill -9`` included) and notes its API URL and
 config directory beside it, so every other command run with the same ``AIGW_HOME``, from any
 directory, talks to that stack and reads its config.
+
+Standard library only: the Python client (gateway.client) finds the API through this module,
+and must import nothing from the server side.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 
-def aigw_home() -> Path:
+def aigw_home(environ: Mapping[str, str] | None = None) -> Path:
     """``$AIGW_HOME``, default ``~/.aigw``: audit log, embedded Redis data, local state."""
-    return Path(os.environ.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
+    env = os.environ if environ is None else environ
+    return Path(env.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
 
 
 def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = False) -> Path:
@@ -54,10 +59,13 @@ def api_url_file(home: Path) -> Path:
     return home / "api-url"
 
 
-def noted_api_url(default: str) -> str:
+def noted_api_url(default: str, environ: Mapping[str, str] | None = None) -> str:
     """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
-    noted = api_url_file(aigw_home())
-    return noted.read_text().strip() if noted.exists() else default
+    try:
+        noted = api_url_file(aigw_home(environ)).read_text().strip()
+    except FileNotFoundError:  # no stack running (or it stopped between a check and a read)
+        return default
+    return noted or default
 
 
 def config_dir_file(home: Path) -> Path:
