@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,9 +19,7 @@ import yaml
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, wait_until
-
-Factory = Callable[..., Config]
+from tests.integration.harness import ConfigFactory, StartApi, StartStack, StartWorker, wait_until
 
 
 @dataclass
@@ -68,11 +66,7 @@ def with_channels(config: Config, channels: list[dict[str, Any]]) -> Config:
 
 
 def test_a_draft_is_announced_as_a_draft_signed_and_without_its_content(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
+    gateway_config: ConfigFactory, stack: StartStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPS_HOOK_SECRET", "s3cret-for-hmac")
     monkeypatch.setenv("SLACK_HOOK_URL", receiver.url + "/slack")
@@ -83,8 +77,7 @@ def test_a_draft_is_announced_as_a_draft_signed_and_without_its_content(
             {"type": "slack", "name": "team", "url_env": "SLACK_HOOK_URL"},
         ],
     )
-    api = start_api(config)
-    start_worker(config)
+    api = stack(config).api
     with api.client() as client:
         body = {"prompt": "Draft the outage note", "notify": ["ops", "team"]}
         job = client.post("/v1/jobs", params={"wait": 15}, json=body).json()
@@ -111,19 +104,14 @@ def test_a_draft_is_announced_as_a_draft_signed_and_without_its_content(
 
 
 def test_a_failed_job_is_announced_and_a_5xx_is_retried(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    receiver: Receiver,
+    gateway_config: ConfigFactory, stack: StartStack, fake: FakeProvider, receiver: Receiver
 ) -> None:
     receiver.fail_first = 1
     config = with_channels(
         gateway_config(jobs={"max_attempts": 1}, policies=[]),
         [{"type": "webhook", "name": "ops", "url": receiver.url}],
     )
-    api = start_api(config)
-    start_worker(config)
+    api = stack(config).api
     fake.script(Fault.status(400), model="gpt-fake")
     with api.client() as client:
         job = client.post(
@@ -137,7 +125,7 @@ def test_a_failed_job_is_announced_and_a_5xx_is_retried(
 
 
 def test_unknown_or_cli_channels_are_refused_at_the_door(
-    gateway_config: Factory, start_api: Callable[[Config], Api], receiver: Receiver
+    gateway_config: ConfigFactory, start_api: StartApi, receiver: Receiver
 ) -> None:
     config = with_channels(
         gateway_config(),
@@ -169,20 +157,14 @@ def test_channel_config_errors_name_the_entry(config_dir: Path, channel: dict[st
     assert needle in str(caught.value)
 
 
-def test_notify_is_in_the_published_job_schema(
-    gateway_config: Factory, start_api: Callable[[Config], Api]
-) -> None:
+def test_notify_is_in_the_published_job_schema(gateway_config: ConfigFactory, start_api: StartApi) -> None:
     api = start_api(gateway_config())
     schema = httpx.get(f"{api.url}/openapi.json").json()["components"]["schemas"]["JobRequest"]
     assert schema["properties"]["notify"]["maxItems"] == 10
 
 
 def test_a_channel_set_to_sign_never_sends_unsigned(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
+    gateway_config: ConfigFactory, stack: StartStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPS_HOOK_SECRET", raising=False)
     config = with_channels(
@@ -192,8 +174,7 @@ def test_a_channel_set_to_sign_never_sends_unsigned(
             {"type": "webhook", "name": "plain", "url": receiver.url + "/plain"},
         ],
     )
-    api = start_api(config)
-    start_worker(config)
+    api = stack(config).api
     with api.client() as client:
         body = {"prompt": "x", "notify": ["signed", "plain"]}
         assert client.post("/v1/jobs", params={"wait": 15}, json=body).json()["status"] == "succeeded"
@@ -202,9 +183,9 @@ def test_a_channel_set_to_sign_never_sends_unsigned(
 
 
 def test_a_queued_job_canceled_with_no_worker_running_is_announced_once_one_starts(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    start_worker: StartWorker,
     receiver: Receiver,
 ) -> None:
     config = with_channels(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,10 @@ from typer.testing import CliRunner
 
 from gateway.audit import AuditWriter
 from gateway.cli import app
-from gateway.config import Config
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, run_burst
+from tests.integration.harness import ConfigFactory, StartApi, run_burst
 
-Factory = Callable[..., Config]
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}  # rich tables fold long cells at the default 80 columns
 
@@ -63,8 +60,8 @@ def test_cli_service_add_rotate_remove(
 
 def test_cli_dead_letters_list_and_retry(
     cli_env: dict[str, str],
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
     fake: FakeProvider,
     redis_url: str,
 ) -> None:
@@ -94,8 +91,8 @@ def test_cli_dead_letters_list_and_retry(
 
 def test_cli_audit_tail_and_verify(
     cli_env: dict[str, str],
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
     redis_url: str,
     redis_client: redis.Redis,
     tmp_path: Path,
@@ -148,7 +145,7 @@ def test_cli_policy_explain_shows_decisions_and_chain_without_calling(
 
 
 def test_cli_jobs_review_approves_a_draft_once(
-    cli_env: dict[str, str], gateway_config: Factory, start_api: Callable[[Config], Api], redis_url: str
+    cli_env: dict[str, str], gateway_config: ConfigFactory, start_api: StartApi, redis_url: str
 ) -> None:
     config = gateway_config()
     monkey_env = {"AIGW_CONFIG": config.directory}

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from gateway.config import Config
 from gateway.redis_server import RedisServer
 from tests.fakes.provider import FakeProvider
-from tests.integration.conftest import Api, WorkerHandle, wait_until
+from tests.integration.harness import Api, ConfigFactory, SpawnWorker, StartApi, StartWorker, wait_until
 
-Factory = Callable[..., Config]
 FAST_RECOVERY = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2, "reap_interval": 0.5}
 
 
@@ -33,9 +29,9 @@ def _states(api: Api, ids: list[str]) -> dict[str, str]:
 
 
 def test_kill_9_worker_jobs_in_flight_are_recovered_once(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    spawn_worker: SpawnWorker,
     fake: FakeProvider,
     redis_client: redis.Redis,
 ) -> None:
@@ -60,9 +56,9 @@ def test_kill_9_worker_jobs_in_flight_are_recovered_once(
 
 
 def test_sigterm_lets_in_flight_jobs_finish(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    spawn_worker: SpawnWorker,
     fake: FakeProvider,
     redis_client: redis.Redis,
 ) -> None:
@@ -78,9 +74,9 @@ def test_sigterm_lets_in_flight_jobs_finish(
 
 
 def test_sigterm_past_the_grace_requeues_what_is_left(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    spawn_worker: SpawnWorker,
     fake: FakeProvider,
     redis_client: redis.Redis,
 ) -> None:
@@ -100,9 +96,9 @@ def test_sigterm_past_the_grace_requeues_what_is_left(
 
 
 def test_redis_outage_answers_503_and_loses_no_accepted_job(
-    gateway_config: Factory,
-    start_api: Callable[..., Api],
-    start_worker: Callable[..., WorkerHandle],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    start_worker: StartWorker,
     fake: FakeProvider,
     tmp_path: Path,
 ) -> None:

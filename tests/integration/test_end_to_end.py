@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,12 +12,9 @@ import redis
 
 from gateway import keys
 from gateway.audit import AuditWriter, tail
-from gateway.config import Config
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, run_burst, wait_until
-
-Factory = Callable[..., Config]
+from tests.integration.harness import ConfigFactory, StartApi, StartStack, StartWorker, run_burst, wait_until
 
 
 @pytest.mark.parametrize(
@@ -30,9 +26,7 @@ Factory = Callable[..., Config]
     ],
 )
 def test_job_round_trip_per_provider_kind(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
+    stack: StartStack,
     fake: FakeProvider,
     redis_client: redis.Redis,
     tmp_path: Path,
@@ -41,9 +35,7 @@ def test_job_round_trip_per_provider_kind(
     provider_model: str,
     path: str,
 ) -> None:
-    config = gateway_config(policies=[])  # no log_all_requests_and_responses: the audit has no bodies
-    api = start_api(config)
-    start_worker(config)
+    api = stack(policies=[]).api  # no log_all_requests_and_responses: the audit has no bodies
     with api.client() as client:
         response = client.post(
             "/v1/jobs", params={"wait": 10}, json={"prompt": "ping the model", "model": alias}
@@ -61,7 +53,7 @@ def test_job_round_trip_per_provider_kind(
     assert result["offline"] is False
     usage = result["usage"]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
-    pricing = config.models.models[alias].deployments[0].pricing
+    pricing = api.config.models.models[alias].deployments[0].pricing
     assert result["cost_usd"] == pytest.approx(pricing.cost(usage["input_tokens"], usage["output_tokens"]))
     assert job["attempts"] == 1 and result["attempt"] == 1
     assert set(result["timings"]) >= {"queue_wait_ms", "provider_latency_ms"}
@@ -87,16 +79,10 @@ def test_job_round_trip_per_provider_kind(
 
 
 def test_offline_provider_answers_without_keys(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    monkeypatch: pytest.MonkeyPatch,
+    stack: StartStack, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AIGW_TEST_ANTHROPIC_KEY")
-    config = gateway_config()
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "hello"}).json()
     assert job["status"] == "succeeded"
@@ -109,9 +95,9 @@ def test_offline_provider_answers_without_keys(
 
 
 def test_get_long_poll_returns_the_finished_job(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    start_worker: StartWorker,
     fake: FakeProvider,
 ) -> None:
     config = gateway_config()
@@ -129,7 +115,7 @@ def test_get_long_poll_returns_the_finished_job(
 
 
 def test_post_wait_answers_202_when_not_done_in_time(
-    gateway_config: Factory, start_api: Callable[[Config], Api]
+    gateway_config: ConfigFactory, start_api: StartApi
 ) -> None:
     api = start_api(gateway_config())
     with api.client() as client:
@@ -141,8 +127,8 @@ def test_post_wait_answers_202_when_not_done_in_time(
 
 
 def test_worker_runs_many_jobs_concurrently(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
     fake: FakeProvider,
     redis_url: str,
 ) -> None:
@@ -166,7 +152,7 @@ def test_worker_runs_many_jobs_concurrently(
 
 
 def test_service_sees_only_its_own_jobs(
-    gateway_config: Factory, start_api: Callable[[Config], Api], redis_client: redis.Redis
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     config = gateway_config()
     api = start_api(config)
@@ -203,8 +189,8 @@ def test_service_sees_only_its_own_jobs(
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_enqueued(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
     redis_client: redis.Redis,
     body: bytes,
     headers: dict[str, str] | None,
@@ -222,14 +208,14 @@ def test_bad_input_is_refused_and_nothing_is_enqueued(
     assert redis_client.llen("rq:queue:interactive") == 0
 
 
-def test_x_api_key_header_authenticates(gateway_config: Factory, start_api: Callable[[Config], Api]) -> None:
+def test_x_api_key_header_authenticates(gateway_config: ConfigFactory, start_api: StartApi) -> None:
     api = start_api(gateway_config())
     response = httpx.post(f"{api.url}/v1/jobs", json={"prompt": "hi"}, headers={"x-api-key": api.token})
     assert response.status_code == 202
 
 
 def test_idempotency_key_returns_the_same_job(
-    gateway_config: Factory, start_api: Callable[[Config], Api], redis_client: redis.Redis
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     api = start_api(gateway_config())
     with api.client() as client:
@@ -241,7 +227,7 @@ def test_idempotency_key_returns_the_same_job(
 
 
 def test_cancel_queued_job_never_reaches_the_provider(
-    gateway_config: Factory, start_api: Callable[[Config], Api], fake: FakeProvider, redis_url: str
+    gateway_config: ConfigFactory, start_api: StartApi, fake: FakeProvider, redis_url: str
 ) -> None:
     config = gateway_config()
     api = start_api(config)
@@ -255,16 +241,9 @@ def test_cancel_queued_job_never_reaches_the_provider(
     assert fake.count() == 0
 
 
-def test_cancel_running_job_stops_it(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_cancel_running_job_stops_it(stack: StartStack, fake: FakeProvider) -> None:
     fake.latency = 20
-    config = gateway_config()
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api
     with api.client() as client:
         job_id = client.post("/v1/jobs", json={"prompt": "slow", "model": "openai"}).json()["id"]
         wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "job running")
@@ -274,16 +253,9 @@ def test_cancel_running_job_stops_it(
     assert time.monotonic() - started < 10
 
 
-def test_non_retryable_provider_error_fails_the_job_at_once(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_non_retryable_provider_error_fails_the_job_at_once(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(Fault.status(400, message="max_tokens too large"), model="gpt-fake")
-    config = gateway_config()
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "x", "model": "openai"}).json()
     assert job["status"] == "failed"
@@ -291,16 +263,9 @@ def test_non_retryable_provider_error_fails_the_job_at_once(
     assert fake.count(model="gpt-fake") == 1
 
 
-def test_retryable_error_fails_over_to_the_next_deployment(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_retryable_error_fails_over_to_the_next_deployment(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(Fault.status(503), model="claude-fake")
-    config = gateway_config()
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "x", "model": "general"}).json()
     assert job["status"] == "succeeded"
@@ -310,32 +275,18 @@ def test_retryable_error_fails_over_to_the_next_deployment(
     assert job["result"]["calls"][0]["error"]["type"] == "provider_unavailable"
 
 
-def test_garbage_provider_answer_fails_with_a_clear_type(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_garbage_provider_answer_fails_with_a_clear_type(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(Fault.garbage(), model="gpt-fake")
-    config = gateway_config(jobs={"max_attempts": 1})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 1}).api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "x", "model": "openai"}).json()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "bad_provider_response"
 
 
-def test_retryable_failure_is_requeued_and_succeeds(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_retryable_failure_is_requeued_and_succeeds(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(Fault.status(500), Fault.status(502), model="gpt-fake")
-    config = gateway_config(jobs={"max_attempts": 3, "retry_intervals": [0]})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 3, "retry_intervals": [0]}).api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "x", "model": "openai"}).json()
     assert job["status"] == "succeeded"
@@ -344,7 +295,7 @@ def test_retryable_failure_is_requeued_and_succeeds(
 
 
 def test_readyz_reports_missing_workers(
-    gateway_config: Factory, start_api: Callable[[Config], Api], start_worker: Callable[..., WorkerHandle]
+    gateway_config: ConfigFactory, start_api: StartApi, start_worker: StartWorker
 ) -> None:
     config = gateway_config()
     api = start_api(config)
@@ -358,9 +309,7 @@ def test_readyz_reports_missing_workers(
     assert ready.json()["workers"] == {"interactive": 1, "batch": 1}
 
 
-def test_openapi_documents_the_job_request(
-    gateway_config: Factory, start_api: Callable[[Config], Api]
-) -> None:
+def test_openapi_documents_the_job_request(gateway_config: ConfigFactory, start_api: StartApi) -> None:
     api = start_api(gateway_config())
     schema = httpx.get(f"{api.url}/openapi.json").json()
     assert "prompt" in schema["components"]["schemas"]["JobRequest"]["properties"]
@@ -368,16 +317,10 @@ def test_openapi_documents_the_job_request(
 
 
 def test_audit_stream_records_failed_jobs(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    redis_client: redis.Redis,
+    stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
     fake.script(Fault.status(401), model="gpt-fake")
-    config = gateway_config()
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "x", "model": "openai"}).json()
     assert job["error"]["type"] == "provider_auth_error"
@@ -390,7 +333,7 @@ def test_audit_stream_records_failed_jobs(
 
 
 def test_unknown_route_and_method_use_the_error_envelope(
-    gateway_config: Factory, start_api: Callable[[Config], Api]
+    gateway_config: ConfigFactory, start_api: StartApi
 ) -> None:
     api = start_api(gateway_config())
     with api.client() as client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,11 +10,18 @@ import pytest
 import redis
 import yaml
 
-from gateway.config import Config, load_config
+from gateway.config import load_config
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, audit_events, fake_models, wait_until
-
-Factory = Callable[..., Config]
+from tests.integration.harness import (
+    Api,
+    ConfigFactory,
+    StartApi,
+    StartStack,
+    StartWorker,
+    audit_events,
+    fake_models,
+    wait_until,
+)
 
 
 def _status(api: Api, job_id: str) -> dict[str, object]:
@@ -25,16 +31,9 @@ def _status(api: Api, job_id: str) -> dict[str, object]:
     return body
 
 
-def test_retry_after_delays_the_requeue(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_retry_after_delays_the_requeue(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(Fault.status(429, retry_after=2), model="gpt-fake")
-    config = gateway_config(jobs={"max_attempts": 3, "retry_intervals": [0]})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 3, "retry_intervals": [0]}).api
     submitted = time.monotonic()
     with api.client() as client:
         job_id = client.post("/v1/jobs", json={"prompt": "x", "model": "openai"}).json()["id"]
@@ -52,16 +51,9 @@ def test_retry_after_delays_the_requeue(
     assert fake.count(model="gpt-fake") == 2
 
 
-def test_provider_calls_never_exceed_the_bound(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_provider_calls_never_exceed_the_bound(stack: StartStack, fake: FakeProvider) -> None:
     fake.script(*[Fault.status(500)] * 20, model="gpt-fake")
-    config = gateway_config(jobs={"max_attempts": 6, "retry_intervals": [0], "max_provider_calls": 3})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 6, "retry_intervals": [0], "max_provider_calls": 3}).api
     with api.client() as client:
         job_id = client.post("/v1/jobs", json={"prompt": "x", "model": "openai"}).json()["id"]
         job = client.get(f"/v1/jobs/{job_id}", params={"wait": 15}).json()
@@ -77,18 +69,12 @@ def test_provider_calls_never_exceed_the_bound(
     ids=["500", "529", "reset", "timeout", "garbage"],
 )
 def test_transient_fault_ends_in_success_by_requeue(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    fault: Fault,
+    stack: StartStack, fake: FakeProvider, fault: Fault
 ) -> None:
     fake.script(fault, model="gpt-fake")
     models = fake_models(fake.base_url)
     models["models"]["openai"]["timeouts"] = {"connect": 1, "read": 0.5, "total": 1}  # type: ignore[index]
-    config = gateway_config(models=models, jobs={"max_attempts": 2, "retry_intervals": [0]})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(models=models, jobs={"max_attempts": 2, "retry_intervals": [0]}).api
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 15}, json={"prompt": "x", "model": "openai"}).json()
     if fault.kind == "garbage":  # a malformed answer is not retried: it fails with its own type
@@ -100,18 +86,11 @@ def test_transient_fault_ends_in_success_by_requeue(
     assert fake.count(model="gpt-fake") == 2
 
 
-def test_sensitive_job_never_fails_over_to_a_cloud_model(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-) -> None:
+def test_sensitive_job_never_fails_over_to_a_cloud_model(stack: StartStack, fake: FakeProvider) -> None:
     models = fake_models(fake.base_url)
     models["models"]["sensitive"]["fallbacks"] = ["general", "openai", "offline"]  # type: ignore[index]
     fake.script(*[Fault.status(503)] * 5, model="llama-fake")
-    config = gateway_config(models=models, jobs={"max_attempts": 1})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(models=models, jobs={"max_attempts": 1}).api
     with api.client() as client:
         job = client.post(
             "/v1/jobs", params={"wait": 15}, json={"prompt": "secret", "model": "sensitive"}
@@ -122,9 +101,9 @@ def test_sensitive_job_never_fails_over_to_a_cloud_model(
 
 
 def test_circuit_breaker_skips_a_failing_deployment_for_every_worker(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    start_worker: StartWorker,
     fake: FakeProvider,
     redis_client: redis.Redis,
 ) -> None:
@@ -155,17 +134,9 @@ def test_circuit_breaker_skips_a_failing_deployment_for_every_worker(
     assert redis_client.pttl("aigw:breaker:general/0:anthropic:open") > 0
 
 
-def test_cancel_a_retrying_job(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    redis_client: redis.Redis,
-) -> None:
+def test_cancel_a_retrying_job(stack: StartStack, fake: FakeProvider, redis_client: redis.Redis) -> None:
     fake.script(Fault.status(429, retry_after=30), model="gpt-fake")
-    config = gateway_config(jobs={"max_attempts": 3})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 3}).api
     with api.client() as client:
         job_id = client.post("/v1/jobs", json={"prompt": "x", "model": "openai"}).json()["id"]
         wait_until(lambda: _status(api, job_id)["status"] == "retrying", "job retrying")
@@ -176,20 +147,14 @@ def test_cancel_a_retrying_job(
 
 
 def test_a_job_past_its_queue_timeout_fails_and_is_audited_as_such(
-    gateway_config: Factory,
-    start_api: Callable[[Config], Api],
-    start_worker: Callable[..., WorkerHandle],
-    fake: FakeProvider,
-    redis_client: redis.Redis,
+    gateway_config: ConfigFactory, stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
     config = gateway_config(jobs={"max_attempts": 1}, policies=[])
     gateway_file = Path(config.directory) / "gateway.yaml"
     settings = yaml.safe_load(gateway_file.read_text())
     settings["queues"]["interactive"]["timeout"] = 1
     gateway_file.write_text(yaml.safe_dump(settings))
-    config = load_config(config.directory)
-    api = start_api(config)
-    start_worker(config)
+    api = stack(load_config(config.directory)).api
     fake.script(Fault.timeout(5), model="claude-fake")
     with api.client() as client:
         job = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "slow"}).json()

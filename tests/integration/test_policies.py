@@ -7,20 +7,21 @@ never reached a cloud model (claude-fake, gpt-fake), only the local one (llama-f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import redis
 
-from gateway.config import Config
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, audit_events, fake_models
-
-Factory = Callable[..., Config]
-StartApi = Callable[[Config], Api]
-StartWorker = Callable[..., WorkerHandle]
+from tests.integration.harness import (
+    ConfigFactory,
+    StartApi,
+    StartStack,
+    StartWorker,
+    audit_events,
+    fake_models,
+    submit,
+)
 
 LOCAL = "llama-fake"
 PII_JOBS: list[tuple[dict[str, Any], str]] = [
@@ -46,21 +47,10 @@ def cloud_bodies(fake: FakeProvider) -> str:
     return json.dumps([r.body for r in fake.requests if r.model != LOCAL])
 
 
-def submit(api: Api, body: dict[str, Any], token: str | None = None, wait: float = 15) -> httpx.Response:
-    with api.client(token) as client:
-        return client.post("/v1/jobs", params={"wait": wait}, json=body)
-
-
 def test_seed_policies_keep_pii_local_in_every_field_and_audit_categories_only(
-    gateway_config: Factory,
-    start_api: StartApi,
-    start_worker: StartWorker,
-    fake: FakeProvider,
-    redis_client: redis.Redis,
+    stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
-    config = gateway_config()  # the shipped policies.yaml: SEED.md's three
-    api = start_api(config)
-    start_worker(config)
+    api = stack().api  # the shipped policies.yaml: SEED.md's three
     clean = submit(api, {"prompt": "Summarise the quarterly plan"}).json()
     assert clean["result"]["model"] == "general" and clean["result"]["provider"] == "anthropic"
     jobs = [submit(api, body).json() for body, _value in PII_JOBS]
@@ -84,11 +74,9 @@ def test_seed_policies_keep_pii_local_in_every_field_and_audit_categories_only(
 
 
 def test_a_failing_sensitive_model_fails_closed_with_no_cloud_fallback(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = gateway_config(jobs={"max_attempts": 2, "retry_intervals": [0]})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(jobs={"max_attempts": 2, "retry_intervals": [0]}).api
     fake.script(*[Fault.status(503)] * 5, model=LOCAL)
     job = submit(api, {"model": "general", "prompt": "Invoice for jane.doe@example.com"}).json()
     assert job["status"] == "failed", job
@@ -99,7 +87,7 @@ def test_a_failing_sensitive_model_fails_closed_with_no_cloud_fallback(
 
 
 def test_pii_with_no_sensitive_model_allowed_is_refused_at_the_door(
-    gateway_config: Factory, start_api: StartApi, fake: FakeProvider
+    gateway_config: ConfigFactory, start_api: StartApi, fake: FakeProvider
 ) -> None:
     config = gateway_config(
         policies=[
@@ -116,11 +104,9 @@ def test_pii_with_no_sensitive_model_allowed_is_refused_at_the_door(
 
 
 def test_redact_pii_masks_for_the_cloud_and_restores_the_answer(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = gateway_config(policies=[{"name": "mask", "rule": "redact_pii"}])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(policies=[{"name": "mask", "rule": "redact_pii"}]).api
     prompt = "Email jane.doe@example.com, then jane.doe@example.com again, and call +1 (415) 555-2671"
     job = submit(api, {"prompt": prompt}).json()
     assert job["status"] == "succeeded", job
@@ -135,7 +121,7 @@ def test_redact_pii_masks_for_the_cloud_and_restores_the_answer(
 
 
 def test_block_secrets_refuses_credentials_and_monitor_mode_only_records(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    gateway_config: ConfigFactory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
 ) -> None:
     secret = "AKIA" + "Z7QW3RT5YU8IO2PL"
     config = gateway_config(policies=[{"name": "no_keys", "rule": "block_secrets"}])
@@ -159,17 +145,15 @@ def test_block_secrets_refuses_credentials_and_monitor_mode_only_records(
 
 
 def test_allow_models_and_max_tokens_shape_what_reaches_the_provider(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = gateway_config(
+    api = stack(
         jobs={"max_attempts": 1},
         policies=[
             {"name": "only_general", "rule": "allow_models", "models": ["general"]},
             {"name": "short", "rule": "max_tokens", "limit": 64},
         ],
-    )
-    api = start_api(config)
-    start_worker(config)
+    ).api
     refused = submit(api, {"prompt": "hi", "model": "openai"}, wait=0)
     assert refused.status_code == 403 and "may not use model openai" in refused.json()["error"]["message"]
     fake.script(Fault.status(503), model="claude-fake")  # general fails; offline is not allowed
@@ -181,17 +165,10 @@ def test_allow_models_and_max_tokens_shape_what_reaches_the_provider(
 
 
 def test_drafts_are_reviewed_once_by_their_service_or_a_listed_reviewer(
-    gateway_config: Factory,
-    start_api: StartApi,
-    start_worker: StartWorker,
-    redis_client: redis.Redis,
+    stack: StartStack, redis_client: redis.Redis
 ) -> None:
-    config = gateway_config(
-        policies=[{"name": "drafts", "rule": "all_outputs_are_drafts", "reviewers": ["legal"]}]
-    )
-    api = start_api(config)
-    start_worker(config)
-    registry = ServiceRegistry(redis_client, config)
+    api = stack(policies=[{"name": "drafts", "rule": "all_outputs_are_drafts", "reviewers": ["legal"]}]).api
+    registry = ServiceRegistry(redis_client, api.config)
     legal, stranger = registry.create_token("legal"), registry.create_token("stranger")
     first = submit(api, {"prompt": "draft a reply"}).json()
     second = submit(api, {"prompt": "draft another"}).json()
@@ -218,15 +195,9 @@ def test_drafts_are_reviewed_once_by_their_service_or_a_listed_reviewer(
 
 
 def test_response_cache_is_opt_in_and_never_crosses_services(
-    gateway_config: Factory,
-    start_api: StartApi,
-    start_worker: StartWorker,
-    fake: FakeProvider,
-    redis_client: redis.Redis,
+    stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
-    config = gateway_config(policies=[], services={"svc-a": {"cache": True}})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(policies=[], services={"svc-a": {"cache": True}}).api
     first = submit(api, {"prompt": "what is 2+2"}).json()
     second = submit(api, {"prompt": "what is 2+2"}).json()
     assert (first["result"]["cached"], second["result"]["cached"]) == (False, True)
@@ -234,14 +205,12 @@ def test_response_cache_is_opt_in_and_never_crosses_services(
     assert fake.count("claude-fake") == 1
     opted_out = submit(api, {"prompt": "what is 2+2", "cache": False}).json()
     assert opted_out["result"]["cached"] is False and fake.count("claude-fake") == 2
-    other = ServiceRegistry(redis_client, config).create_token("svc-b")
+    other = ServiceRegistry(redis_client, api.config).create_token("svc-b")
     theirs = submit(api, {"prompt": "what is 2+2", "cache": True}, token=other).json()
     assert theirs["result"]["cached"] is False and fake.count("claude-fake") == 3
 
 
-def test_weighted_deployments_share_the_load(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
-) -> None:
+def test_weighted_deployments_share_the_load(stack: StartStack, fake: FakeProvider) -> None:
     models: dict[str, Any] = fake_models(fake.base_url)
     deployment = {
         "provider": "openai",
@@ -252,9 +221,7 @@ def test_weighted_deployments_share_the_load(
         "balance": "weighted",
         "deployments": [{**deployment, "model": "gpt-a", "weight": 3}, {**deployment, "model": "gpt-b"}],
     }
-    config = gateway_config(models=models, policies=[])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(models=models, policies=[]).api
     with api.client() as client:
         ids = [
             client.post("/v1/jobs", json={"prompt": f"n{i}", "model": "pool"}).json()["id"] for i in range(80)
@@ -267,7 +234,7 @@ def test_weighted_deployments_share_the_load(
 
 
 def test_a_refusal_at_the_door_is_audited_without_the_secret(
-    gateway_config: Factory, start_api: StartApi, redis_client: redis.Redis
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     secret = "ghp_" + "k3J9sQ2mX8vL5nB7cR1tY4wZ6pD0fH2gA9eU"
     config = gateway_config(policies=[{"name": "no_keys", "rule": "block_secrets"}])
@@ -280,7 +247,7 @@ def test_a_refusal_at_the_door_is_audited_without_the_secret(
 
 
 def test_a_budget_refusal_is_audited_with_its_decision(
-    gateway_config: Factory, start_api: StartApi, redis_client: redis.Redis
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     config = gateway_config(policies=[{"name": "tiny", "rule": "budget", "limit_usd": 0.000001}])
     api = start_api(config)
@@ -294,9 +261,9 @@ def test_a_budget_refusal_is_audited_with_its_decision(
 
 
 def test_a_reviewer_reads_only_drafts_of_the_services_it_reviews(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, redis_client: redis.Redis
+    stack: StartStack, start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
-    config = gateway_config(
+    api = stack(
         policies=[
             {
                 "name": "batch_drafts",
@@ -305,11 +272,9 @@ def test_a_reviewer_reads_only_drafts_of_the_services_it_reviews(
                 "applies_to": {"queues": ["batch"]},
             }
         ]
-    )
-    api = start_api(config)
-    start_worker(config)
-    start_worker(config, queue="batch")
-    legal = ServiceRegistry(redis_client, config).create_token("legal")
+    ).api
+    start_worker(api.config, queue="batch")
+    legal = ServiceRegistry(redis_client, api.config).create_token("legal")
     final = submit(api, {"prompt": "not a draft"}).json()
     draft = submit(api, {"prompt": "a draft", "queue": "batch"}).json()
     assert final["result"]["draft"] is False and draft["result"]["draft"] is True

@@ -42,7 +42,7 @@ REQUEST = CompletionRequest(
 
 @pytest.fixture(autouse=True)
 def key(fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The key the shared fake accepts (see conftest), exported in the variables deployments name."""
+    """The key the shared fake accepts (harness.FAKE_KEY), exported in the variables deployments name."""
     assert fake.api_key is not None
     for env in KEY_ENV.values():
         if env:

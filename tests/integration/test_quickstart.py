@@ -18,7 +18,7 @@ import yaml
 
 from gateway.audit import tail
 from gateway.redis_server import free_port, ping
-from tests.integration.conftest import wait_until
+from tests.integration.harness import wait_until
 
 AIGW = [sys.executable, "-m", "gateway.cli"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -15,12 +13,7 @@ from gateway.config import BudgetRule, Config
 from gateway.limits import SpendLedger
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider
-from tests.integration.conftest import Api, WorkerHandle
-
-Factory = Callable[..., Config]
-StartApi = Callable[[Config], Api]
-StartWorker = Callable[..., WorkerHandle]
-SpawnWorker = Callable[..., subprocess.Popen[bytes]]
+from tests.integration.harness import Api, ConfigFactory, SpawnWorker, StartApi, StartStack, StartWorker
 
 
 def budget_policy(limit_usd: float) -> dict[str, Any]:
@@ -41,15 +34,10 @@ def final_views(api: Api, ids: list[str]) -> list[dict[str, Any]]:
 
 
 def test_budget_counts_real_cost_and_refuses_at_the_door_once_spent(
-    gateway_config: Factory,
-    start_api: StartApi,
-    start_worker: StartWorker,
-    redis_client: redis.Redis,
+    stack: StartStack, redis_client: redis.Redis
 ) -> None:
     # claude-fake costs $3 / $15 per million tokens; a 10-token answer cap costs at most ~$0.0002
-    config = gateway_config(policies=[budget_policy(0.001)])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(policies=[budget_policy(0.001)]).api
     costs: list[float] = []
     refused: httpx.Response | None = None
     with api.client() as client:
@@ -67,13 +55,13 @@ def test_budget_counts_real_cost_and_refuses_at_the_door_once_spent(
     assert error["type"] == "budget_exceeded" and "resets at" in error["message"]
     assert 0 < int(refused.headers["Retry-After"]) <= 86_400
     assert len(costs) >= 3 and all(c > 0 for c in costs)
-    spent = spent_usd(redis_client, config)
+    spent = spent_usd(redis_client, api.config)
     assert abs(spent - sum(costs)) < 1e-6 * len(costs)  # real usage x price, counted once each
     assert spent <= 0.001
 
 
 def test_budget_holds_under_concurrent_load_from_several_worker_processes(
-    gateway_config: Factory,
+    gateway_config: ConfigFactory,
     start_api: StartApi,
     spawn_worker: SpawnWorker,
     fake: FakeProvider,
@@ -102,7 +90,7 @@ def test_budget_holds_under_concurrent_load_from_several_worker_processes(
 
 
 def test_requests_per_minute_is_exact_across_api_processes(
-    gateway_config: Factory, start_api: StartApi, redis_client: redis.Redis
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     config = gateway_config(
         policies=[{"name": "rpm", "rule": "rate_limit", "requests_per_minute": 7}],
@@ -125,12 +113,8 @@ def test_requests_per_minute_is_exact_across_api_processes(
         assert client.post("/v1/jobs", json={"prompt": "mine"}).status_code == 202
 
 
-def test_tokens_per_minute_refuses_once_the_window_is_used(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker
-) -> None:
-    config = gateway_config(policies=[{"name": "tpm", "rule": "rate_limit", "tokens_per_minute": 5}])
-    api = start_api(config)
-    start_worker(config)
+def test_tokens_per_minute_refuses_once_the_window_is_used(stack: StartStack) -> None:
+    api = stack(policies=[{"name": "tpm", "rule": "rate_limit", "tokens_per_minute": 5}]).api
     with api.client() as client:
         first = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": "a prompt of some tokens"})
         assert first.json()["status"] == "succeeded"
@@ -140,7 +124,7 @@ def test_tokens_per_minute_refuses_once_the_window_is_used(
 
 
 def test_concurrent_jobs_limit_holds_jobs_back_and_loses_none(
-    gateway_config: Factory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    gateway_config: ConfigFactory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
 ) -> None:
     config = gateway_config(policies=[{"name": "two", "rule": "rate_limit", "concurrent_jobs": 2}])
     api = start_api(config)
@@ -163,7 +147,7 @@ def _at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def test_an_idempotent_retry_is_not_counted_again(gateway_config: Factory, start_api: StartApi) -> None:
+def test_an_idempotent_retry_is_not_counted_again(gateway_config: ConfigFactory, start_api: StartApi) -> None:
     config = gateway_config(policies=[{"name": "rpm", "rule": "rate_limit", "requests_per_minute": 2}])
     api = start_api(config)
     with api.client() as client:

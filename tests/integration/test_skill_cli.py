@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from gateway.cli_skills import skill_app
-from gateway.config import Config
 from gateway.skill_registry import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.harness import ConfigFactory
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
@@ -131,7 +130,7 @@ def test_skill_cli_deploy_refuses_a_skill_whose_fixtures_fail(
 
 
 def test_skill_cli_test_against_a_model_checks_the_contract_only(
-    gateway_config: Callable[..., Config], fake: FakeProvider
+    gateway_config: ConfigFactory, fake: FakeProvider
 ) -> None:
     config = gateway_config()
     fake.script(Fault.reply("question"))

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 import yaml
@@ -22,17 +20,14 @@ from gateway.skill_registry import SkillRegistry
 from gateway.skills import load_skill_dir
 from gateway.store import JobStore
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.conftest import Api, WorkerHandle, fake_models
+from tests.integration.harness import ConfigFactory, StartApi, StartStack, StartWorker, fake_models, submit
 
-Factory = Callable[..., Config]
-StartApi = Callable[[Config], Api]
-StartWorker = Callable[..., WorkerHandle]
 SKILLS = Path(__file__).parents[2] / "skills"
 CLOUD, LOCAL = "claude-fake", "llama-fake"
 
 
 @pytest.fixture
-def skill_config(gateway_config: Factory, fake: FakeProvider) -> Callable[..., Config]:
+def skill_config(gateway_config: ConfigFactory, fake: FakeProvider) -> ConfigFactory:
     """The fake models, with the general (cloud) alias serving the bundled skills' task tags."""
 
     def make(**kwargs: Any) -> Config:
@@ -51,17 +46,10 @@ def skill_config(gateway_config: Factory, fake: FakeProvider) -> Callable[..., C
     return make
 
 
-def submit(api: Api, body: dict[str, Any], wait: float = 20) -> httpx.Response:
-    with api.client() as client:
-        return client.post("/v1/jobs", params={"wait": wait}, json=body)
-
-
 def test_a_skill_job_runs_scripts_then_the_model_and_returns_checked_outputs(
-    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = skill_config(policies=[])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(skill_config(policies=[])).api
     fake.script(Fault.reply("bug"), model=CLOUD)
     inputs = {"text": "The app crashes on upload", "labels": ["bug", "feature-request", "question"]}
     job = submit(api, {"skill": "classify", "inputs": inputs}).json()
@@ -76,11 +64,9 @@ def test_a_skill_job_runs_scripts_then_the_model_and_returns_checked_outputs(
 
 
 def test_pr_review_prep_flags_come_from_code_and_pass_through(
-    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = skill_config(policies=[])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(skill_config(policies=[])).api
     fake.script(Fault.reply("- [ ] review the migration"), model=CLOUD)
     inputs = {
         "changed_files": ["db/migrations/0042_add_index.sql", "config/settings.yaml", "src/app.py"],
@@ -96,11 +82,9 @@ def test_pr_review_prep_flags_come_from_code_and_pass_through(
 
 
 def test_an_answer_outside_the_contract_fails_the_attempt(
-    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = skill_config(policies=[], jobs={"max_attempts": 2})
-    api = start_api(config)
-    start_worker(config)
+    api = stack(skill_config(policies=[], jobs={"max_attempts": 2})).api
     fake.script(Fault.reply("Feature request."), Fault.reply("maybe a bug?"), model=CLOUD)
     inputs = {"text": "Add dark mode", "labels": ["bug", "feature-request"]}
     job = submit(api, {"skill": "classify", "inputs": inputs}).json()
@@ -121,7 +105,7 @@ def test_an_answer_outside_the_contract_fails_the_attempt(
     ],
 )
 def test_bad_skill_jobs_are_refused_at_the_door(
-    skill_config: Callable[..., Config], start_api: StartApi, body: dict[str, Any], status: int, needle: str
+    skill_config: ConfigFactory, start_api: StartApi, body: dict[str, Any], status: int, needle: str
 ) -> None:
     api = start_api(skill_config(policies=[]))
     response = submit(api, body, wait=0)
@@ -130,11 +114,9 @@ def test_bad_skill_jobs_are_refused_at_the_door(
 
 
 def test_pii_in_skill_inputs_reaches_only_the_local_model(
-    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
-    config = skill_config()  # SEED.md's three policies
-    api = start_api(config)
-    start_worker(config)
+    api = stack(skill_config()).api  # SEED.md's three policies
     fake.script(Fault.reply("question"), model=LOCAL)
     inputs = {"text": "Why was card 4111 1111 1111 1111 charged twice?", "labels": ["bug", "question"]}
     job = submit(api, {"skill": "classify", "inputs": inputs}).json()
@@ -146,7 +128,7 @@ def test_pii_in_skill_inputs_reaches_only_the_local_model(
 
 
 def test_deploy_and_rollback_take_effect_on_two_running_workers(
-    skill_config: Callable[..., Config],
+    skill_config: ConfigFactory,
     start_api: StartApi,
     start_worker: StartWorker,
     fake: FakeProvider,
@@ -230,7 +212,7 @@ with open(context["target"], "a") as out:
 
 
 @pytest.fixture
-def notify_config(skill_config: Callable[..., Config], tmp_path: Path) -> Callable[..., Config]:
+def notify_config(skill_config: ConfigFactory, tmp_path: Path) -> ConfigFactory:
     folder = tmp_path / "dev-skills" / "notify"
     (folder / "scripts").mkdir(parents=True)
     (folder / "SKILL.md").write_text(NOTIFY_SKILL)
@@ -248,16 +230,13 @@ def notify_config(skill_config: Callable[..., Config], tmp_path: Path) -> Callab
 
 
 def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
-    notify_config: Callable[..., Config],
-    start_api: StartApi,
-    start_worker: StartWorker,
+    notify_config: ConfigFactory,
+    stack: StartStack,
     fake: FakeProvider,
     tmp_path: Path,
     redis_url: str,
 ) -> None:
-    config = notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])).api
     outbox = tmp_path / "outbox.txt"
     fake.script(Fault.reply("Release 2.0 ships Friday"), Fault.reply("Nothing to report"), model=CLOUD)
     approved = submit(api, {"skill": "notify", "inputs": {"topic": "release", "target": str(outbox)}}).json()
@@ -276,7 +255,7 @@ def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
     assert applied["result"]["skill"]["approved_job"] == approved["id"]
     assert outbox.read_text() == "Release 2.0 ships Friday\n"  # the rejected draft was never delivered
     # a second apply of the same draft (a requeue after a crash, say) never repeats the steps
-    store = JobStore(redis.Redis.from_url(redis_url), config)
+    store = JobStore(redis.Redis.from_url(redis_url), api.config)
     store._enqueue_apply(approved["id"], "second-apply", store.view(approved["id"], None))
     with api.client() as client:
         again = client.get("/v1/jobs/second-apply", params={"wait": 20}).json()
@@ -285,15 +264,9 @@ def test_side_effect_steps_wait_for_approval_under_the_drafts_policy(
 
 
 def test_side_effect_steps_run_after_the_model_when_outputs_are_not_drafts(
-    notify_config: Callable[..., Config],
-    start_api: StartApi,
-    start_worker: StartWorker,
-    fake: FakeProvider,
-    tmp_path: Path,
+    notify_config: ConfigFactory, stack: StartStack, fake: FakeProvider, tmp_path: Path
 ) -> None:
-    config = notify_config([])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(notify_config([])).api
     outbox = tmp_path / "outbox.txt"
     fake.script(Fault.reply("Deploy done"), model=CLOUD)
     job = submit(api, {"skill": "notify", "inputs": {"topic": "deploy", "target": str(outbox)}}).json()
@@ -303,7 +276,7 @@ def test_side_effect_steps_run_after_the_model_when_outputs_are_not_drafts(
 
 
 def test_skill_policies_cap_tokens_and_refuse_skills_a_service_may_not_use(
-    skill_config: Callable[..., Config], start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
     config = skill_config(
         policies=[
@@ -311,8 +284,7 @@ def test_skill_policies_cap_tokens_and_refuse_skills_a_service_may_not_use(
             {"name": "only_classify", "rule": "allow_skills", "skills": ["classify"]},
         ]
     )
-    api = start_api(config)
-    start_worker(config)
+    api = stack(config).api
     refused = submit(api, {"skill": "summarize", "inputs": {"text": "a b c"}}, wait=0)
     assert refused.status_code == 403 and "may not use skill summarize" in refused.json()["error"]["message"]
     fake.script(Fault.reply("bug"), model=CLOUD)
@@ -324,15 +296,9 @@ def test_skill_policies_cap_tokens_and_refuse_skills_a_service_may_not_use(
 
 
 def test_an_approved_draft_does_not_run_code_that_changed_since_review(
-    notify_config: Callable[..., Config],
-    start_api: StartApi,
-    start_worker: StartWorker,
-    fake: FakeProvider,
-    tmp_path: Path,
+    notify_config: ConfigFactory, stack: StartStack, fake: FakeProvider, tmp_path: Path
 ) -> None:
-    config = notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])
-    api = start_api(config)
-    start_worker(config)
+    api = stack(notify_config([{"name": "drafts", "rule": "all_outputs_are_drafts"}])).api
     outbox = tmp_path / "outbox.txt"
     fake.script(Fault.reply("Reviewed text"), model=CLOUD)
     draft = submit(api, {"skill": "notify", "inputs": {"topic": "x", "target": str(outbox)}}).json()
@@ -346,19 +312,14 @@ def test_an_approved_draft_does_not_run_code_that_changed_since_review(
 
 
 def test_a_paid_call_counts_against_the_budget_even_when_the_attempt_fails(
-    skill_config: Callable[..., Config],
-    start_api: StartApi,
-    start_worker: StartWorker,
-    fake: FakeProvider,
-    redis_client: redis.Redis,
+    skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
     from gateway.limits import SpendLedger
 
     config = skill_config(
         policies=[{"name": "daily", "rule": "budget", "limit_usd": 5}], jobs={"max_attempts": 1}
     )
-    api = start_api(config)
-    start_worker(config)
+    api = stack(config).api
     fake.script(Fault.reply("jane.doe@example.com"), model=CLOUD)  # outside the labels, and PII
     job = submit(api, {"skill": "classify", "inputs": {"text": "x", "labels": ["bug", "question"]}}).json()
     assert job["status"] == "failed" and job["error"]["type"] == "skill_output_invalid"
