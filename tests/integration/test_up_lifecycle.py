@@ -20,7 +20,7 @@ import yaml
 
 from gateway.home import stack_running
 from gateway.redis_server import RedisServer, free_port, ping
-from tests.integration.conftest import wait_until
+from tests.integration.harness import wait_until
 
 AIGW = [sys.executable, "-m", "gateway.cli"]
 
