@@ -7,6 +7,8 @@ GatewayError                  .type (stable string), .http_status, .retryable
 ├── NotFoundError             404
 ├── ValidationError           422 (bad job request)
 ├── PayloadTooLargeError      413
+├── BadJsonError              400 (a request body that is not JSON)
+├── ConflictError             409 (the state forbids it: review twice or a non-draft, retry a job not failed)
 ├── UnavailableError          503 (Redis down); .retry_after
 ├── PolicyDeniedError         403 or a failed job; .rule
 ├── QuotaExceededError        429; .rule, .retry_after
@@ -159,3 +161,10 @@ class ProviderRequestError(ProviderError):
 
 class BadProviderResponseError(ProviderError):
     type = "bad_provider_response"
+
+
+class BadJsonError(GatewayError):
+    """A request body the API cannot parse as JSON (valid JSON of the wrong shape is a ValidationError)."""
+
+    type = "invalid_json"
+    http_status = 400

@@ -1,12 +1,14 @@
 """The job contract: what a service submits, what goes on the queue, what it reads back.
 
 Everything here crosses a process boundary as JSON (RQ's JSON serializer), so it is pydantic
-models with ``extra="forbid"`` at the edge and plain dicts on the queue.
+models with ``extra="forbid"`` at the edge. What goes on the queue is a ``QueuedJob``: the store
+serialises one as the job's only argument, the worker parses it back, and nobody reads it by key.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -113,6 +115,55 @@ class JobRequest(BaseModel):
     def size_chars(self) -> int:
         inputs = len(json.dumps(self.inputs, ensure_ascii=False)) if self.inputs else 0
         return sum(len(m.content) for m in self.all_messages()) + inputs
+
+
+class ApprovedDraft(BaseModel):
+    """The follow-up of a reviewed draft: run its held side-effect steps on its checked outputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str  # the draft's job
+    outputs: dict[str, Any]
+    bundle_sha256: str | None = None  # the code that was reviewed, and no other
+
+
+class QueuedJob(BaseModel):
+    """The one argument of every aigw job on the queue (``JOB_FUNC``), as JSON.
+
+    ``to_payload`` is what the store enqueues; a worker reads it with ``model_validate``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str
+    request: JobRequest  # as sent, less the idempotency key (the API's business, not the worker's)
+    max_attempts: int = Field(ge=1)
+    submitted_at: float  # Unix time the store enqueued it
+    #: what the quotas decided at the door (Decision.to_dict()), recorded with the result
+    admission: list[dict[str, Any]] = []
+    apply: ApprovedDraft | None = None
+
+    @classmethod
+    def submitted(
+        cls,
+        service: str,
+        request: JobRequest,
+        *,
+        max_attempts: int,
+        admission: list[dict[str, Any]] | None = None,
+        apply: ApprovedDraft | None = None,
+    ) -> QueuedJob:
+        return cls(
+            service=service,
+            request=request.model_copy(update={"idempotency_key": None}),
+            max_attempts=max_attempts,
+            submitted_at=time.time(),
+            admission=admission or [],
+            apply=apply,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class ReviewRequest(BaseModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +27,13 @@ from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.jobs import (
     JOB_FUNC,
     RQ_STATUS_TO_STATE,
+    ApprovedDraft,
     Attempt,
     JobRequest,
     JobResult,
     JobState,
     JobView,
+    QueuedJob,
     ReviewRequest,
 )
 
@@ -85,18 +86,11 @@ class JobStore:
                 existing = self.connection.get(idem_key)
                 if existing is not None:
                     return str(keys.text(existing)), False
-        jobs = self.config.gateway.jobs
-        max_attempts = jobs.max_attempts
-        payload = {
-            "service": service,
-            "request": request.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"}),
-            "max_attempts": max_attempts,
-            "submitted_at": time.time(),
-        }
-        if admission:
-            payload["admission"] = admission
+        queued = QueuedJob.submitted(
+            service, request, max_attempts=self.config.gateway.jobs.max_attempts, admission=admission
+        )
         try:
-            self._enqueue(job_id, queue_name, payload, service, request, rate_limit)
+            self._enqueue(job_id, queue_name, queued, rate_limit)
         except redis.RedisError:
             if request.idempotency_key:  # nothing was enqueued: free the key for the client's retry
                 with contextlib.suppress(redis.RedisError):
@@ -104,21 +98,12 @@ class JobStore:
             raise
         return job_id, True
 
-    def _enqueue(
-        self,
-        job_id: str,
-        queue_name: str,
-        payload: dict[str, Any],
-        service: str,
-        request: JobRequest,
-        rate_limit: RateLimit | None,
-        max_attempts: int | None = None,
-    ) -> None:
+    def _enqueue(self, job_id: str, queue_name: str, queued: QueuedJob, rate_limit: RateLimit | None) -> None:
         jobs = self.config.gateway.jobs
-        max_attempts = max_attempts or jobs.max_attempts
+        service, request, max_attempts = queued.service, queued.request, queued.max_attempts
         self.queue(queue_name).enqueue(
             JOB_FUNC,
-            payload,
+            queued.to_payload(),
             job_id=job_id,
             description=f"aigw job from {service}",
             job_timeout=self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
@@ -241,27 +226,22 @@ class JobStore:
     def _enqueue_apply(self, job_id: str, apply_id: str, view: JobView) -> None:
         """The approved draft's held side-effect steps, as a job of its own (one attempt: no repeats)."""
         assert view.result is not None and view.result.skill is not None
-        original: dict[str, Any] = Job.fetch(
-            job_id, connection=self.connection, serializer=JSONSerializer
-        ).args[0]
+        original = QueuedJob.model_validate(
+            Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer).args[0]
+        )
         skill = view.result.skill
         request = JobRequest(
             skill=f"{skill['name']}@{skill['version']}",
-            inputs=original["request"].get("inputs") or {},
+            inputs=original.request.inputs or {},
             metadata={"approved_job": job_id},
         )
-        payload = {
-            "service": view.service,
-            "request": request.model_dump(mode="json", exclude_none=True),
-            "max_attempts": 1,
-            "submitted_at": time.time(),
-            "apply": {
-                "job_id": job_id,
-                "outputs": view.result.outputs or {},
-                "bundle_sha256": skill.get("bundle_sha256"),  # the code that was reviewed, and no other
-            },
-        }
-        self._enqueue(apply_id, view.queue, payload, view.service, request, None, max_attempts=1)
+        approved = ApprovedDraft(
+            job_id=job_id,
+            outputs=view.result.outputs or {},
+            bundle_sha256=skill.get("bundle_sha256"),  # the code that was reviewed, and no other
+        )
+        queued = QueuedJob.submitted(view.service, request, max_attempts=1, apply=approved)
+        self._enqueue(apply_id, view.queue, queued, None)
 
     def cancel(self, job_id: str, service: str | None) -> tuple[JobView, bool]:
         """Cancel a queued or retrying job here; a running one is signalled to its worker.
@@ -277,8 +257,7 @@ class JobStore:
             return view, True
         with contextlib.suppress(InvalidJobOperation):
             job.cancel()
-        payload: dict[str, Any] = job.args[0] if job.args else {}
-        channels = (payload.get("request") or {}).get("notify") or []
+        channels = QueuedJob.model_validate(job.args[0]).request.notify if job.args else []
         with self.connection.pipeline() as pipe:  # a canceled record expires like a failed one
             pipe.expire(job.key, self.config.gateway.jobs.failure_ttl)
             pipe.publish(keys.DONE_CHANNEL, job_id)

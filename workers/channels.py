@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from gateway import keys, notifications
 from gateway.config import Config
+from gateway.jobs import QueuedJob
 
 SIGNATURE_HEADER = "X-Aigw-Signature"
 #: an entry taken by a worker that then died is delivered by another after this long
@@ -46,11 +47,13 @@ class Notifier:
 
         (A succeeded job's entry is written in the result's own transaction by the pipeline.)
         """
-        payload: dict[str, Any] = job.args[0]
-        names: list[str] = payload["request"].get("notify") or []
-        if names and status != "succeeded":
+        if status == "succeeded":
+            return
+        queued = QueuedJob.model_validate(job.args[0])
+        if queued.request.notify:
             notifications.append(
-                connection, notifications.job_event(job.id, payload["service"], status, detail, names)
+                connection,
+                notifications.job_event(job.id, queued.service, status, detail, queued.request.notify),
             )
 
     async def run(self, redis_url: str, consumer: str, stopping: asyncio.Event) -> None:

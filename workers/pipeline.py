@@ -24,7 +24,7 @@ from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import GatewayError, JobTimeoutError, PolicyDeniedError, ProviderAuthError, ProviderError
 from gateway.home import aigw_home
-from gateway.jobs import Attempt, JobRequest, JobResult, Message, Usage
+from gateway.jobs import ApprovedDraft, Attempt, JobRequest, JobResult, Message, QueuedJob, Usage
 from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
@@ -77,16 +77,15 @@ class JobPipeline:
         await asyncio.gather(*closing, self.notifier.aclose(), return_exceptions=True)
 
     async def __call__(self, job: Job) -> Outcome:
-        payload: dict[str, Any] = job.args[0]
-        request = JobRequest.model_validate(payload["request"])
-        service: str = payload["service"]
-        attempt = _attempt_number(job, int(payload.get("max_attempts", 1)))
+        queued = QueuedJob.model_validate(job.args[0])
+        request, service = queued.request, queued.service
+        attempt = _attempt_number(job, queued.max_attempts)
         started = time.monotonic()
         queue_wait_ms = _ms_between(job.enqueued_at, job.started_at)
         earlier = self._earlier_calls(job.id) if attempt > 1 else []
         calls: list[Attempt] = []
         context = _AuditContext(job, service, attempt, queue_wait_ms, request)
-        context.decisions = list(payload.get("admission", []))
+        context.decisions = list(queued.admission)
         made = sum(1 for c in earlier if c.outcome != "skipped")
         call = _Call(
             job_id=f"{job.id}:{attempt}",
@@ -96,9 +95,9 @@ class JobPipeline:
             hold_seconds=float(job.timeout or 300) + 60.0,
         )
         try:
-            if "apply" in payload:  # a reviewer approved a draft: its held side-effect steps run now
+            if queued.apply is not None:  # a reviewer approved a draft: its held side-effect steps run now
                 return await self._apply_approved(
-                    call, request, payload["apply"], context, started, queue_wait_ms
+                    call, request, queued.apply, context, started, queue_wait_ms
                 )
             await self._plan(call, job.origin, request, context)
             if call.prepared is not None and call.prepared.prompt is None:  # a scripts-only skill
@@ -220,7 +219,7 @@ class JobPipeline:
         self,
         call: _Call,
         request: JobRequest,
-        approved: dict[str, Any],
+        approved: ApprovedDraft,
         context: _AuditContext,
         started: float,
         queue_wait_ms: float,
@@ -229,18 +228,18 @@ class JobPipeline:
         assert request.skill is not None
         name, version = parse_ref(request.skill)
         skill = await asyncio.to_thread(self.skills.load, name, version)
-        if approved.get("bundle_sha256") not in (None, skill.content_hash):
+        if approved.bundle_sha256 not in (None, skill.content_hash):
             raise SkillFailedError(
-                f"skill {skill.ref} changed since job {approved['job_id']} was reviewed "
-                f"(bundle {skill.content_hash[:12]}, reviewed {str(approved['bundle_sha256'])[:12]}); "
+                f"skill {skill.ref} changed since job {approved.job_id} was reviewed "
+                f"(bundle {skill.content_hash[:12]}, reviewed {str(approved.bundle_sha256)[:12]}); "
                 "its side-effect steps were not run"
             )
-        if not self._claim_side_effects(approved["job_id"], call.job_id):
+        if not self._claim_side_effects(approved.job_id, call.job_id):
             raise SkillFailedError(
-                f"the side-effect steps of job {approved['job_id']} already started once; "
+                f"the side-effect steps of job {approved.job_id} already started once; "
                 "aigw does not repeat them (check what they did before running them by hand)"
             )
-        outputs: dict[str, Any] = approved["outputs"]
+        outputs = approved.outputs
         inputs = validate_inputs(skill.spec, request.inputs or {})  # defaults filled in, as in the job
         runs = await self.skill_runner.apply(skill, inputs, outputs)
         context.skill = {
@@ -248,7 +247,7 @@ class JobPipeline:
             "version": skill.version,
             "bundle_sha256": skill.content_hash,
             "source": skill.source,
-            "approved_job": approved["job_id"],
+            "approved_job": approved.job_id,
             "applied": [r.name for r in runs],
             "scripts": [
                 {"name": r.name, "exit_code": r.exit_code, "ms": round(r.duration_ms, 1)} for r in runs

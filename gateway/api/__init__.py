@@ -1,0 +1,18 @@
+"""The HTTP API: authenticate, validate, admit, enqueue; read, long-poll, review and cancel jobs.
+
+    app.py           create_app: the routers assembled, the lifespan, the one error envelope
+                     (every error as {"error": {"type", "message"}}; 503 while Redis is down)
+    dependencies.py  Gateway (what the routes share) and the auth dependency (Service)
+    bodies.py        request bodies parsed into the contract's models, size limits first
+    admission.py     the policies' plan and the quotas at the door, refusals audited
+    jobs.py          /v1/jobs: submit, read and long-poll, review a draft, cancel
+    health.py        /healthz and /readyz
+
+The API never imports ``workers``: jobs are enqueued by dotted path (gateway.jobs.JOB_FUNC).
+The compatible endpoints (the OpenAI and Anthropic wire formats) will land here as modules of
+their own, each a router that create_app includes.
+"""
+
+from gateway.api.app import create_app
+
+__all__ = ["create_app"]

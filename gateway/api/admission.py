@@ -1,0 +1,66 @@
+"""Admission: what the policies and quotas refuse at the door, before a job is queued.
+
+The API's check is for the caller (a 403 or 429 it can act on); the worker plans again before
+every attempt, and that is the check that counts. The plan is not stored with the job, only
+the quota decisions taken here (``QueuedJob.admission``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.api.dependencies import Gateway
+from gateway.audit import append_event, refusal_event
+from gateway.config import Config
+from gateway.errors import PolicyDeniedError, QuotaExceededError, ValidationError
+from gateway.jobs import JobRequest
+from gateway.policies import Decision, Plan, Subject
+from gateway.skill_source import SkillCatalog, routed_request
+from gateway.skills import Skill, parse_ref, validate_inputs
+
+
+@dataclass(frozen=True)
+class Admission:
+    plan: Plan
+    decisions: list[Decision]
+
+
+def admit(gw: Gateway, service: str, request: JobRequest) -> Admission:
+    """Refuse early what the policies refuse (the worker checks again before anything leaves).
+
+    A refusal is audited: a service sending credentials or running over its budget is worth a line.
+    """
+    queue = gw.store.queue_for(service, request)
+    _check_notify(gw.config, request)
+    skill = _check_skill(gw.skills, request)
+    routed = routed_request(request, skill) if skill is not None else request
+    plan = gw.engine.plan(Subject.from_request(service, queue, routed, skill=skill.name if skill else None))
+    decisions: list[Decision] = []
+    try:
+        if plan.denial is not None:
+            raise plan.denial
+        if plan.quotas:
+            gw.quotas.admit(service, plan, request.size_bytes(), decisions)
+    except (PolicyDeniedError, QuotaExceededError) as exc:
+        refused = [*plan.record(), *(d.to_dict() for d in decisions)]
+        append_event(gw.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
+        raise
+    return Admission(plan, decisions)
+
+
+def _check_notify(config: Config, request: JobRequest) -> None:
+    channels = config.channels
+    for name in request.notify:
+        if channels.deliverable(name) is None:
+            known = ", ".join(c.name for c in channels.channels if c.type != "cli") or "none configured"
+            raise ValidationError(f"notify: {name!r} is not a slack or webhook channel (known: {known})")
+
+
+def _check_skill(skills: SkillCatalog, request: JobRequest) -> Skill | None:
+    """A skill job's skill exists (404) and its inputs keep the contract (422), before it is queued."""
+    if request.skill is None:
+        return None
+    name, version = parse_ref(request.skill)
+    skill = skills.load(name, version)
+    validate_inputs(skill.spec, request.inputs or {})
+    return skill

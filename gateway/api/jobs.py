@@ -1,0 +1,139 @@
+"""The /v1/jobs routes: submit, read (with a long-poll), review a draft, cancel.
+
+A caller sees its own service's jobs, and the drafts of the services it reviews
+(``policies.yaml`` reviewers); any other job id is "not found".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from gateway.api.admission import admit
+from gateway.api.bodies import parse_job_request, parse_model
+from gateway.api.dependencies import Gateway, Service, Shared
+from gateway.errors import NotFoundError
+from gateway.jobs import JobRequest, JobView, ReviewRequest
+
+_JOB_REQUEST_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
+    }
+}
+
+
+def router() -> APIRouter:
+    routes = APIRouter(prefix="/v1/jobs")
+    routes.add_api_route(
+        "",
+        submit_job,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobView,
+        openapi_extra=_JOB_REQUEST_SCHEMA,
+    )
+    routes.add_api_route("/{job_id}", get_job, methods=["GET"], response_model=JobView)
+    routes.add_api_route("/{job_id}/review", review_job, methods=["POST"], response_model=JobView)
+    routes.add_api_route("/{job_id}", cancel_job, methods=["DELETE"], response_model=JobView)
+    return routes
+
+
+async def submit_job(
+    request: Request,
+    gw: Shared,
+    service: Service,
+    wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (200 if done).")] = 0,
+) -> JSONResponse:
+    job_request = parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
+    replayed = gw.store.replayed(service, job_request)
+    if replayed is not None:  # a retry of an accepted request: no second admission, no rate hit
+        view = await wait_for(gw, replayed, service, wait)
+        return _json(view, 200 if view.status.is_final else 202)
+    admission = admit(gw, service, job_request)
+    job_id, created = gw.store.enqueue(
+        service,
+        job_request,
+        admission=[d.to_dict() for d in admission.decisions],
+        rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
+    )
+    queued = gw.store.queued_view(job_id, service, job_request) if created else None
+    view = await wait_for(gw, job_id, service, wait, queued)
+    return _json(view, 200 if view.status.is_final else 202)
+
+
+async def get_job(
+    job_id: str,
+    gw: Shared,
+    service: Service,
+    wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
+) -> JSONResponse:
+    return _json(await wait_for(gw, job_id, service, wait))
+
+
+async def review_job(job_id: str, request: Request, gw: Shared, service: Service) -> JSONResponse:
+    """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
+    body = parse_model(await request.body(), ReviewRequest)
+    view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
+    return _json(gw.store.review(job_id, body, reviewer=service))
+
+
+async def cancel_job(job_id: str, gw: Shared, service: Service) -> JSONResponse:
+    view, signalled = gw.store.cancel(job_id, service)
+    if signalled:  # a running job: its worker finalises the cancel
+        view = await wait_for(gw, job_id, service, 10.0)
+    return _json(view)
+
+
+def view_for(gw: Gateway, job_id: str, service: str) -> JobView:
+    """A job as ``service`` may see it: its own, or another service's draft it may review."""
+    try:
+        return gw.store.view(job_id, service)
+    except NotFoundError:
+        if not gw.engine.has_reviewers:
+            raise
+        owner = gw.store.owner(job_id)
+        if not owner or service not in gw.engine.reviewers_of(owner):
+            raise
+        view = gw.store.view(job_id, None)
+        if view.result is None or not view.result.draft:
+            raise
+        return view
+
+
+async def wait_for(
+    gw: Gateway, job_id: str, service: str, wait: float, view: JobView | None = None
+) -> JobView:
+    """The job once final, or as it stands after ``wait`` seconds.
+
+    ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
+    """
+    view = view or view_for(gw, job_id, service)
+    if view.status.is_final or wait <= 0:
+        return view
+    wait = min(wait, gw.config.gateway.api.max_wait_seconds)
+    await gw.waiter.wait(job_id, wait)  # woken or timed out, the job is read once more
+    return view_for(gw, job_id, service)
+
+
+def _json(view: JobView, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(view.model_dump(mode="json", exclude_none=True), status_code=status_code)
+
+
+def publish_job_request_schema(app: FastAPI) -> None:
+    """Publish JobRequest in /openapi.json although ``submit_job`` parses the body itself."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            job_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(job_schema.pop("$defs", {}))
+            components["JobRequest"] = job_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
