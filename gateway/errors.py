@@ -6,6 +6,7 @@ GatewayError                  .type (stable string), .http_status, .retryable
 ├── ForbiddenError            403
 ├── NotFoundError             404
 ├── ValidationError           422 (bad job request)
+│   └── IdempotencyKeyReusedError  the key already names a job with another body
 ├── PayloadTooLargeError      413
 ├── BadJsonError              400 (a request body that is not JSON)
 ├── ConflictError             409 (the state forbids it: review twice or a non-draft, retry a job not failed)
@@ -76,6 +77,13 @@ class ValidationError(GatewayError):
 class PayloadTooLargeError(GatewayError):
     type = "payload_too_large"
     http_status = 413
+
+
+class IdempotencyKeyReusedError(ValidationError):
+    """An idempotency key sent again with a different body: a client bug, never the first job back
+    (as the IETF Idempotency-Key draft says: 422)."""
+
+    type = "idempotency_key_reused"
 
 
 class ConflictError(GatewayError):

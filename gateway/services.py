@@ -67,14 +67,19 @@ class ServiceRegistry:
         return declared or bool(self.connection.scard(keys.service_tokens(service)))
 
     def rotate(self, service: str) -> str:
-        """Revoke every Redis-held token of ``service`` and return a fresh one."""
-        self.remove(service, missing_ok=True)
+        """Revoke every Redis-held token of ``service`` and return a fresh one.
+
+        Like ``remove``, a service with no tokens is refused: a typo must not create a service.
+        """
+        self.remove(service)
         return self.create_token(service)
 
     def remove(self, service: str, *, missing_ok: bool = False) -> int:
         digests = [str(keys.text(d)) for d in self.connection.smembers(keys.service_tokens(service))]
         if not digests and not missing_ok:
-            raise NotFoundError(f"service {service!r} has no tokens")
+            raise NotFoundError(
+                f"service {service!r} has no tokens (`aigw service add {service}` creates one)"
+            )
         with self.connection.pipeline() as pipe:
             if digests:
                 pipe.hdel(keys.TOKENS, *digests)

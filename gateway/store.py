@@ -8,6 +8,7 @@ service's job id is "not found", not "forbidden", so ids leak nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from rq.serializers import JSONSerializer
 
 from gateway import keys, notifications
 from gateway.config import Config
-from gateway.errors import ConflictError, NotFoundError, ValidationError
+from gateway.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError, ValidationError
 from gateway.jobs import (
     JOB_FUNC,
     RQ_STATUS_TO_STATE,
@@ -53,10 +54,14 @@ class JobStore:
         return self._queues[name]
 
     def replayed(self, service: str, request: JobRequest) -> str | None:
-        """The job an earlier request with the same idempotency key created, if any."""
+        """The job an earlier request with the same idempotency key and body created, if any.
+
+        Raises IdempotencyKeyReusedError when the key names a job sent with another body.
+        """
         if not request.idempotency_key:
             return None
-        return keys.text(self.connection.get(keys.idempotency(service, request.idempotency_key)))
+        noted = keys.text(self.connection.get(keys.idempotency(service, request.idempotency_key)))
+        return None if noted is None else _same_request(noted, request)
 
     def queue_for(self, service: str, request: JobRequest) -> str:
         return request.queue or self.config.services.default_queue(service)
@@ -82,10 +87,11 @@ class JobStore:
         if request.idempotency_key:
             idem_key = keys.idempotency(service, request.idempotency_key)
             ttl = self.config.gateway.jobs.result_ttl
-            if not self.connection.set(idem_key, job_id, nx=True, ex=ttl):
-                existing = self.connection.get(idem_key)
-                if existing is not None:
-                    return str(keys.text(existing)), False
+            noted = f"{job_id}:{request_fingerprint(request)}"
+            if not self.connection.set(idem_key, noted, nx=True, ex=ttl):
+                existing = keys.text(self.connection.get(idem_key))
+                if existing is not None:  # a concurrent twin got there first
+                    return _same_request(existing, request), False
         queued = QueuedJob.submitted(
             service, request, max_attempts=self.config.gateway.jobs.max_attempts, admission=admission
         )
@@ -316,3 +322,20 @@ def _parse_error(exc_string: str) -> dict[str, Any]:
         return parsed
     last_line = exc_string.strip().splitlines()[-1] if exc_string.strip() else "unknown error"
     return {"type": "internal_error", "message": last_line}
+
+
+def request_fingerprint(request: JobRequest) -> str:
+    """SHA-256 of the body as it means (keys sorted), without the idempotency key itself."""
+    body = request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _same_request(noted: str, request: JobRequest) -> str:
+    """The job id an idempotency key holds, if this request is the one it was first sent with."""
+    job_id, _, fingerprint = noted.partition(":")
+    if fingerprint and fingerprint != request_fingerprint(request):  # (a key noted before fingerprints: any)
+        raise IdempotencyKeyReusedError(
+            f"idempotency_key: {request.idempotency_key!r} was already used for job {job_id} with a "
+            "different request; use a new key for a new request"
+        )
+    return job_id

@@ -9,6 +9,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from gateway import keys
 from gateway.audit import AuditWriter
 from gateway.cli import app
 from gateway.services import ServiceRegistry
@@ -56,6 +57,20 @@ def test_cli_service_add_rotate_remove(
     assert runner.invoke(app, ["service", "remove", "billing"]).exit_code == 0
     assert redis_client.hlen("aigw:tokens") == 0
     assert runner.invoke(app, ["service", "add", "../etc"]).exit_code == 1
+
+
+def test_cli_service_rotate_of_a_typo_fails_like_remove(
+    cli_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    assert runner.invoke(app, ["service", "add", "billing"]).exit_code == 0
+
+    rotated = runner.invoke(app, ["service", "rotate", "biling"])
+    removed = runner.invoke(app, ["service", "remove", "biling"])
+
+    assert rotated.exit_code == removed.exit_code == 1
+    assert "'biling' has no tokens" in rotated.output and "aigw service add biling" in rotated.output
+    assert not redis_client.exists(keys.service_tokens("biling"))
+    assert "biling" not in runner.invoke(app, ["service", "list"]).output
 
 
 def test_cli_dead_letters_list_and_retry(

@@ -226,6 +226,29 @@ def test_idempotency_key_returns_the_same_job(
     assert redis_client.llen("rq:queue:interactive") == 2
 
 
+def test_idempotency_key_with_another_body_is_refused_not_answered_with_the_first_job(
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
+) -> None:
+    api = start_api(gateway_config())
+    with api.client() as client:
+        body = {"prompt": "refund order 42", "metadata": {"a": "1", "b": "2"}, "idempotency_key": "order-42"}
+        first = client.post("/v1/jobs", json=body).json()
+        reordered = {
+            "idempotency_key": "order-42",
+            "metadata": {"b": "2", "a": "1"},
+            "prompt": "refund order 42",
+        }
+        same = client.post("/v1/jobs", json=reordered)
+        other = client.post("/v1/jobs", json={**body, "prompt": "refund order 43"})
+
+    assert same.status_code == 202 and same.json()["id"] == first["id"]  # the same request, reordered
+    assert other.status_code == 422
+    error = other.json()["error"]
+    assert error["type"] == "idempotency_key_reused"
+    assert "order-42" in error["message"] and first["id"] in error["message"]
+    assert redis_client.llen("rq:queue:interactive") == 1  # nothing second was enqueued
+
+
 def test_cancel_queued_job_never_reaches_the_provider(
     gateway_config: ConfigFactory, start_api: StartApi, fake: FakeProvider, redis_url: str
 ) -> None:

@@ -27,6 +27,22 @@ def test_config_shipped_sample_is_valid() -> None:
     ]
 
 
+def test_shipped_ollama_model_is_the_one_the_readme_tells_you_to_pull() -> None:
+    """The sample once named `llama4:8b`, a tag Ollama does not have; the README's pull line and
+    models.yaml must name the same model, and only the PII-only (sensitive) alias uses Ollama."""
+    config = load_config(SHIPPED)
+    on_ollama = {
+        name: d.model for name, alias in config.models.models.items() for d in alias.deployments
+        if d.provider == "ollama"
+    }  # fmt: skip
+    readme = (SHIPPED.parent / "README.md").read_text()
+
+    assert list(on_ollama) == ["sensitive"] and config.models.models["sensitive"].sensitive
+    assert f"ollama pull {on_ollama['sensitive']}" in readme
+    name, _, tag = on_ollama["sensitive"].partition(":")
+    assert name and tag and not tag.startswith("latest")  # a pinned tag, not whatever is newest
+
+
 def _write(config_dir: Path, name: str, data: object) -> None:
     (config_dir / name).write_text(yaml.safe_dump(data))
 
