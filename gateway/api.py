@@ -39,8 +39,7 @@ from gateway.jobs import JobRequest, JobView, ReviewRequest
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
-from gateway.skill_source import SkillCatalog, routed_request
-from gateway.skills import Skill, parse_ref, validate_inputs
+from gateway.skills import Skill, SkillCatalog, parse_ref, routed_request, validate_inputs
 from gateway.status import live_workers
 from gateway.store import JobStore
 from gateway.waiter import CompletionWaiter

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from gateway.cli_skills import skill_app
 from gateway.config import Config
-from gateway.skill_registry import SkillRegistry
+from gateway.skills import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
