@@ -31,7 +31,7 @@ from gateway.skills import (
 )
 
 if TYPE_CHECKING:
-    from gateway.skill_registry import SkillRegistry
+    from gateway.skills import SkillRegistry
     from workers.skill_runner import SkillRunner
     from workers.skill_testing import FixtureResult
 
@@ -79,7 +79,7 @@ def _disk_skill(skills_dir: Path, name: str, version: str | None = None) -> Skil
 
 def _registry(config: Path | None) -> SkillRegistry:
     from gateway import cli
-    from gateway.skill_registry import SkillRegistry
+    from gateway.skills import SkillRegistry
 
     cfg = cli._config(config)
     return SkillRegistry(cli._connect(cfg), aigw_home() / "skill-cache")

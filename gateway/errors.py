@@ -21,11 +21,18 @@ GatewayError                  .type (stable string), .http_status, .retryable
 │   ├── ProviderAuthError          401/403 from the provider (names the env var, never the key)
 │   ├── ProviderRequestError       other 4xx: the request itself is wrong; not retryable
 │   └── BadProviderResponseError   a body that is not valid for its wire format
-└── JobTimeoutError           the job ran past its deadline
+├── JobTimeoutError           the job ran past its deadline
+└── SkillError                a skill could not run, or broke its contract (gateway/skills/)
+    ├── SkillNotFoundError        404: no such skill or version
+    ├── SkillUnavailableError     503: a required bin or env var is missing on this host; .reasons
+    ├── SkillTimeoutError         504: a script ran past its timeout
+    ├── SkillFailedError          a script failed or the prompt did not render; .exit_code, .stderr_tail
+    └── SkillOutputError          502: the model's answer breaks the outputs contract; retryable
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -176,3 +183,55 @@ class BadJsonError(GatewayError):
 
     type = "invalid_json"
     http_status = 400
+
+
+# --- skills (gateway/skills/, workers/skill_runner.py) ------------------------------------------
+
+
+class SkillError(GatewayError):
+    """A skill could not run or produced something its contract does not allow.
+
+    Only SkillOutputError is retryable: the model may answer within the contract next time.
+    """
+
+    type = "skill_error"
+
+
+class SkillNotFoundError(SkillError):
+    type = "skill_not_found"
+    http_status = 404
+
+
+class SkillUnavailableError(SkillError):
+    """Required bins or env vars are missing on this host: the skill is not run at all."""
+
+    type = "skill_unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, reasons: Sequence[str]) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons)
+
+
+class SkillTimeoutError(SkillError):
+    type = "skill_timeout"
+    http_status = 504
+
+
+class SkillFailedError(SkillError):
+    """A script failed (exit code, flood, bad output, writes into its folder) or the prompt did not render."""
+
+    type = "skill_failed"
+
+    def __init__(self, message: str, *, exit_code: int | None = None, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+class SkillOutputError(SkillError):
+    """The model's answer does not match the skill's ``outputs`` contract: a failed attempt."""
+
+    type = "skill_output_invalid"
+    http_status = 502
+    retryable = True

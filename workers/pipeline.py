@@ -22,14 +22,21 @@ from rq.job import Job
 from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
-from gateway.errors import GatewayError, JobTimeoutError, PolicyDeniedError, ProviderAuthError, ProviderError
+from gateway.errors import (
+    GatewayError,
+    JobTimeoutError,
+    PolicyDeniedError,
+    ProviderAuthError,
+    ProviderError,
+    SkillFailedError,
+    SkillTimeoutError,
+)
 from gateway.home import aigw_home
 from gateway.jobs import ApprovedDraft, Attempt, JobRequest, JobResult, Message, QueuedJob, Usage
 from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
-from gateway.skill_source import SkillCatalog, routed_request
-from gateway.skills import SkillFailedError, SkillTimeoutError, parse_ref, validate_inputs
+from gateway.skills import SkillCatalog, parse_ref, routed_request, validate_inputs
 from workers.breaker import Breakers
 from workers.channels import Notifier
 from workers.providers.base import Completion, CompletionRequest, Provider

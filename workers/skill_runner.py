@@ -33,17 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.skill_registry import remove_tree
-from gateway.skill_template import TemplateError
+from gateway.errors import SkillFailedError, SkillTimeoutError, SkillUnavailableError
 from gateway.skills import (
     Skill,
-    SkillFailedError,
-    SkillTimeoutError,
-    SkillUnavailableError,
+    TemplateError,
     check_outputs,
     is_protected_env,
     missing_requirements,
     outputs_from_model,
+    remove_tree,
     validate_inputs,
 )
 

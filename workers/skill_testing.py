@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.config import Config, Deployment
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, SkillError
 from gateway.jobs import Message
-from gateway.skills import Skill, SkillError
+from gateway.skills import Skill
 from workers.providers.base import CompletionRequest
 from workers.providers.offline import OfflineProvider
 from workers.providers.registry import build_provider

@@ -15,8 +15,7 @@ from gateway.config import Config
 from gateway.errors import PolicyDeniedError, QuotaExceededError, ValidationError
 from gateway.jobs import JobRequest
 from gateway.policies import Decision, Plan, Subject
-from gateway.skill_source import SkillCatalog, routed_request
-from gateway.skills import Skill, parse_ref, validate_inputs
+from gateway.skills import Skill, SkillCatalog, parse_ref, routed_request, validate_inputs
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
-from gateway.skill_source import SkillCatalog
+from gateway.skills import SkillCatalog
 from gateway.store import JobStore
 from gateway.waiter import CompletionWaiter
 

@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from gateway.cli_skills import skill_app
-from gateway.skill_registry import SkillRegistry
+from gateway.skills import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory
 

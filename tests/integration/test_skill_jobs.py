@@ -16,8 +16,7 @@ import redis
 import yaml
 
 from gateway.config import Config, load_config
-from gateway.skill_registry import SkillRegistry
-from gateway.skills import load_skill_dir
+from gateway.skills import SkillRegistry, load_skill_dir
 from gateway.store import JobStore
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory, StartApi, StartStack, StartWorker, fake_models, submit

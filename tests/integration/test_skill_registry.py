@@ -11,9 +11,8 @@ import pytest
 import redis
 
 from gateway import keys
-from gateway.errors import ConflictError, ValidationError
-from gateway.skill_registry import SkillRegistry, decode_bundle, encode_bundle
-from gateway.skills import BundleFile, Skill, SkillError, SkillFailedError, SkillNotFoundError, load_skill_dir
+from gateway.errors import ConflictError, SkillError, SkillFailedError, SkillNotFoundError, ValidationError
+from gateway.skills import BundleFile, Skill, SkillRegistry, decode_bundle, encode_bundle, load_skill_dir
 from workers.skill_runner import SkillRunner
 
 ENV = {"PATH": os.environ.get("PATH", os.defpath)}

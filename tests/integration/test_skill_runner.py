@@ -15,16 +15,14 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ValidationError
-from gateway.skills import (
-    DiskSkills,
-    Skill,
+from gateway.errors import (
     SkillFailedError,
     SkillOutputError,
     SkillTimeoutError,
     SkillUnavailableError,
-    load_skill_dir,
+    ValidationError,
 )
+from gateway.skills import DiskSkills, Skill, load_skill_dir
 from workers.skill_runner import PreparedSkill, SkillRunner
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"

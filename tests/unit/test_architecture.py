@@ -1,4 +1,5 @@
-"""Imports run one way (DESIGN.md §2): gateway never imports workers, except the CLI that starts both."""
+"""Imports run one way (DESIGN.md §2): gateway never imports workers, except the CLI that starts both;
+inside gateway/skills/, each module imports only the ones below it."""
 
 from __future__ import annotations
 
@@ -67,3 +68,22 @@ def test_api_package_never_loads_workers() -> None:
     assert {"gateway.api.app", "gateway.api.jobs", "gateway.api.admission"} <= loaded
     offending = sorted(n for n in loaded if n == "workers" or n.startswith("workers."))
     assert not offending, f"importing gateway.api loads {offending}"
+
+
+SKILLS = GATEWAY / "skills"
+#: gateway/skills/ from the bottom up: a module imports only those before it, so there are no circles
+SKILL_LAYERS = ["template", "bundle", "contract", "manifest", "folder", "registry", "catalog"]
+
+
+def test_skills_layers_name_every_module_of_the_package() -> None:
+    modules = sorted(p.stem for p in SKILLS.glob("*.py") if p.stem != "__init__")
+    assert modules == sorted(SKILL_LAYERS), "place a new gateway/skills/ module in SKILL_LAYERS"
+
+
+@pytest.mark.parametrize("name", SKILL_LAYERS)
+def test_skills_modules_import_only_the_ones_below(name: str) -> None:
+    imported = _imports(SKILLS / f"{name}.py")
+    modules = {n for n in imported if _source(n) is not None}  # not the names imported from them
+    inside = {n for n in modules if n == "gateway.skills" or n.startswith("gateway.skills.")}
+    allowed = {f"gateway.skills.{below}" for below in SKILL_LAYERS[: SKILL_LAYERS.index(name)]}
+    assert inside <= allowed, f"gateway/skills/{name}.py imports {sorted(inside - allowed)}: not below it"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.skill_template import Template, TemplateError, render
+from gateway.skills import Template, TemplateError, render
 
 
 def test_template_renders_values_fields_and_indexes() -> None:

@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ConfigError, ValidationError
+from gateway.errors import ConfigError, SkillNotFoundError, SkillOutputError, ValidationError
 from gateway.skills import (
     DiskSkills,
-    SkillNotFoundError,
-    SkillOutputError,
     bundle_hash,
     check_outputs,
     discover,

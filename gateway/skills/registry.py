@@ -29,20 +29,10 @@ from pydantic import BaseModel, ConfigDict
 from redis.client import Pipeline
 
 from gateway import keys
-from gateway.errors import ConflictError
-from gateway.skills import (
-    MAX_BUNDLE_BYTES,
-    BundleFile,
-    Skill,
-    SkillError,
-    SkillNotFoundError,
-    bundle_hash,
-    check_name,
-    load_skill_dir,
-    parse_ref,
-    read_bundle,
-    version_key,
-)
+from gateway.errors import ConflictError, SkillError, SkillNotFoundError
+from gateway.skills.bundle import MAX_BUNDLE_BYTES, BundleFile, bundle_hash, read_bundle
+from gateway.skills.folder import Skill, load_skill_dir
+from gateway.skills.manifest import check_name, parse_ref, version_key
 
 _BUNDLE_FORMAT = 1
 

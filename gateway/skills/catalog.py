@@ -11,9 +11,10 @@ from pathlib import Path
 import redis
 
 from gateway.config import Config
+from gateway.errors import SkillNotFoundError
 from gateway.jobs import JobRequest
-from gateway.skill_registry import SkillRegistry
-from gateway.skills import DiskSkills, Skill, SkillNotFoundError
+from gateway.skills.folder import DiskSkills, Skill
+from gateway.skills.registry import SkillRegistry
 
 
 class SkillCatalog:
