@@ -12,7 +12,7 @@ import redis
 import typer
 from typer.testing import CliRunner
 
-from gateway.cli_skills import skill_app
+from gateway.cli.skills import skill_app
 from gateway.config import Config
 from gateway.skill_registry import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
@@ -20,7 +20,7 @@ from tests.fakes.provider import FakeProvider, Fault
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
 app = typer.Typer()
-app.add_typer(skill_app, name="skill")  # what gateway/cli.py does
+app.add_typer(skill_app, name="skill")  # what gateway/cli/__init__.py does
 
 
 def aigw(*args: str) -> tuple[int, str]:
