@@ -11,7 +11,7 @@ import redis
 import typer
 from typer.testing import CliRunner
 
-from gateway.cli_skills import skill_app
+from gateway.cli.skills import skill_app
 from gateway.skills import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory
@@ -19,7 +19,7 @@ from tests.integration.harness import ConfigFactory
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
 app = typer.Typer()
-app.add_typer(skill_app, name="skill")  # what gateway/cli.py does
+app.add_typer(skill_app, name="skill")  # what gateway/cli/__init__.py does
 
 
 def aigw(*args: str) -> tuple[int, str]:

@@ -1,5 +1,7 @@
-"""Imports run one way (DESIGN.md §2): gateway never imports workers, except the CLI that starts both;
-inside gateway/skills/, each module imports only the ones below it."""
+"""Imports run one way (DESIGN.md §2): gateway never imports workers, except the CLI commands that
+start both; within the CLI package, command modules share ``helpers`` and never import each other;
+inside gateway/skills/, each module imports only the ones below it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 GATEWAY = ROOT / "gateway"
-#: the command line is the one place that starts both sides
-ALLOWED = {"cli.py", "cli_skills.py"}
+CLI = GATEWAY / "cli"
+#: the command line is the one place that starts both sides; only its command modules may
+CLI_COMMANDS = {CLI / "commands.py", CLI / "stack_commands.py", CLI / "skills.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -54,7 +57,7 @@ def _reachable(module: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in GATEWAY.rglob("*.py") if p.name not in ALLOWED and "sample_" not in str(p)),
+    sorted(p for p in GATEWAY.rglob("*.py") if p not in CLI_COMMANDS and "sample_" not in str(p)),
     ids=str,
 )
 def test_gateway_modules_never_import_workers(path: Path) -> None:
@@ -87,3 +90,12 @@ def test_skills_modules_import_only_the_ones_below(name: str) -> None:
     inside = {n for n in modules if n == "gateway.skills" or n.startswith("gateway.skills.")}
     allowed = {f"gateway.skills.{below}" for below in SKILL_LAYERS[: SKILL_LAYERS.index(name)]}
     assert inside <= allowed, f"gateway/skills/{name}.py imports {sorted(inside - allowed)}: not below it"
+
+
+@pytest.mark.parametrize("path", sorted(CLI_COMMANDS | {CLI / "helpers.py"}), ids=str)
+def test_cli_command_modules_import_only_helpers_of_the_cli(path: Path) -> None:
+    # reading a module that was renamed away fails here, so the exemption above cannot go stale
+    modules = {n for n in _imports(path) if _source(n) is not None}  # not the names imported from them
+    cli = {n for n in modules if n == "gateway.cli" or n.startswith("gateway.cli.")}
+    offending = sorted(cli - {"gateway.cli.helpers"})
+    assert not offending, f"{path.name} imports {offending}: command modules share gateway.cli.helpers only"

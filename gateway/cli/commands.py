@@ -1,219 +1,34 @@
-"""The ``aigw`` command. The one place that starts both sides (API and workers).
-
-Errors print one readable line and exit non-zero; nothing here prints a secret except the new
-token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``).
+"""The ``aigw`` commands that use a running stack: ask, gateway status, config check, service
+tokens, jobs, policy explain and the audit log (``audit writer`` runs until stopped, but belongs
+with the other audit commands). ``gateway/cli/__init__.py`` mounts the groups and ``ask``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import redis
 import typer
-from loguru import logger
-from rich.console import Console
 from rich.table import Column, Table
 
-from gateway.cli_skills import skill_app
-from gateway.config import Config, load_config
+from gateway.cli.helpers import ConfigOpt, connect, err, fail, out, read_config, setup_logging, try_connect
+from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.home import aigw_home, noted_api_url, resolve_config_dir
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="aigw: the local AI gateway.")
 gateway_app = typer.Typer(no_args_is_help=True, help="Inspect the running gateway.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate configuration.")
 service_app = typer.Typer(no_args_is_help=True, help="Service tokens.")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs.")
 policy_app = typer.Typer(no_args_is_help=True, help="Policies.")
-app.add_typer(gateway_app, name="gateway")
-app.add_typer(config_app, name="config")
-app.add_typer(service_app, name="service")
-app.add_typer(audit_app, name="audit")
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(policy_app, name="policy")
-app.add_typer(skill_app, name="skill")
-
-# soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or CI log: tables get room, not 80 columns
-    out.width = 160
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logger.remove()
-    logger.add(
-        sys.stderr,
-        level=os.environ.get("AIGW_LOG_LEVEL", level),
-        format="{time:HH:mm:ss} {level:<7} {message}",
-        diagnose=False,  # a traceback must not print local variables: prompts, PII, keys
-    )
-
-
-def _config(path: Path | None, *, create: bool = False) -> Config:
-    try:
-        return load_config(resolve_config_dir(path, create=create))
-    except ConfigError as exc:
-        fail(str(exc))
-
-
-def _redis_url(config: Config) -> str:
-    """REDIS_URL or config, else the embedded Redis a running `aigw up` noted; never a guess."""
-    from gateway.redis_server import known_redis_url
-
-    url = known_redis_url(config.redis_url(), aigw_home())
-    if url is None:
-        fail(
-            "no Redis to use: start the stack with `aigw up`, or set REDIS_URL (or redis.url in gateway.yaml)"
-        )
-    return url
-
-
-def _connect(config: Config) -> redis.Redis:
-    client = redis.Redis.from_url(_redis_url(config), socket_connect_timeout=2, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        fail(f"cannot reach Redis at {_redis_url(config)}: {exc} (is `aigw up` running? set REDIS_URL)")
-    return client
-
-
-# --- running the stack ---------------------------------------------------------------------------
-
-
-@app.command()
-def up(config: ConfigOpt = None, port: Annotated[int | None, typer.Option(help="API port.")] = None) -> None:
-    """Start the whole local stack in the foreground: Redis, API, workers, audit writer."""
-    from gateway.stack import Stack
-
-    setup_logging("WARNING")
-    cfg = _config(config, create=True)
-    stack = Stack(cfg, aigw_home(), port if port is not None else cfg.gateway.api.port)
-    try:
-        token = stack.start()
-    except KeyboardInterrupt:
-        stack.stop(grace=5)
-        raise typer.Exit(130) from None
-    except (GatewayError, RuntimeError, redis.RedisError) as exc:
-        stack.stop(grace=5)
-        fail(str(exc))
-    try:
-        _banner(stack, token)
-        stack.supervise()
-    except KeyboardInterrupt:  # Ctrl-C before supervise() took over
-        pass
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain short
-        stack.stop()  # first: a print to a closed pipe (`| tee` gone with Ctrl-C) must not skip it
-        _say_stopped()
-
-
-def _say_stopped() -> None:
-    """The last line, if anyone still reads: after Ctrl-C a `| tee` is gone too, and rich answers
-    a broken pipe with exit 1 (stdout already pointed at /dev/null); the stack stopped fine."""
-    with contextlib.suppress(SystemExit, BrokenPipeError):
-        out.print("aigw stopped.")
-
-
-def _banner(stack: Any, token: str | None) -> None:
-    embedded = " (embedded, data in " + str(stack.redis_server.data_dir) + ")" if stack.redis_server else ""
-    out.print(f"[bold green]aigw is up[/] at {stack.api_url}")
-    out.print(f"  redis:   {stack.redis_url}{embedded}")
-    out.print(f"  config:  {stack.config.directory}")
-    out.print(f"  audit:   {stack.config.gateway.audit.path or stack.home / 'audit.log'}")
-    if token:
-        out.print("  token for service 'default' (shown once, stored only as a hash):")
-        out.print(f"AIGW_TOKEN={token}", soft_wrap=True)
-    else:
-        out.print("  service 'default' already has a token (tokens live in Redis, shown only when created);")
-        out.print("  make one of your own with `aigw service add NAME`")
-    out.print("try:")
-    out.print(f"  export AIGW_TOKEN={token or '<your token>'}", soft_wrap=True)
-    out.print(
-        f'  curl -s -H "Authorization: Bearer $AIGW_TOKEN" -d \'{{"prompt": "Hello"}}\' '
-        f"'{stack.api_url}/v1/jobs?wait=10'",
-        soft_wrap=True,
-    )
-    out.print("Ctrl-C stops everything.")
-
-
-@app.command()
-def api(
-    config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.")] = None,
-) -> None:
-    """Run only the HTTP API (for compose or scale-out)."""
-    import uvicorn
-
-    from gateway.api import create_app
-
-    setup_logging()
-    cfg = _config(config)
-    bind_host = host or cfg.gateway.api.host
-    bind_port = port if port is not None else cfg.gateway.api.port
-    app_ = create_app(cfg, _redis_url(cfg))
-    uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning", access_log=False)
-
-
-@app.command()
-def worker(
-    config: ConfigOpt = None,
-    queue: Annotated[
-        str, typer.Option("--queue", "-q", help="The one queue this process serves.")
-    ] = "interactive",
-    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
-    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
-    processes: Annotated[
-        int | None, typer.Option(help="Worker processes to run and supervise (default: workers.processes).")
-    ] = None,
-) -> None:
-    """Run async worker processes on one queue; with several, restart any that dies."""
-    setup_logging()
-    cfg = _config(config)
-    if queue not in cfg.gateway.queues:
-        fail(f"unknown queue {queue!r}; configured: {', '.join(cfg.gateway.queues)}")
-    count = processes or cfg.gateway.workers.processes
-    if count == 1 or burst:
-        from workers.main import main as worker_main
-
-        worker_main(cfg, _redis_url(cfg), queue, concurrency, burst)
-        return
-    _supervise_workers(cfg, queue, count, concurrency)
-
-
-def _supervise_workers(cfg: Config, queue: str, count: int, concurrency: int | None) -> None:
-    from gateway.supervisor import Child, Supervisor
-
-    env = {**os.environ, "REDIS_URL": _redis_url(cfg)}
-    argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", cfg.directory, "--queue", queue]
-    argv += ["--processes", "1"] + (["--concurrency", str(concurrency)] if concurrency else [])
-    supervisor = Supervisor([Child(f"worker-{queue}-{i}", argv, env) for i in range(count)])
-    supervisor.start_all()
-    try:
-        supervisor.supervise()
-    finally:
-        supervisor.stop(cfg.gateway.workers.shutdown_grace + 5)
 
 
 # --- using it ------------------------------------------------------------------------------------
 
 
-@app.command()
 def ask(
     question: str,
     model: Annotated[str | None, typer.Option(help="Model alias.")] = None,
@@ -271,13 +86,13 @@ def gateway_status(
 
     from gateway.status import stack_status
 
-    cfg = _config(config)
+    cfg = read_config(config)
     api_url = url or noted_api_url(f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}")
     try:
         api_ok = httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         api_ok = False
-    status = stack_status(_connect(cfg), cfg)
+    status = stack_status(connect(cfg), cfg)
     status["api"] = {"url": api_url, "ok": api_ok}
     if as_json:
         out.print_json(json.dumps(status))
@@ -324,8 +139,8 @@ def config_check(directory: Annotated[Path | None, typer.Argument(help="Config d
 def _registry(config: Path | None) -> Any:
     from gateway.services import ServiceRegistry
 
-    cfg = _config(config)
-    return ServiceRegistry(_connect(cfg), cfg)
+    cfg = read_config(config)
+    return ServiceRegistry(connect(cfg), cfg)
 
 
 @service_app.command("add")
@@ -374,9 +189,9 @@ def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
     """Show one job (any service's) as JSON."""
     from gateway.store import JobStore
 
-    cfg = _config(config)
+    cfg = read_config(config)
     try:
-        view = JobStore(_connect(cfg), cfg).view(job_id, None)
+        view = JobStore(connect(cfg), cfg).view(job_id, None)
     except GatewayError as exc:
         fail(str(exc))
     out.print_json(view.model_dump_json(exclude_none=True))
@@ -391,8 +206,8 @@ def jobs_failed(
     """Dead letters: failed jobs with their errors."""
     from gateway.store import JobStore, failed_jobs
 
-    cfg = _config(config)
-    views = failed_jobs(JobStore(_connect(cfg), cfg), limit)
+    cfg = read_config(config)
+    views = failed_jobs(JobStore(connect(cfg), cfg), limit)
     if as_json:
         for view in views:
             out.print(view.model_dump_json(exclude_none=True), soft_wrap=True, markup=False)
@@ -422,8 +237,8 @@ def jobs_retry(
 
     if (job_id is None) == (not all_failed):
         fail("give a job id or --all-failed")
-    cfg = _config(config)
-    store = JobStore(_connect(cfg), cfg)
+    cfg = read_config(config)
+    store = JobStore(connect(cfg), cfg)
     ids = [job_id] if job_id else [v.id for v in failed_jobs(store, limit=1_000_000)]
     for one in track(ids, description="requeueing", console=err, disable=len(ids) < 20):
         try:
@@ -447,10 +262,10 @@ def jobs_review(
 
     if approve == reject:
         fail("give exactly one of --approve or --reject")
-    cfg = _config(config)
+    cfg = read_config(config)
     try:
         review = ReviewRequest(decision="approve" if approve else "reject", comment=comment)
-        view = JobStore(_connect(cfg), cfg).review(job_id, review, reviewer="cli")
+        view = JobStore(connect(cfg), cfg).review(job_id, review, reviewer="cli")
     except GatewayError as exc:
         fail(str(exc))
     assert view.review is not None
@@ -479,13 +294,13 @@ def policy_explain(
 
     if (prompt is None) == (file is None):
         fail("give exactly one of --prompt or --file")
-    cfg = _config(config)
+    cfg = read_config(config)
     try:
         body: dict[str, Any] = {"prompt": prompt} if prompt is not None else _read_job_file(file)
         if model is not None:
             body["model"] = model
         request = JobRequest.model_validate(body)
-        report = explain(cfg, service, request, _try_connect(cfg))
+        report = explain(cfg, service, request, try_connect(cfg))
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         fail(f"job request: {'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}")
@@ -506,15 +321,6 @@ def _read_job_file(path: Path | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         fail(f"{path}: a job request is a JSON object")
     return data
-
-
-def _try_connect(config: Config) -> redis.Redis | None:
-    client = redis.Redis.from_url(_redis_url(config), socket_connect_timeout=0.5, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        return None
-    return client
 
 
 def _print_explanation(report: dict[str, Any]) -> None:
@@ -549,7 +355,7 @@ def _print_explanation(report: dict[str, Any]) -> None:
 
 
 def _audit_path(config: Path | None) -> Path:
-    cfg = _config(config)
+    cfg = read_config(config)
     return Path(cfg.gateway.audit.path or aigw_home() / "audit.log").expanduser()
 
 
@@ -596,21 +402,14 @@ def audit_writer(
     from gateway.audit import AuditWriter
 
     setup_logging()
-    cfg = _config(config)
+    cfg = read_config(config)
     target = path or _audit_path(config)
-    writer = AuditWriter(_connect(cfg), target, consumer=f"writer-{os.getpid()}")
+    writer = AuditWriter(connect(cfg), target, consumer=f"writer-{os.getpid()}")
     stop = threading.Event()
+    import signal
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         writer.run(stop)
     except KeyboardInterrupt:
         stop.set()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

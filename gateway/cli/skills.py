@@ -1,9 +1,8 @@
 """``aigw skill …``: list, show, scaffold, test, deploy and roll back skills.
 
-Registered in ``gateway/cli.py`` with ``app.add_typer(skill_app, name="skill")``. Like the rest
-of the CLI it may start the worker side (``aigw skill test`` runs scripts with the worker's
-runner). Errors print one readable line and exit non-zero. ``gateway.cli`` is imported inside
-the commands that need config or Redis, because it imports this module.
+Mounted in ``gateway/cli/__init__.py`` with ``app.add_typer(skill_app, name="skill")``. Like the
+rest of the CLI it may start the worker side (``aigw skill test`` runs scripts with the worker's
+runner). Errors print one readable line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from gateway.cli.helpers import ConfigOpt, connect, fail, out, read_config
 from gateway.config import bundled_skills_dir, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.home import aigw_home, resolve_config_dir
@@ -37,11 +36,6 @@ if TYPE_CHECKING:
 
 skill_app = typer.Typer(no_args_is_help=True, help="Skills: list, show, scaffold, test, deploy, roll back.")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-if not out.is_terminal and "COLUMNS" not in os.environ:  # a pipe or CI log: tables get room, not 80 columns
-    out.width = 160
-
 DirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -51,13 +45,7 @@ DirOpt = Annotated[
         help="Folder of skill folders (default: skills.dir of the config, as the gateway uses).",
     ),
 ]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config directory.")]
 DEFAULT_DIR = None
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _skills_dir(given: Path | None, config: Path | None = None) -> Path:
@@ -74,15 +62,14 @@ def _disk_skill(skills_dir: Path, name: str, version: str | None = None) -> Skil
     try:
         return DiskSkills(skills_dir).load(name, version)
     except GatewayError as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
 
 def _registry(config: Path | None) -> SkillRegistry:
-    from gateway import cli
     from gateway.skills import SkillRegistry
 
-    cfg = cli._config(config)
-    return SkillRegistry(cli._connect(cfg), aigw_home() / "skill-cache")
+    cfg = read_config(config)
+    return SkillRegistry(connect(cfg), aigw_home() / "skill-cache")
 
 
 # --- list and show -------------------------------------------------------------------------------
@@ -102,7 +89,7 @@ def list_skills(
     try:
         skills = discover(_skills_dir(skills_dir, config), errors)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table = Table("skill", "version", "status", "description")
     for skill in skills:
         reasons = missing_requirements(skill.spec, _environ())
@@ -136,7 +123,7 @@ def show(
         try:
             skill = _registry(config).load(name, version)
         except GatewayError as exc:
-            _fail(exc.message)
+            fail(exc.message)
     else:
         skill = _disk_skill(_skills_dir(skills_dir, config), name, version)
     _print_skill(skill)
@@ -204,11 +191,11 @@ def new(name: str, skills_dir: DirOpt = DEFAULT_DIR, config: ConfigOpt = None) -
     try:
         check_name(name)
     except GatewayError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     skills_dir = _skills_dir(skills_dir, config)
     target = skills_dir / name
     if target.exists():
-        _fail(f"{target} already exists")
+        fail(f"{target} already exists")
     for path, content in scaffold(name).items():
         file = target / path
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -233,23 +220,21 @@ def test(
     from workers.skill_testing import all_passed, model_call, run_fixtures
 
     if (name is None) == (not all_skills):
-        _fail("give a skill name or --all")
+        fail("give a skill name or --all")
     errors: list[ConfigError] = []
     if all_skills:
         try:
             skills = discover(_skills_dir(skills_dir, config), errors)
         except ConfigError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     else:
         skills = [_disk_skill(_skills_dir(skills_dir, config), name or "")]
     complete = None
     if model is not None:
-        from gateway import cli
-
         try:
-            complete = model_call(cli._config(config), model)
+            complete = model_call(read_config(config), model)
         except GatewayError as exc:
-            _fail(exc.message)
+            fail(exc.message)
     runner = _runner(config)
 
     async def run_all() -> list[FixtureResult]:
@@ -305,11 +290,11 @@ def deploy(
         results = asyncio.run(run_fixtures(skill, _runner(config)))
         if not all_passed(results):
             _print_results(results, [])
-            _fail(f"not deployed: {sum(not r.passed for r in results)} fixture(s) of {skill.ref} failed")
+            fail(f"not deployed: {sum(not r.passed for r in results)} fixture(s) of {skill.ref} failed")
     try:
         result = _registry(config).deploy(skill)
     except GatewayError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     record = result.deployed
     was = f" (was {result.previous})" if result.previous and result.previous != record.version else ""
     again = "" if result.new else " (already deployed; current again)"
@@ -326,7 +311,7 @@ def rollback(
     try:
         before, now = _registry(config).rollback(name, to)
     except GatewayError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     out.print(f"[green]rolled back[/] {name}: {before.version} -> {now.version} (sha256 {now.sha256[:12]})")
 
 
