@@ -1,6 +1,6 @@
 """One exception tree for aigw; each error maps to an HTTP status, a CLI exit or a job state here.
 
-GatewayError                  .type (stable string), .http_status, .retryable
+GatewayError                  .type (stable string), .http_status, .retryable, .retry_after (None)
 ├── ConfigError               .file, .entry, .field
 ├── AuthError                 401
 ├── ForbiddenError            403
@@ -15,6 +15,9 @@ GatewayError                  .type (stable string), .http_status, .retryable
 ├── QuotaExceededError        429; .rule, .retry_after
 │   ├── BudgetExceededError        a spend cap is reached until its period resets
 │   └── RateLimitExceededError     requests or tokens per minute; retryable in a worker
+├── CallBoundError            a job reached jobs.max_provider_calls
+├── NoDeploymentError         503: every deployment skipped; retryable when a circuit is open
+├── InterruptedAttemptError   an attempt canceled or cut short by shutdown (audit only)
 ├── ProviderError             .deployment
 │   ├── ProviderUnavailableError   transport error or 5xx; retryable
 │   ├── RateLimitedError           429/529; retryable; .retry_after
@@ -42,6 +45,8 @@ class GatewayError(Exception):
     type: str = "gateway_error"
     http_status: int = 500
     retryable: bool = False
+    #: seconds the caller should wait before trying again (a Retry-After), when the error knows
+    retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -235,3 +240,29 @@ class SkillOutputError(SkillError):
     type = "skill_output_invalid"
     http_status = 502
     retryable = True
+
+
+class CallBoundError(GatewayError):
+    """The job reached ``jobs.max_provider_calls``: no layer may multiply calls past it."""
+
+    type = "call_bound_reached"
+    http_status = 502
+
+
+class NoDeploymentError(GatewayError):
+    """Every deployment of a chain was skipped without a call: no key configured, or its circuit is
+    open. Only an open circuit makes it retryable: it closes again, a missing key does not appear."""
+
+    type = "no_deployment_available"
+    http_status = 503
+
+    def __init__(self, message: str, *, circuit_open: bool) -> None:
+        super().__init__(message)
+        self.circuit_open = circuit_open
+        self.retryable = circuit_open
+
+
+class InterruptedAttemptError(GatewayError):
+    """An attempt canceled by its caller or cut short by shutdown, as its audit line records it."""
+
+    type = "interrupted"

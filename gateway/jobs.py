@@ -180,7 +180,7 @@ class Usage(BaseModel):
     output_tokens: int = 0
 
 
-class Attempt(BaseModel):
+class ProviderCall(BaseModel):
     """One provider call (or a deployment skipped without a call) within one job attempt."""
 
     attempt: int
@@ -203,7 +203,7 @@ class JobResult(BaseModel):
     usage: Usage
     cost_usd: float
     attempt: int
-    calls: list[Attempt]
+    calls: list[ProviderCall]
     timings: dict[str, float]
     finish_reason: str | None = None
     #: answered from the exact-match response cache (no provider call, no cost)
@@ -233,7 +233,7 @@ class JobView(BaseModel):
     error: dict[str, Any] | None = None
     attempts: int = 0
     #: provider calls of earlier (failed) attempts, for a job that is retrying or failed
-    calls: list[Attempt] | None = None
+    calls: list[ProviderCall] | None = None
     #: when a retrying job's next attempt is due (ISO-8601 UTC)
     next_attempt_at: str | None = None
     #: a draft's review: {"state": "pending" | "approved" | "rejected", "by", "at", "comment"}

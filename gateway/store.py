@@ -29,11 +29,11 @@ from gateway.jobs import (
     JOB_FUNC,
     RQ_STATUS_TO_STATE,
     ApprovedDraft,
-    Attempt,
     JobRequest,
     JobResult,
     JobState,
     JobView,
+    ProviderCall,
     QueuedJob,
     ReviewRequest,
 )
@@ -173,7 +173,7 @@ class JobStore:
             pipe.lrange(keys.job_calls(view.id), 0, -1)
             pipe.zscore(f"rq:scheduled:{view.queue}", view.id)
             raw_calls, due = pipe.execute()
-        view.calls = [Attempt.model_validate_json(item) for item in raw_calls] or None
+        view.calls = [ProviderCall.model_validate_json(item) for item in raw_calls] or None
         if view.error is None and view.calls:
             view.error = next((c.error for c in reversed(view.calls) if c.outcome == "error"), None)
         if due is not None and view.status == JobState.RETRYING:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from loguru import logger
@@ -23,8 +23,11 @@ from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import (
+    CallBoundError,
     GatewayError,
+    InterruptedAttemptError,
     JobTimeoutError,
+    NoDeploymentError,
     PolicyDeniedError,
     ProviderAuthError,
     ProviderError,
@@ -32,7 +35,7 @@ from gateway.errors import (
     SkillTimeoutError,
 )
 from gateway.home import aigw_home
-from gateway.jobs import ApprovedDraft, Attempt, JobRequest, JobResult, Message, QueuedJob, Usage
+from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
 from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
@@ -44,7 +47,7 @@ from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
 from workers.skill_runner import PreparedSkill, SkillRunner, provider_key_names
-from workers.worker import Outcome
+from workers.worker import Outcome, will_retry
 
 
 class JobPipeline:
@@ -85,155 +88,162 @@ class JobPipeline:
 
     async def __call__(self, job: Job) -> Outcome:
         queued = QueuedJob.model_validate(job.args[0])
-        request, service = queued.request, queued.service
-        attempt = _attempt_number(job, queued.max_attempts)
-        started = time.monotonic()
-        queue_wait_ms = _ms_between(job.enqueued_at, job.started_at)
-        earlier = self._earlier_calls(job.id) if attempt > 1 else []
-        calls: list[Attempt] = []
-        context = _AuditContext(job, service, attempt, queue_wait_ms, request)
-        context.decisions = list(queued.admission)
-        made = sum(1 for c in earlier if c.outcome != "skipped")
-        call = _Call(
-            job_id=f"{job.id}:{attempt}",
-            service=service,
-            attempt=attempt,
-            budget=self.config.gateway.jobs.max_provider_calls - made,
-            hold_seconds=float(job.timeout or 300) + 60.0,
-        )
+        number = _attempt_number(job, queued.max_attempts)
+        attempt = self._begin(job, queued.service, number, queued.request, list(queued.admission))
         try:
             if queued.apply is not None:  # a reviewer approved a draft: its held side-effect steps run now
-                return await self._apply_approved(
-                    call, request, queued.apply, context, started, queue_wait_ms
-                )
-            await self._plan(call, job.origin, request, context)
-            if call.prepared is not None and call.prepared.prompt is None:  # a scripts-only skill
-                scripted = self.skill_runner.finish(call.prepared, None)
-                await self._side_effects(call, scripted, context)
-                context.decisions.extend(d.to_dict() for d in call.decisions)
-                return self._scripts_only(request, call, context, calls, started, queue_wait_ms, scripted)
-            step, completion, latency_ms, cached = await self._answer(call, request, calls)
-            if not cached:
-                call.paid = (step, completion)
-            outputs: dict[str, Any] | None = None
-            if call.prepared is not None:  # the contract, checked on the answer with its values restored
-                outputs = self.skill_runner.finish(call.prepared, call.plan.restore(completion.text))
-                await self._side_effects(call, outputs, context)
+                return await self._apply_approved(attempt, queued.apply)
+            return await self._run(attempt)
         except GatewayError as exc:
-            _mask_message(exc, self._log_pii)  # errors quote values (a model's answer, a script's stderr)
-            self._settle_paid_call(call)
-            will_retry = exc.retryable and bool(job.retries_left)
-            self._remember_calls(job.id, calls)
-            context.decisions.extend(d.to_dict() for d in call.decisions)
-            self._audit_failure(
-                context, calls, started, error=exc, status="retrying" if will_retry else "failed", call=call
-            )
+            self._failed(attempt, job, exc)
             raise
         except asyncio.CancelledError:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
-            self._settle_paid_call(call)
-            self._remember_calls(job.id, calls)
-            if job.timeout and time.monotonic() - started >= float(job.timeout) - 0.05:
-                # the worker's deadline: the job fails as job_timeout, and the audit says the same
-                timed_out = JobTimeoutError(f"job ran past its timeout of {job.timeout}s")
-                self._audit_failure(context, calls, started, error=timed_out, status="failed", call=call)
-                raise
-            interrupted = _InterruptedError("the attempt was interrupted (canceled or shut down)")
-            self._audit_failure(context, calls, started, error=interrupted, status="canceled", call=call)
+            self._interrupted(attempt, job)
             raise
-        context.decisions.extend(d.to_dict() for d in call.decisions)
-        result = self._result(
-            step, completion, call, earlier + calls, queue_wait_ms, latency_ms, started, cached
+
+    def _begin(
+        self, job: Job, service: str, number: int, request: JobRequest, admission: list[dict[str, Any]]
+    ) -> JobAttempt:
+        started = time.monotonic()
+        earlier = self._earlier_calls(job.id) if number > 1 else []
+        made = sum(1 for c in earlier if c.outcome != "skipped")
+        return JobAttempt(
+            job_id=job.id,
+            number=number,
+            service=service,
+            queue=job.origin,
+            request=request,
+            started=started,
+            time=_audit_time(job.started_at),
+            queue_wait_ms=_ms_between(job.enqueued_at, job.started_at),
+            request_sha256=request_sha256(request.model_dump(mode="json", exclude_none=True)),
+            calls_left=self.config.gateway.jobs.max_provider_calls - made,
+            hold_seconds=float(job.timeout or 300) + 60.0,
+            admission=admission,
+            earlier_calls=earlier,
         )
-        result.policy = context.decisions
-        result.outputs = outputs
-        result.skill = context.skill
-        event = self._audit_event(context, calls, started, result=result, bodies=self._bodies(call, result))
-        plan = call.plan
+
+    async def _run(self, attempt: JobAttempt) -> Outcome:
+        await self._plan(attempt)
+        if attempt.prepared is not None and attempt.prepared.prompt is None:  # a scripts-only skill
+            scripted = self.skill_runner.finish(attempt.prepared, None)
+            await self._side_effects(attempt, scripted)
+            return self._scripts_only(attempt, scripted)
+        answer = await self._answer(attempt)
+        if not answer.cached:
+            attempt.paid = answer
+        outputs: dict[str, Any] | None = None
+        if attempt.prepared is not None:  # the contract, checked on the answer with its values restored
+            outputs = self.skill_runner.finish(attempt.prepared, attempt.plan.restore(answer.completion.text))
+            await self._side_effects(attempt, outputs)
+        return self._succeeded(attempt, answer, outputs)
+
+    def _failed(self, attempt: JobAttempt, job: Job, error: GatewayError) -> None:
+        """A failed attempt: its spend settled, its calls kept for the job record, audited at once."""
+        _mask_message(error, self._log_pii)  # errors quote values (a model's answer, a script's stderr)
+        self._settle_paid_call(attempt)
+        status: Status = "retrying" if will_retry(job, error) else "failed"
+        self._remember_calls(attempt)
+        append_event(self.connection, _failure_event(attempt, status, error, attempt.policy_record()))
+
+    def _interrupted(self, attempt: JobAttempt, job: Job) -> None:
+        """An attempt cut short (cancel, timeout, shutdown): settled, kept and audited like a failure.
+
+        Its audit line records the admission's and the plan's decisions but not those made while it
+        ran (budget checks, held steps), unlike a failure's: kept as it was, not yet decided otherwise.
+        """
+        self._settle_paid_call(attempt)
+        self._remember_calls(attempt)
+        policy = attempt.policy_record(while_running=False)
+        if job.timeout and time.monotonic() - attempt.started >= float(job.timeout) - 0.05:
+            # the worker's deadline: the job fails as job_timeout, and the audit says the same
+            timed_out = JobTimeoutError(f"job ran past its timeout of {job.timeout}s")
+            append_event(self.connection, _failure_event(attempt, "failed", timed_out, policy))
+            return
+        interrupted = InterruptedAttemptError("the attempt was interrupted (canceled or shut down)")
+        append_event(self.connection, _failure_event(attempt, "canceled", interrupted, policy))
+
+    def _succeeded(self, attempt: JobAttempt, answer: Answer, outputs: dict[str, Any] | None) -> Outcome:
+        result = self._result(attempt, answer, outputs)
+        event = _success_event(attempt, result, self._bodies(attempt, result))
 
         def commit(pipe: redis.client.Pipeline) -> None:
             # lands in the same transaction as the result (worker._succeed)
             append_event(pipe, event)
-            if request.notify:  # the notification outbox entry lands with the result it announces
-                entry = notifications.job_event(
-                    job.id, service, "succeeded", result.model_dump(), request.notify
-                )
-                notifications.append(pipe, entry)
-            if not cached:
-                tokens = completion.input_tokens + completion.output_tokens
-                self.quotas.commit(pipe, call.holds, service, plan, step.alias, result.cost_usd, tokens)
-                if call.cache_key is not None and step.deployment.provider != "offline":
-                    self.cache.store(pipe, call.cache_key, step, completion, plan, call.cache_ttl)
+            _announce(pipe, attempt, result)  # the outbox entry lands with the result it announces
+            if not answer.cached:
+                self._charge(pipe, attempt, answer)
+                if attempt.cache_key is not None and answer.step.deployment.provider != "offline":
+                    self.cache.store(
+                        pipe,
+                        attempt.cache_key,
+                        answer.step,
+                        answer.completion,
+                        attempt.plan,
+                        attempt.cache_ttl,
+                    )
 
         return Outcome(result.model_dump(mode="json"), commit=commit)
 
-    async def _plan(self, call: _Call, queue: str, request: JobRequest, context: _AuditContext) -> None:
+    async def _plan(self, attempt: JobAttempt) -> None:
         """Run a skill's scripts (if any), then the policies over everything that would leave.
 
         The policies run again here, before anything leaves the machine: this is the check that counts.
         """
-        extra: list[tuple[str, str]] = []
-        routed, skill_name = request, None
-        if request.skill is not None:
-            name, version = parse_ref(request.skill)
-            skill = await asyncio.to_thread(self.skills.load, name, version)
-            routed, skill_name = routed_request(request, skill), skill.name
-            # refusals that need no script output (allow_skills, secrets in the inputs) stop it before
-            # any script runs
-            early = self.engine.plan(Subject.from_request(call.service, queue, routed, skill=skill_name))
-            if early.denial is not None:
-                context.decisions.extend(early.record())
-                raise early.denial
-            call.prepared = await self.skill_runner.prepare(skill, request.inputs or {})
-            context.skill = call.prepared.audit_record()
-            extra = [t for t in call.prepared.policy_texts() if not t[0].startswith("inputs.")]
-        plan = self.engine.plan(
-            Subject.from_request(call.service, queue, routed, skill=skill_name, extra_texts=extra)
-        )
-        call.plan = plan
-        context.decisions.extend(plan.record())
+        attempt.plan = plan = self.engine.plan(await self._subject(attempt))
         if plan.denial is not None:
             raise plan.denial
-        call.request = self._completion_request(request, plan, call.prepared)
+        attempt.outgoing = self._completion_request(attempt.request, plan, attempt.prepared)
 
-    async def _side_effects(self, call: _Call, outputs: dict[str, Any], context: _AuditContext) -> None:
+    async def _subject(self, attempt: JobAttempt) -> Subject:
+        """The job as the policies judge it; a skill job's scripts run first, and what they found counts."""
+        request, service, queue = attempt.request, attempt.service, attempt.queue
+        if request.skill is None:
+            return Subject.from_request(service, queue, request, skill=None, extra_texts=[])
+        name, version = parse_ref(request.skill)
+        skill = await asyncio.to_thread(self.skills.load, name, version)
+        routed = routed_request(request, skill)
+        # refusals that need no script output (allow_skills, secrets in the inputs) stop it before
+        # any script runs
+        early = self.engine.plan(Subject.from_request(service, queue, routed, skill=skill.name))
+        if early.denial is not None:
+            attempt.plan = early
+            raise early.denial
+        attempt.prepared = await self.skill_runner.prepare(skill, request.inputs or {})
+        attempt.skill = attempt.prepared.audit_record()
+        extra = [t for t in attempt.prepared.policy_texts() if not t[0].startswith("inputs.")]
+        return Subject.from_request(service, queue, routed, skill=skill.name, extra_texts=extra)
+
+    async def _side_effects(self, attempt: JobAttempt, outputs: dict[str, Any]) -> None:
         """A skill's side-effect steps: run now, or held for a reviewer when the output is a draft."""
-        assert call.prepared is not None and context.skill is not None
-        skill = call.prepared.skill
+        assert attempt.prepared is not None and attempt.skill is not None
+        skill = attempt.prepared.skill
         steps = [s.label for s in skill.spec.aigw.scripts if s.side_effects]
         if not steps:
             return
-        if call.plan.draft:
-            context.skill["held"] = steps
-            drafts = next(d for d in call.plan.decisions if d.outcome == "mark_draft")
+        if attempt.plan.draft:
+            attempt.skill["held"] = steps
+            drafts = next(d for d in attempt.plan.decisions if d.outcome == "mark_draft")
             reason = f"side-effect steps {', '.join(steps)} held until a reviewer approves"
-            call.decisions.append(Decision(drafts.policy, drafts.rule, "mark_draft", reason, True))
+            attempt.decisions.append(Decision(drafts.policy, drafts.rule, "mark_draft", reason, True))
             return
-        job_id = call.job_id.rsplit(":", 1)[0]
-        if not self._claim_side_effects(job_id, call.job_id):
-            context.skill["applied"] = []
-            context.skill["side_effects"] = "already run by an earlier attempt; not repeated"
+        if not self._claim_side_effects(attempt.job_id, attempt.attempt_id):
+            attempt.skill["applied"] = []
+            attempt.skill["side_effects"] = "already run by an earlier attempt; not repeated"
             return
-        runs = await self.skill_runner.apply(skill, call.prepared.inputs, outputs)
-        context.skill["applied"] = [r.name for r in runs]
+        runs = await self.skill_runner.apply(skill, attempt.prepared.inputs, outputs)
+        attempt.skill["applied"] = [r.name for r in runs]
 
     def _claim_side_effects(self, job_id: str, by: str) -> bool:
         """At most once: a retried or requeued attempt never repeats a job's side-effect steps."""
         ttl = self.config.gateway.jobs.failure_ttl
         return bool(self.connection.set(keys.side_effects_claim(job_id), by, nx=True, ex=ttl))
 
-    async def _apply_approved(
-        self,
-        call: _Call,
-        request: JobRequest,
-        approved: ApprovedDraft,
-        context: _AuditContext,
-        started: float,
-        queue_wait_ms: float,
-    ) -> Outcome:
+    async def _apply_approved(self, attempt: JobAttempt, approved: ApprovedDraft) -> Outcome:
         """The follow-up job of an approved draft: the held side-effect steps, with its checked outputs."""
-        assert request.skill is not None
-        name, version = parse_ref(request.skill)
+        assert attempt.request.skill is not None
+        name, version = parse_ref(attempt.request.skill)
         skill = await asyncio.to_thread(self.skills.load, name, version)
         if approved.bundle_sha256 not in (None, skill.content_hash):
             raise SkillFailedError(
@@ -241,15 +251,17 @@ class JobPipeline:
                 f"(bundle {skill.content_hash[:12]}, reviewed {str(approved.bundle_sha256)[:12]}); "
                 "its side-effect steps were not run"
             )
-        if not self._claim_side_effects(approved.job_id, call.job_id):
+        if not self._claim_side_effects(approved.job_id, attempt.attempt_id):
             raise SkillFailedError(
                 f"the side-effect steps of job {approved.job_id} already started once; "
                 "aigw does not repeat them (check what they did before running them by hand)"
             )
         outputs = approved.outputs
-        inputs = validate_inputs(skill.spec, request.inputs or {})  # defaults filled in, as in the job
+        inputs = validate_inputs(
+            skill.spec, attempt.request.inputs or {}
+        )  # defaults filled in, as in the job
         runs = await self.skill_runner.apply(skill, inputs, outputs)
-        context.skill = {
+        attempt.skill = {
             "name": skill.name,
             "version": skill.version,
             "bundle_sha256": skill.content_hash,
@@ -260,20 +272,24 @@ class JobPipeline:
                 {"name": r.name, "exit_code": r.exit_code, "ms": round(r.duration_ms, 1)} for r in runs
             ],
         }
-        return self._scripts_only(request, call, context, [], started, queue_wait_ms, outputs)
+        return self._scripts_only(attempt, outputs)
 
-    def _settle_paid_call(self, call: _Call) -> None:
+    def _settle_paid_call(self, attempt: JobAttempt) -> None:
         """An attempt that fails after its provider call returned still spent money and tokens."""
-        if call.paid is None:
-            self.quotas.release(call.holds)
+        if attempt.paid is None:
+            self.quotas.release(attempt.holds)
             return
-        step, completion = call.paid
-        tokens = completion.input_tokens + completion.output_tokens
         with self.connection.pipeline() as pipe:
-            self.quotas.commit(
-                pipe, call.holds, call.service, call.plan, step.alias, _cost(step, completion), tokens
-            )
+            self._charge(pipe, attempt, attempt.paid)
             pipe.execute()
+
+    def _charge(self, pipe: redis.client.Pipeline, attempt: JobAttempt, answer: Answer) -> None:
+        """The real spend and tokens of the call that answered, in place of its reservations."""
+        tokens = answer.completion.input_tokens + answer.completion.output_tokens
+        alias = answer.step.alias
+        self.quotas.commit(
+            pipe, attempt.holds, attempt.service, attempt.plan, alias, answer.cost_usd(), tokens
+        )
 
     def _completion_request(
         self, request: JobRequest, plan: Plan, prepared: PreparedSkill | None
@@ -291,16 +307,7 @@ class JobPipeline:
             temperature=request.temperature,
         )
 
-    def _scripts_only(
-        self,
-        request: JobRequest,
-        call: _Call,
-        context: _AuditContext,
-        calls: list[Attempt],
-        started: float,
-        queue_wait_ms: float,
-        outputs: dict[str, Any],
-    ) -> Outcome:
+    def _scripts_only(self, attempt: JobAttempt, outputs: dict[str, Any]) -> Outcome:
         """A skill whose outputs all come from its scripts: no model is called."""
         result = JobResult(
             output="",
@@ -309,27 +316,46 @@ class JobPipeline:
             provider_model="none",
             usage=Usage(),
             cost_usd=0.0,
-            attempt=call.attempt,
+            attempt=attempt.number,
             calls=[],
-            timings={"queue_wait_ms": round(queue_wait_ms, 2), "provider_latency_ms": 0.0},
-            draft=call.plan.draft,
-            policy=context.decisions,
+            timings={"queue_wait_ms": round(attempt.queue_wait_ms, 2), "provider_latency_ms": 0.0},
+            draft=attempt.plan.draft,
+            policy=attempt.policy_record(),
             outputs=outputs,
-            skill=context.skill,
+            skill=attempt.skill,
         )
-        event = self._audit_event(context, calls, started, result=result)
+        event = _success_event(attempt, result, None)
 
         def commit(pipe: redis.client.Pipeline) -> None:
             append_event(pipe, event)
-            _announce(pipe, call, request, result)
+            _announce(pipe, attempt, result)
 
         return Outcome(result.model_dump(mode="json"), commit=commit)
 
-    async def _answer(
-        self, call: _Call, request: JobRequest, calls: list[Attempt]
-    ) -> tuple[RouteStep, Completion, float, bool]:
+    async def _answer(self, attempt: JobAttempt) -> Answer:
         """The answer from the response cache when the job opts in and one is there, else from the chain."""
-        plan = call.plan
+        plan = attempt.plan
+        chain = self._chain(plan)
+        ttl = self._cache_ttl(attempt.service, attempt.request)
+        if ttl:
+            attempt.cache_key, attempt.cache_ttl = (
+                self.cache.key(attempt.service, plan, attempt.outgoing),
+                ttl,
+            )
+            hit = self.cache.lookup(
+                attempt.cache_key, sensitive_route=plan.sensitive_only or self._sensitive(chain)
+            )
+            if hit is not None:
+                return Answer(_cached_step(hit, chain), hit.completion(), cached=True)
+        limit = attempt.prepared.skill.spec.aigw.timeouts.model if attempt.prepared is not None else None
+        try:
+            async with asyncio.timeout(limit):
+                return await self._call_chain(chain, attempt)
+        except TimeoutError:
+            raise SkillTimeoutError(f"the model step ran past the skill's {limit:g}s timeout") from None
+
+    def _chain(self, plan: Plan) -> list[RouteStep]:
+        """The deployments to try, in order, for the plan's alias; none allowed refuses the job."""
         chain = self.balancer.order(build_chain(self.config.models, plan.alias, allowed=plan.allows))
         if plan.sensitive_only:  # defence in depth: build_chain already keeps a sensitive alias local
             chain = [s for s in chain if self.config.models.models[s.alias].sensitive]
@@ -337,21 +363,7 @@ class JobPipeline:
             raise PolicyDeniedError(
                 f"no deployment of {plan.alias} is allowed for this job by the policies", rule="routing"
             )
-        ttl = self._cache_ttl(call.service, request)
-        if ttl:
-            call.cache_key, call.cache_ttl = self.cache.key(call.service, plan, call.request), ttl
-            hit = self.cache.lookup(
-                call.cache_key, sensitive_route=plan.sensitive_only or self._sensitive(chain)
-            )
-            if hit is not None:
-                return _cached_step(hit, chain), hit.completion(), 0.0, True
-        limit = call.prepared.skill.spec.aigw.timeouts.model if call.prepared is not None else None
-        try:
-            async with asyncio.timeout(limit):
-                step, completion, latency = await self._call_chain(chain, call, calls)
-        except TimeoutError:
-            raise SkillTimeoutError(f"the model step ran past the skill's {limit:g}s timeout") from None
-        return step, completion, latency, False
+        return chain
 
     def _cache_ttl(self, service: str, request: JobRequest) -> int:
         entry = self.config.services.services.get(service)
@@ -361,9 +373,9 @@ class JobPipeline:
     def _sensitive(self, chain: list[RouteStep]) -> bool:
         return all(self.config.models.models[s.alias].sensitive for s in chain)
 
-    def _bodies(self, call: _Call, result: JobResult) -> tuple[Any, Any] | None:
+    def _bodies(self, attempt: JobAttempt, result: JobResult) -> tuple[Any, Any] | None:
         """Request and response for the audit line when log_all_requests_and_responses holds."""
-        rule = call.plan.audit_bodies
+        rule = attempt.plan.audit_bodies
         if rule is None:
             return None
         # credentials are always masked; other PII too unless the rule says mask_pii: false
@@ -373,227 +385,288 @@ class JobPipeline:
             text = masker.mask(text)
             return text if len(text) <= rule.max_body_chars else text[: rule.max_body_chars] + "…[truncated]"
 
+        sent = attempt.outgoing
         request = {
             "model": result.model,
-            "max_tokens": call.request.max_tokens,
-            "temperature": call.request.temperature,
-            "messages": [{"role": m.role, "content": clip(m.content)} for m in call.request.messages],
+            "max_tokens": sent.max_tokens,
+            "temperature": sent.temperature,
+            "messages": [{"role": m.role, "content": clip(m.content)} for m in sent.messages],
         }
         return request, {"output": clip(result.output), "finish_reason": result.finish_reason}
 
-    def _earlier_calls(self, job_id: str) -> list[Attempt]:
+    def _earlier_calls(self, job_id: str) -> list[ProviderCall]:
         raw = self.connection.lrange(keys.job_calls(job_id), 0, -1)
-        return [Attempt.model_validate_json(item) for item in raw]
+        return [ProviderCall.model_validate_json(item) for item in raw]
 
-    def _remember_calls(self, job_id: str, calls: list[Attempt]) -> None:
+    def _remember_calls(self, attempt: JobAttempt) -> None:
         """Keep a failed attempt's calls for the job record (failure path only)."""
-        if not calls:
+        if not attempt.calls:
             return
-        key = keys.job_calls(job_id)
+        key = keys.job_calls(attempt.job_id)
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, *(c.model_dump_json(exclude_none=True) for c in calls))
+            pipe.rpush(key, *(c.model_dump_json(exclude_none=True) for c in attempt.calls))
             pipe.expire(key, self.config.gateway.jobs.failure_ttl)
             pipe.execute()
 
-    async def _call_chain(
-        self, chain: list[RouteStep], call: _Call, calls: list[Attempt]
-    ) -> tuple[RouteStep, Completion, float]:
+    async def _call_chain(self, chain: list[RouteStep], attempt: JobAttempt) -> Answer:
         """Try each deployment in order; a retryable error moves on, any other error stops.
 
-        ``call.budget`` is what is left of the job's provider-call bound; at zero the job fails.
-        Before each call the budgets reserve its worst-case cost (gateway.quotas).
+        A provider auth error (one bad key) moves on too, but does not count toward the breaker.
         """
         last_error: GatewayError | None = None
-        input_bytes = sum(len(m.content.encode()) for m in call.request.messages)
         for step in chain:
             provider = self.providers[step.name]
-            record = Attempt(
-                attempt=call.attempt,
-                model=step.alias,
-                deployment=step.name,
-                provider=provider.kind,
-                outcome="ok",
-            )
-            reason = provider.unavailable_reason()
-            if reason is None and self.breakers.is_open(step.name):
-                reason = "circuit open: cooling down after repeated failures"
+            reason = self._skip_reason(step, provider)
             if reason:
-                calls.append(record.model_copy(update={"outcome": "skipped", "error": {"reason": reason}}))
-                continue
-            if call.budget <= 0:
-                raise CallBoundError(
-                    f"the job made {self.config.gateway.jobs.max_provider_calls} provider calls, its bound; "
-                    f"last error: {last_error.message if last_error else 'none'}"
+                attempt.calls.append(
+                    _call_record(attempt, step, provider, "skipped", error={"reason": reason})
                 )
-            call.budget -= 1
-            if call.plan.quotas:
-                self.quotas.release(call.holds)
-                call.holds = self.quotas.before_call(
-                    call.job_id, call.service, call.plan, step.alias, step.deployment.pricing,
-                    input_bytes, call.request.max_tokens, call.hold_seconds, call.decisions,
-                )  # fmt: skip
-            began = time.monotonic()
-            with self.balancer.in_flight(step.name):
-                try:
-                    completion = await provider.complete(call.request)
-                except ProviderError as exc:
-                    latency = (time.monotonic() - began) * 1000
-                    calls.append(
-                        record.model_copy(
-                            update={"outcome": "error", "error": exc.to_dict(), "latency_ms": latency}
-                        )
-                    )
-                    logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
-                    if isinstance(
-                        exc, ProviderAuthError
-                    ):  # one bad key: the next deployment may have a good one
-                        last_error = exc
-                        continue
-                    if not exc.retryable:
-                        raise
-                    if self.breakers.record_failure(step.name):
-                        logger.warning("deployment {} is cooling down after repeated failures", step.name)
-                    last_error = exc
-                    continue
-            latency = (time.monotonic() - began) * 1000
-            calls.append(record.model_copy(update={"latency_ms": round(latency, 2)}))
-            return step, completion, latency
+                continue
+            self._take_call(attempt, step, last_error)
+            try:
+                return await self._call(attempt, step, provider)
+            except ProviderAuthError as exc:  # one bad key: the next deployment may have a good one
+                last_error = exc
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                if self.breakers.record_failure(step.name):
+                    logger.warning("deployment {} is cooling down after repeated failures", step.name)
+                last_error = exc
         if last_error is not None:
             raise last_error
-        reasons = [str((c.error or {}).get("reason")) for c in calls]
-        error = _NoDeploymentError(
-            f"no deployment of {chain[0].alias if chain else '?'} can be called: "
-            + "; ".join(f"{c.deployment}: {r}" for c, r in zip(calls, reasons, strict=True))
-        )
-        # a missing key will not appear by itself; an open circuit closes again
-        error.retryable = any(r.startswith("circuit open") for r in reasons)
-        raise error
+        raise _no_deployment(chain, attempt.calls)
 
-    def _result(
-        self,
-        step: RouteStep,
-        completion: Completion,
-        call: _Call,
-        calls: list[Attempt],
-        queue_wait_ms: float,
-        latency_ms: float,
-        started: float,
-        cached: bool = False,
-    ) -> JobResult:
+    def _skip_reason(self, step: RouteStep, provider: Provider) -> str | None:
+        """Why a deployment is skipped without a call: its key variable unset, or its circuit open."""
+        reason = provider.unavailable_reason()
+        if reason is None and self.breakers.is_open(step.name):
+            reason = _CIRCUIT_OPEN
+        return reason
+
+    def _take_call(self, attempt: JobAttempt, step: RouteStep, last_error: GatewayError | None) -> None:
+        """Count one call against the job's bound, and reserve its worst-case cost on every budget."""
+        if attempt.calls_left <= 0:
+            raise CallBoundError(
+                f"the job made {self.config.gateway.jobs.max_provider_calls} provider calls, its bound; "
+                f"last error: {last_error.message if last_error else 'none'}"
+            )
+        attempt.calls_left -= 1
+        if not attempt.plan.quotas:
+            return
+        self.quotas.release(attempt.holds)
+        sent = attempt.outgoing
+        input_bytes = sum(len(m.content.encode()) for m in sent.messages)
+        attempt.holds = self.quotas.before_call(
+            attempt.attempt_id, attempt.service, attempt.plan, step.alias, step.deployment.pricing,
+            input_bytes, sent.max_tokens, attempt.hold_seconds, attempt.decisions,
+        )  # fmt: skip
+
+    async def _call(self, attempt: JobAttempt, step: RouteStep, provider: Provider) -> Answer:
+        """One provider call, recorded in the attempt's calls whether it answers or fails."""
+        began = time.monotonic()
+        with self.balancer.in_flight(step.name):
+            try:
+                completion = await provider.complete(attempt.outgoing)
+            except ProviderError as exc:
+                latency = (time.monotonic() - began) * 1000
+                attempt.calls.append(
+                    _call_record(attempt, step, provider, "error", error=exc.to_dict(), latency_ms=latency)
+                )
+                logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
+                raise
+        latency = (time.monotonic() - began) * 1000
+        attempt.calls.append(_call_record(attempt, step, provider, "ok", latency_ms=round(latency, 2)))
+        return Answer(step, completion, latency)
+
+    def _result(self, attempt: JobAttempt, answer: Answer, outputs: dict[str, Any] | None) -> JobResult:
         """The stored result; the answer's placeholders (redact_pii) are restored here, after the cache."""
-        pricing = step.deployment.pricing
-        usage = (
-            Usage()
-            if cached
-            else Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens)
-        )
+        step, completion, usage = answer.step, answer.completion, answer.usage()
         return JobResult(
-            output=call.plan.restore(completion.text),
+            output=attempt.plan.restore(completion.text),
             model=step.alias,
             provider=step.deployment.provider,
             provider_model=completion.provider_model,
             offline=step.deployment.provider == "offline",
             usage=usage,
-            cost_usd=round(pricing.cost(usage.input_tokens, usage.output_tokens), 8),
-            attempt=call.attempt,
-            calls=calls,
-            cached=cached,
-            draft=call.plan.draft,
+            cost_usd=round(step.deployment.pricing.cost(usage.input_tokens, usage.output_tokens), 8),
+            attempt=attempt.number,
+            calls=attempt.earlier_calls + attempt.calls,
+            cached=answer.cached,
+            draft=attempt.plan.draft,
             timings={
-                "queue_wait_ms": round(queue_wait_ms, 2),
-                "provider_latency_ms": round(latency_ms, 2),
-                "worker_ms": round((time.monotonic() - started) * 1000, 2),
+                "queue_wait_ms": round(attempt.queue_wait_ms, 2),
+                "provider_latency_ms": round(answer.latency_ms, 2),
+                "worker_ms": round((time.monotonic() - attempt.started) * 1000, 2),
             },
             finish_reason=completion.finish_reason,
+            policy=attempt.policy_record(),
+            outputs=outputs,
+            skill=attempt.skill,
         )
 
-    def _audit_failure(
-        self, ctx: _AuditContext, calls: list[Attempt], started: float, *, call: _Call, **kw: Any
-    ) -> None:
-        """A failed or interrupted attempt: audited at once (there is no result to commit with)."""
-        event = self._audit_event(ctx, calls, started, **kw)
-        if call.paid is not None:  # the call was made and paid for; the attempt failed after it
-            step, completion = call.paid
-            usage = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
-            event = event.model_copy(update={**usage, "cost_usd": _cost(step, completion)})
-        append_event(self.connection, event)
 
-    def _audit_event(
-        self,
-        ctx: _AuditContext,
-        calls: list[Attempt],
-        started: float,
-        *,
-        result: JobResult | None = None,
-        error: GatewayError | None = None,
-        status: Status = "succeeded",
-        bodies: tuple[Any, Any] | None = None,
-    ) -> AuditEvent:
-        last = calls[-1] if calls else None
-        return AuditEvent(
-            policy=ctx.decisions,
-            request=bodies[0] if bodies else None,
-            response=bodies[1] if bodies else None,
-            cached=result.cached if result else False,
-            skill=ctx.skill,
-            time=ctx.time,
-            job_id=ctx.job.id,
-            attempt=ctx.attempt,
-            service=ctx.service,
-            model=result.model if result else (last.model if last else None),
-            provider=result.provider if result else (last.provider if last else None),
-            provider_model=result.provider_model if result else None,
-            deployment=last.deployment if last else None,
-            status=status,
-            queue=ctx.job.origin,
-            queue_wait_ms=round(ctx.queue_wait_ms, 2),
-            latency_ms=result.timings["provider_latency_ms"]
-            if result
-            else (last.latency_ms if last else None),
-            total_ms=round((time.monotonic() - started) * 1000 + ctx.queue_wait_ms, 2),
-            input_tokens=result.usage.input_tokens if result else 0,
-            output_tokens=result.usage.output_tokens if result else 0,
-            cost_usd=result.cost_usd if result else 0.0,
-            request_sha256=ctx.request_hash,
-            error_type=error.type if error else None,
-            error_message=error.message if error else None,
-            calls=sum(1 for c in calls if c.outcome != "skipped"),
-            offline=result.offline if result else False,
-        )
+@dataclass(frozen=True)
+class Answer:
+    """A job's answer and where it came from: a provider call (with its latency) or the cache."""
+
+    step: RouteStep
+    completion: Completion
+    latency_ms: float = 0.0
+    cached: bool = False
+
+    def usage(self) -> Usage:
+        """Tokens the job is charged for: none for an answer from the cache."""
+        if self.cached:
+            return Usage()
+        return Usage(input_tokens=self.completion.input_tokens, output_tokens=self.completion.output_tokens)
+
+    def cost_usd(self) -> float:
+        """What the provider call behind the answer cost (its usage at its deployment's prices)."""
+        pricing = self.step.deployment.pricing
+        return round(pricing.cost(self.completion.input_tokens, self.completion.output_tokens), 8)
 
 
 @dataclass
-class _Call:
-    """One attempt's provider-call state: what is sent, what is left, what is held."""
+class JobAttempt:
+    """One attempt of one job, in progress: everything its result and its audit line are built from.
 
-    job_id: str  # "<job id>:<attempt>": the holder of this attempt's budget reservations
+    The pipeline fills it in as the attempt goes: the plan, what is sent, each provider call, the
+    budget holds. Decisions stay ``Decision`` objects until ``policy_record`` serialises them, once,
+    where the result or the audit event is built.
+    """
+
+    job_id: str
+    number: int  # 1-based (RQ counts retries left)
     service: str
-    attempt: int
-    budget: int  # provider calls left under jobs.max_provider_calls
-    hold_seconds: float
+    queue: str
+    request: JobRequest
+    started: float  # time.monotonic() when the attempt began
+    time: str  # the audit line's time: when RQ started the job (ISO-8601 UTC, ms)
+    queue_wait_ms: float
+    request_sha256: str
+    calls_left: int  # provider calls left under jobs.max_provider_calls, earlier attempts counted
+    hold_seconds: float  # how long a budget reservation outlives a worker that died holding it
+    admission: list[dict[str, Any]]  # the API's decisions, serialised as the queue carried them
+    earlier_calls: list[ProviderCall]  # the calls of earlier attempts of the job
     plan: Plan = field(default_factory=lambda: Plan("", ""))
-    request: CompletionRequest = field(default_factory=lambda: CompletionRequest([], 1))
+    outgoing: CompletionRequest = field(default_factory=lambda: CompletionRequest([], 1))
     prepared: PreparedSkill | None = None
-    holds: Holds = field(default_factory=lambda: Holds(""))
+    skill: dict[str, Any] | None = None  # the skill's audit record: which code ran, what it did
+    calls: list[ProviderCall] = field(default_factory=list)  # this attempt's, skipped ones included
+    #: decided while it ran: budgets and rate limits before each call, side-effect steps held
     decisions: list[Decision] = field(default_factory=list)
+    holds: Holds = field(default_factory=lambda: Holds(""))
     cache_key: str | None = None
     cache_ttl: int = 0
     #: the provider call that answered (not from the cache): its cost counts even if the attempt fails
-    paid: tuple[RouteStep, Completion] | None = None
+    paid: Answer | None = None
+
+    @property
+    def attempt_id(self) -> str:
+        """``<job id>:<attempt>``: the holder of its budget reservations and of a side-effect claim."""
+        return f"{self.job_id}:{self.number}"
+
+    def policy_record(self, *, while_running: bool = True) -> list[dict[str, Any]]:
+        """Every policy decision of the attempt, as the result and the audit line record them."""
+        decisions = self.plan.decisions + (self.decisions if while_running else [])
+        return self.admission + [d.to_dict() for d in decisions]
 
 
-def _announce(pipe: redis.client.Pipeline, call: _Call, request: JobRequest, result: JobResult) -> None:
+_CIRCUIT_OPEN = "circuit open: cooling down after repeated failures"
+_CallOutcome = Literal["ok", "error", "skipped"]  # ProviderCall.outcome
+
+
+def _call_record(
+    attempt: JobAttempt, step: RouteStep, provider: Provider, outcome: _CallOutcome, **details: Any
+) -> ProviderCall:
+    return ProviderCall(
+        attempt=attempt.number,
+        model=step.alias,
+        deployment=step.name,
+        provider=provider.kind,
+        outcome=outcome,
+        **details,
+    )
+
+
+def _no_deployment(chain: list[RouteStep], skipped: list[ProviderCall]) -> NoDeploymentError:
+    reasons = [str((c.error or {}).get("reason")) for c in skipped]
+    return NoDeploymentError(
+        f"no deployment of {chain[0].alias if chain else '?'} can be called: "
+        + "; ".join(f"{c.deployment}: {r}" for c, r in zip(skipped, reasons, strict=True)),
+        # a missing key will not appear by itself; an open circuit closes again
+        circuit_open=any(r.startswith("circuit open") for r in reasons),
+    )
+
+
+def _event_fields(attempt: JobAttempt, status: Status, policy: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every audit line of an attempt says, whatever its outcome."""
+    return {
+        "time": attempt.time,
+        "job_id": attempt.job_id,
+        "attempt": attempt.number,
+        "service": attempt.service,
+        "status": status,
+        "queue": attempt.queue,
+        "queue_wait_ms": round(attempt.queue_wait_ms, 2),
+        "total_ms": round((time.monotonic() - attempt.started) * 1000 + attempt.queue_wait_ms, 2),
+        "request_sha256": attempt.request_sha256,
+        "calls": sum(1 for c in attempt.calls if c.outcome != "skipped"),
+        "policy": policy,
+        "skill": attempt.skill,
+    }
+
+
+def _success_event(attempt: JobAttempt, result: JobResult, bodies: tuple[Any, Any] | None) -> AuditEvent:
+    """The audit line of a succeeded attempt; it is committed with the result."""
+    last = attempt.calls[-1] if attempt.calls else None
+    return AuditEvent(
+        **_event_fields(attempt, "succeeded", result.policy),
+        model=result.model,
+        provider=result.provider,
+        provider_model=result.provider_model,
+        deployment=last.deployment if last else None,
+        latency_ms=result.timings["provider_latency_ms"],
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_usd=result.cost_usd,
+        offline=result.offline,
+        cached=result.cached,
+        request=bodies[0] if bodies else None,
+        response=bodies[1] if bodies else None,
+    )
+
+
+def _failure_event(
+    attempt: JobAttempt, status: Status, error: GatewayError, policy: list[dict[str, Any]]
+) -> AuditEvent:
+    """The audit line of a failed or interrupted attempt; a call it paid for still counts."""
+    last = attempt.calls[-1] if attempt.calls else None
+    paid = attempt.paid
+    return AuditEvent(
+        **_event_fields(attempt, status, policy),
+        model=last.model if last else None,
+        provider=last.provider if last else None,
+        provider_model=None,
+        deployment=last.deployment if last else None,
+        latency_ms=last.latency_ms if last else None,
+        input_tokens=paid.completion.input_tokens if paid else 0,
+        output_tokens=paid.completion.output_tokens if paid else 0,
+        cost_usd=paid.cost_usd() if paid else 0.0,
+        error_type=error.type,
+        error_message=error.message,
+    )
+
+
+def _announce(pipe: redis.client.Pipeline, attempt: JobAttempt, result: JobResult) -> None:
     """The notification outbox entry of a succeeded job, in the transaction that stores its result."""
-    if request.notify:
-        job_id = call.job_id.rsplit(":", 1)[0]
+    notify = attempt.request.notify
+    if notify:
         entry = notifications.job_event(
-            job_id, call.service, "succeeded", result.model_dump(), request.notify
+            attempt.job_id, attempt.service, "succeeded", result.model_dump(), notify
         )
         notifications.append(pipe, entry)
-
-
-def _cost(step: RouteStep, completion: Completion) -> float:
-    return round(step.deployment.pricing.cost(completion.input_tokens, completion.output_tokens), 8)
 
 
 def _mask_message(error: GatewayError, detector: Detector) -> None:
@@ -609,39 +682,9 @@ def _cached_step(hit: CachedAnswer, chain: list[RouteStep]) -> RouteStep:
     return next((s for s in chain if s.name == hit.deployment), chain[0])
 
 
-class CallBoundError(GatewayError):
-    """The job reached ``jobs.max_provider_calls``: no layer may multiply calls past it."""
-
-    type = "call_bound_reached"
-    http_status = 502
-
-
-class _InterruptedError(GatewayError):
-    type = "interrupted"
-
-
-class _NoDeploymentError(GatewayError):
-    """Every deployment was skipped: no key configured, or its circuit is open (then retryable)."""
-
-    type = "no_deployment_available"
-    http_status = 503
-
-
-class _AuditContext:
-    """What every audit event of one attempt shares."""
-
-    def __init__(
-        self, job: Job, service: str, attempt: int, queue_wait_ms: float, request: JobRequest
-    ) -> None:
-        self.job = job
-        self.service = service
-        self.attempt = attempt
-        self.queue_wait_ms = queue_wait_ms
-        self.request_hash = request_sha256(request.model_dump(mode="json", exclude_none=True))
-        self.decisions: list[dict[str, Any]] = []
-        self.skill: dict[str, Any] | None = None
-        started = job.started_at or datetime.now(UTC)
-        self.time = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _audit_time(started_at: datetime | None) -> str:
+    started = started_at or datetime.now(UTC)
+    return started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _attempt_number(job: Job, max_attempts: int) -> int:

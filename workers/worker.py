@@ -52,6 +52,13 @@ FinalHook = Callable[[redis.Redis, Job, str, Any], None]
 BackgroundTask = Callable[[str, str, asyncio.Event], Coroutine[Any, Any, None]]
 
 
+def will_retry(job: Job, error: GatewayError) -> bool:
+    """Whether a failed attempt is handed back to RQ for another one: the error is retryable and
+    the job has retries left (RQ's ``Job.should_retry``). The pipeline asks it to audit the attempt
+    as ``retrying`` or ``failed``; the worker asks it to requeue or fail the job."""
+    return error.retryable and job.should_retry
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A runner's return value, plus Redis writes (e.g. the audit event) that must land with it."""
@@ -346,12 +353,11 @@ class AsyncWorker(BaseWorker):
         """
         job._status = JobStatus.FAILED
         job.ended_at = now()
-        if not error.retryable:
-            job.retries_left = 0
-        will_retry = job.should_retry
-        retry_after = getattr(error, "retry_after", None)
-        if will_retry and retry_after:
-            self._retry_later(job, execution, max(float(retry_after), float(job.get_retry_interval())))
+        retry = will_retry(job, error)
+        if not retry:
+            job.retries_left = 0  # RQ's handle_job_failure asks job.should_retry: make it agree
+        if retry and error.retry_after:
+            self._retry_later(job, execution, max(error.retry_after, float(job.get_retry_interval())))
             return False
         self.handle_job_failure(
             job=job,
@@ -360,9 +366,9 @@ class AsyncWorker(BaseWorker):
             exc_string=json.dumps(error.to_dict()),
             execution=execution,
         )
-        if not will_retry:
+        if not retry:
             self._publish_done(job.id)
-        return not will_retry
+        return not retry
 
     def _retry_later(self, job: Job, execution: Execution, delay: float) -> None:
         """RQ's job.retry(), scheduled no earlier than ``delay`` seconds from now.

@@ -65,7 +65,7 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
 
 def _error_response(error: GatewayError) -> JSONResponse:
     headers = {}
-    retry_after = getattr(error, "retry_after", None)  # 503 while Redis is down, 429 over a quota
+    retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
