@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--policies", choices=["seed", "none"], default="seed",
-        help="seed: the shipped policies.yaml (SEED.md's three, the default a user runs); none: no policies",
+        help="seed: the shipped policies.yaml (the seed article's three); none: no policies",
     )  # fmt: skip
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the API and workers in each aigw phase"

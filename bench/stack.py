@@ -74,7 +74,7 @@ class BenchStack:
     latencies: list[float]
     workers: int = 1
     max_connections: int = 1000
-    #: "seed": the shipped policies.yaml (SEED.md's three, as a user runs it); "none": no policies
+    #: "seed": the shipped policies.yaml (the seed article's three, as a user runs it); "none": no policies
     policies: str = "seed"
     #: one API + worker(s) for every scenario (--quick) instead of a fresh one per scenario
     shared: bool = False

@@ -64,7 +64,7 @@ _DEPLOYMENT_FIELDS = set(Deployment.model_fields)
 
 
 class ModelAlias(Strict):
-    """A name services use (``general``); SEED.md's shorthand puts one deployment's fields inline."""
+    """A name services use (``general``); the seed article's shorthand puts one deployment's fields inline."""
 
     deployments: list[Deployment] = Field(min_length=1)
     use_for: list[str] = []

@@ -36,13 +36,15 @@ from gateway.errors import (
 )
 from gateway.home import aigw_home
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
-from gateway.pii import SECRET_CATEGORIES, Detector, Redactor, make_detector
+from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
 from gateway.skills import SkillCatalog, parse_ref, routed_request, validate_inputs
 from workers.breaker import Breakers
 from workers.channels import Notifier
+from workers.error_text import ErrorMasker, explain_local_failure
 from workers.providers.base import Completion, CompletionRequest, Provider
+from workers.providers.http import HttpProvider
 from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
@@ -71,6 +73,8 @@ class JobPipeline:
         )
         self._log_pii = make_detector("builtin")
         self._log_secrets = make_detector("builtin", sorted(SECRET_CATEGORIES))
+        own = [p.api_base for p in providers.values() if isinstance(p, HttpProvider)]
+        self._errors = ErrorMasker(self._log_pii, own)
 
     @classmethod
     def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
@@ -141,7 +145,8 @@ class JobPipeline:
 
     def _failed(self, attempt: JobAttempt, job: Job, error: GatewayError) -> None:
         """A failed attempt: its spend settled, its calls kept for the job record, audited at once."""
-        _mask_message(error, self._log_pii)  # errors quote values (a model's answer, a script's stderr)
+        self._errors.apply(error)  # errors quote values (a model's answer, a script's stderr)
+        explain_local_failure(error, attempt.plan)
         self._settle_paid_call(attempt)
         status: Status = "retrying" if will_retry(job, error) else "failed"
         self._remember_calls(attempt)
@@ -470,6 +475,7 @@ class JobPipeline:
                 completion = await provider.complete(attempt.outgoing)
             except ProviderError as exc:
                 latency = (time.monotonic() - began) * 1000
+                self._errors.apply(exc)  # the call's record and the job's error say the same
                 attempt.calls.append(
                     _call_record(attempt, step, provider, "error", error=exc.to_dict(), latency_ms=latency)
                 )
@@ -667,14 +673,6 @@ def _announce(pipe: redis.client.Pipeline, attempt: JobAttempt, result: JobResul
             attempt.job_id, attempt.service, "succeeded", result.model_dump(), notify
         )
         notifications.append(pipe, entry)
-
-
-def _mask_message(error: GatewayError, detector: Detector) -> None:
-    """Replace PII in an error's message by category placeholders, before it is stored anywhere."""
-    masked = Redactor(detector).mask(error.message)
-    if masked != error.message:
-        error.message = masked
-        error.args = (masked,)
 
 
 def _cached_step(hit: CachedAnswer, chain: list[RouteStep]) -> RouteStep:

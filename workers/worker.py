@@ -1,7 +1,7 @@
 """The async RQ worker: many jobs in flight in one process, on RQ's own bookkeeping.
 
 Stock RQ runs one job per process. Our jobs are I/O-bound provider calls, so one asyncio loop
-runs up to ``concurrency`` of them at once (DESIGN.md §3). What stays RQ's: the queue and its
+runs up to ``concurrency`` of them at once (the design brief). What stays RQ's: the queue and its
 intermediate queue (BLMOVE), executions, the started/failed/finished registries, results,
 retries and the scheduler's lock. What is ours: the loop, one heartbeat task that refreshes
 every in-flight execution with a short TTL, a reaper that finds abandoned jobs in seconds, and

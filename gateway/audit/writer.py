@@ -6,7 +6,7 @@ crash at any point leaves the unwritten entries pending in Redis; on (re)start i
 pending entry of the group (XAUTOCLAIM, its own and those of dead writers). Entries that did reach
 the file before the crash come back too, and are dropped by a bounded memory of recently written
 (job_id, attempt, status) keys, seeded from the tail of the file. There is one writer per file by
-design (DESIGN.md, "Audit: Redis first, then one writer"), which is what lets it claim pending
+design (the design brief, "Audit: Redis first, then one writer"), which is what lets it claim pending
 entries without waiting for them to go idle.
 """
 

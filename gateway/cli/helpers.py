@@ -19,6 +19,7 @@ from rich.markup import escape
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.home import aigw_home, resolve_config_dir
+from gateway.redis_server import known_redis_url
 
 # soft_wrap: never break lines at 80 columns when output goes to a pipe or a file
 out = Console(highlight=False, soft_wrap=True)
@@ -62,8 +63,6 @@ def read_config(path: Path | None, *, create: bool = False) -> Config:
 
 def redis_url(config: Config) -> str:
     """REDIS_URL or config, else the embedded Redis a running `aigw up` noted; never a guess."""
-    from gateway.redis_server import known_redis_url
-
     url = known_redis_url(config.redis_url(), aigw_home())
     if url is None:
         fail(
@@ -83,8 +82,12 @@ def connect(config: Config) -> redis.Redis:
 
 
 def try_connect(config: Config) -> redis.Redis | None:
-    """A client that answered PING, or None: for commands that work without Redis too."""
-    client = redis.Redis.from_url(redis_url(config), socket_connect_timeout=0.5, socket_timeout=1)
+    """A client that answered PING, or None: for commands that work without Redis too (no Redis
+    known at all is one more None, not an error)."""
+    url = known_redis_url(config.redis_url(), aigw_home())
+    if url is None:
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
     try:
         client.ping()
     except redis.RedisError:

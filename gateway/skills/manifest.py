@@ -3,7 +3,7 @@ name the file, the line and the field; also skill names, refs and versions, and 
 
 A skill folder holds ``SKILL.md`` (YAML front matter between ``---`` lines, then Markdown whose
 ``## Prompt`` section is the prompt template), ``scripts/`` and ``test/``. The front matter is
-validated by pydantic models that forbid unknown keys. SEED.md's layout (``metadata.openclaw``
+validated by pydantic models that forbid unknown keys. the seed article's layout (``metadata.openclaw``
 with ``inputs``/``outputs`` as lists) is accepted as an alias of ``metadata.aigw``. Loading a
 folder is ``folder.py``'s job, running the scripts ``workers/skill_runner.py``'s, and storing
 versions ``registry.py``'s. The full format is in docs/skills.md.
@@ -232,7 +232,7 @@ def parse_skill_file(text: str, path: Path) -> SkillFile:
 def _normalise(
     data: dict[str, Any], node: yaml.Node, path: Path
 ) -> tuple[dict[str, Any], list[tuple[_Loc, _Loc]]]:
-    """Bring SEED.md's layout to the canonical one; ``moves`` maps canonical locs back to the file's."""
+    """Bring the seed article's layout to the canonical one; ``moves`` maps canonical locs back."""
     for key in data:
         if key not in _TOP_LEVEL:
             raise _error_at(path, node, [], (key,), f"unknown field (allowed: {', '.join(_TOP_LEVEL)})")
@@ -268,7 +268,7 @@ def _normalise(
 def _list_to_mapping(
     items: list[Any], path: Path, node: yaml.Node, moves: list[tuple[_Loc, _Loc]], key: str
 ) -> dict[str, Any]:
-    """SEED.md writes ``inputs: [- pr_number: integer, - repo: string]``."""
+    """the seed article writes ``inputs: [- pr_number: integer, - repo: string]``."""
     mapping: dict[str, Any] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict) or len(item) != 1:
@@ -430,7 +430,7 @@ def _child(node: yaml.Node, part: str | int) -> tuple[int, yaml.Node] | None:
     if isinstance(node, yaml.SequenceNode):
         if isinstance(part, int) and part < len(node.value):
             return node.value[part].start_mark.line, node.value[part]
-        for item in node.value:  # SEED.md's list of single "name: type" pairs
+        for item in node.value:  # the seed article's list of single "name: type" pairs
             if found := _child(item, part) if isinstance(item, yaml.MappingNode) else None:
                 return found
     return None

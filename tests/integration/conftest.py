@@ -58,7 +58,7 @@ def gateway_config(
         services: dict[str, object] | None = None,
     ) -> Config:
         (config_dir / "models.yaml").write_text(yaml.safe_dump(models or fake_models(fake.base_url)))
-        if policies is not None:  # else the shipped policies.yaml: SEED.md's three
+        if policies is not None:  # else the shipped policies.yaml: the seed article's three
             (config_dir / "policies.yaml").write_text(yaml.safe_dump({"policies": policies}))
         if services is not None:
             (config_dir / "services.yaml").write_text(yaml.safe_dump({"services": services}))

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from gateway.redis_server import free_port
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import (
@@ -50,7 +51,7 @@ def cloud_bodies(fake: FakeProvider) -> str:
 def test_seed_policies_keep_pii_local_in_every_field_and_audit_categories_only(
     stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
-    api = stack().api  # the shipped policies.yaml: SEED.md's three
+    api = stack().api  # the shipped policies.yaml: the seed article's three
     clean = submit(api, {"prompt": "Summarise the quarterly plan"}).json()
     assert clean["result"]["model"] == "general" and clean["result"]["provider"] == "anthropic"
     jobs = [submit(api, body).json() for body, _value in PII_JOBS]
@@ -84,6 +85,36 @@ def test_a_failing_sensitive_model_fails_closed_with_no_cloud_fallback(
     assert fake.count(LOCAL) == 2  # one call per attempt, both local
     assert fake.count("claude-fake") == 0 and fake.count("gpt-fake") == 0
     assert "jane.doe" not in cloud_bodies(fake)
+
+
+def test_a_pii_job_failing_locally_says_why_and_masks_the_jobs_values_not_the_gateways_urls(
+    stack: StartStack, fake: FakeProvider
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"  # the local model's server is not running
+    models: Any = fake_models(fake.base_url)
+    models["models"]["sensitive"]["api_base"] = down
+    api = stack(models=models, jobs={"max_attempts": 1}).api
+    job = submit(api, {"model": "general", "prompt": "Invoice for jane.doe@example.com"}).json()
+
+    assert job["status"] == "failed", job
+    message = job["error"]["message"]
+    assert "kept on the local model sensitive because the job contains PII (email)" in message
+    assert f"talking to {down}/api/chat" in message and "IP_ADDRESS" not in message  # aigw's own URL
+    assert "jane.doe" not in json.dumps(job)
+    assert [c["deployment"] for c in job["calls"]] == ["sensitive/0:ollama"]
+    assert job["calls"][-1]["error"]["message"] in message  # the call's record says what the error says
+
+
+def test_a_provider_error_quoting_the_prompt_is_masked_in_the_job_and_its_calls(
+    stack: StartStack, fake: FakeProvider
+) -> None:
+    api = stack(policies=[], jobs={"max_attempts": 1}).api
+    fake.script(Fault.status(400, message="bad request near 'jane.doe@example.com'"), model="claude-fake")
+    job = submit(api, {"model": "general", "prompt": "Invoice for jane.doe@example.com"}).json()
+
+    assert job["status"] == "failed", job
+    assert job["error"]["type"] == "provider_bad_request"
+    assert "jane.doe" not in json.dumps(job) and "[EMAIL_1]" in job["error"]["message"]
 
 
 def test_pii_with_no_sensitive_model_allowed_is_refused_at_the_door(

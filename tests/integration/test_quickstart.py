@@ -118,7 +118,7 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         assert ask.returncode == 0, ask.stderr
         assert "aigw offline provider" in ask.stdout
         assert "What is aigw?" in ask.stdout
-        assert "draft, pending review" in ask.stderr  # SEED.md's drafts policy, said where it is read
+        assert "draft, pending review" in ask.stderr  # the drafts policy, said where it is read
 
         status = subprocess.run(
             [*AIGW, "gateway", "status", "--json"], env=env, capture_output=True, text=True, timeout=60,

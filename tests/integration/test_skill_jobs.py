@@ -115,7 +115,7 @@ def test_bad_skill_jobs_are_refused_at_the_door(
 def test_pii_in_skill_inputs_reaches_only_the_local_model(
     skill_config: ConfigFactory, stack: StartStack, fake: FakeProvider
 ) -> None:
-    api = stack(skill_config()).api  # SEED.md's three policies
+    api = stack(skill_config()).api  # the seed article's three policies
     fake.script(Fault.reply("question"), model=LOCAL)
     inputs = {"text": "Why was card 4111 1111 1111 1111 charged twice?", "labels": ["bug", "question"]}
     job = submit(api, {"skill": "classify", "inputs": inputs}).json()

@@ -224,6 +224,23 @@ def test_commands_never_use_a_redis_nobody_named(user: UserEnv) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_policy_explain_needs_no_stack(user: UserEnv) -> None:
+    result = _aigw(
+        user,
+        "policy",
+        "explain",
+        "--config",
+        str(user.config),
+        "--service",
+        "default",
+        "--prompt",
+        "mail ann@example.com",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "sensitive" in result.stdout  # the PII keeps it local, stack or no stack
+
+
 def test_probe_local_in_gateway_yaml_says_what_to_write_instead(user: UserEnv) -> None:
     gateway = yaml.safe_load((user.config / "gateway.yaml").read_text())
     gateway["redis"]["probe_local"] = True

@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN.md §2): gateway never imports workers, except the CLI commands that
+"""Imports run one way (the design brief): gateway never imports workers, except the CLI commands that
 start both; within the CLI package, command modules share ``helpers`` and never import each other;
 inside gateway/skills/, each module imports only the ones below it.
 """

@@ -42,7 +42,7 @@ def decision(plan: Plan, policy: str = "p0") -> dict[str, Any]:
     return next(d for d in plan.record() if d["policy"] == policy)
 
 
-# --- SEED.md's three --------------------------------------------------------------------------
+# --- the seed article's three --------------------------------------------------------------------------
 
 
 def test_shipped_policies_route_pii_local_mark_drafts_and_log_bodies(config_dir: Path) -> None:

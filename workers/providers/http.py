@@ -35,7 +35,7 @@ MAX_DETAIL_CHARS = 200
 
 
 #: httpcore scans its whole pool on every request event, so no client holds more than this;
-#: a deployment allowed more connections gets several clients (DESIGN.md §3: 12-15 ms of CPU per
+#: a deployment allowed more connections gets several clients (the design brief: 12-15 ms of CPU per
 #: request with one 1000-connection client, 1.8 ms with shards of 50).
 SHARD_CONNECTIONS = 50
 #: below the 5 s idle timeout of common servers (uvicorn, nginx), so a pooled connection is

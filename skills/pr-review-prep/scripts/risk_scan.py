@@ -15,7 +15,7 @@ import sys
 MAX_LISTED_FILES = 200
 
 CONFIG = re.compile(
-    r"(^|/)application(-[a-zA-Z0-9]+)?\.ya?ml$"  # SEED.md's rule
+    r"(^|/)application(-[a-zA-Z0-9]+)?\.ya?ml$"  # the seed article's rule
     r"|(^|/)(config|conf|settings)/"
     r"|(^|/)\.env(\.[^/]+)?$"
     r"|(^|/)settings(_[a-z0-9]+)?\.py$"
