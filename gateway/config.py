@@ -7,30 +7,27 @@ live in these files: a deployment names the environment variable that holds its 
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import Field, SerializeAsAny, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import ConfigError, ValidationError
+from gateway.validation import Strict, first_error
 
 ProviderKind = Literal["anthropic", "openai", "ollama", "offline"]
 QueueName = Literal["interactive", "batch"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- models.yaml ---------------------------------------------------------------------------------
 
 
 class Timeouts(Strict):
-    """Explicit httpx timeouts in seconds: connect, read (per chunk) and the whole call."""
+    """Explicit httpx timeouts in seconds of one provider call: connect, read (per chunk) and the
+    whole call. Not a skill's ``SkillTimeouts`` (its scripts, and its job's bound on the model)."""
 
     connect: float = Field(5.0, gt=0)
     read: float = Field(60.0, gt=0)
@@ -371,12 +368,11 @@ class PolicyConfig(Strict):
         try:
             parsed = RULE_KINDS[kind].model_validate(params)
         except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(parameters)"
-            message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+            first = first_error(exc)
+            message = first.message(unknown="unknown parameter")
             valid = ", ".join(RULE_KINDS[kind].model_fields) or "none"
             raise ValueError(
-                f"{field}: {message.removeprefix('Value error, ')} (parameters of {kind}: {valid})"
+                f"{first.where or '(parameters)'}: {message} (parameters of {kind}: {valid})"
             ) from None
         return {**{k: v for k, v in data.items() if k in _POLICY_FIELDS}, "params": parsed}
 
@@ -452,8 +448,9 @@ class Config(Strict):
     policies: PoliciesFile
     channels: ChannelsFile
 
-    def redis_url(self) -> str | None:
-        return os.environ.get("REDIS_URL") or self.gateway.redis.url
+    def redis_url(self, override: str | None) -> str | None:
+        """``override`` (``$REDIS_URL``, from the entry point's settings), else ``redis.url``."""
+        return override or self.gateway.redis.url
 
     def skills_dir(self) -> Path:
         """``skills.dir`` (relative to the config directory), else ``skills/`` beside it, else the
@@ -564,22 +561,18 @@ def _config_error(path: Path, exc: PydanticValidationError, data: dict[str, Any]
 
     A list entry is named by its index and, when it has one, its ``name``: ``policies[1] (pii)``.
     """
-    first = exc.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    first = first_error(exc)
+    loc = [str(part) for part in first.loc]
     entry = ".".join(loc[:2]) if len(loc) >= 2 else ".".join(loc)
-    raw = first["loc"]
+    raw = first.loc
     if len(raw) >= 2 and isinstance(raw[1], int):
         items = data.get(str(raw[0]))
         item = items[raw[1]] if isinstance(items, list) and raw[1] < len(items) else None
         name = item.get("name") if isinstance(item, dict) else None
         entry = f"{raw[0]}[{raw[1]}]" + (f" ({name})" if name else "")
     field = ".".join(loc[2:])
-    message = first["msg"].removeprefix("Value error, ")
+    message = first.message(missing="field required")
     if ": " in message and not field and message.split(": ", 1)[0].replace(".", "").isidentifier():
         field, message = message.split(": ", 1)  # a validator that names the field it refuses
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif first["type"] == "missing":
-        message = "field required"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return ConfigError(message + more, file=path.name, entry=entry, field=field)

@@ -20,31 +20,29 @@ from importlib import resources
 from pathlib import Path
 
 
-def aigw_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``$AIGW_HOME``, default ``~/.aigw``: audit log, embedded Redis data, local state."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
+def aigw_home(environ: Mapping[str, str]) -> Path:
+    """``$AIGW_HOME`` in ``environ``, default ``~/.aigw``: audit log, embedded Redis data, local state."""
+    return Path(environ.get("AIGW_HOME") or Path.home() / ".aigw").expanduser()
 
 
-def resolve_config_dir(explicit: str | Path | None = None, *, create: bool = False) -> Path:
-    """``--config DIR``, else ``AIGW_CONFIG``, else the running `aigw up`'s config directory, else
-    ``./config`` if present, else ``$AIGW_HOME/config``.
+def resolve_config_dir(explicit: str | Path | None, home: Path, *, create: bool = False) -> Path:
+    """``explicit`` (``--config DIR``, else ``AIGW_CONFIG``: the caller's settings), else the
+    config directory of the `aigw up` running on ``home``, else ``./config`` if present, else
+    ``home/config``.
 
     ``create`` is `aigw up`'s own lookup: it never follows another stack's note, and it fills
-    ``$AIGW_HOME/config`` from the shipped sample on first start.
+    ``home/config`` from the shipped sample on first start.
     """
     if explicit:
         return Path(explicit)
-    if env := os.environ.get("AIGW_CONFIG"):
-        return Path(env)
-    if not create and (noted := noted_config_dir(aigw_home())) is not None:
+    if not create and (noted := noted_config_dir(home)) is not None:
         return noted
     local = Path.cwd() / "config"
     if (local / "models.yaml").exists():
         return local
-    home_config = aigw_home() / "config"
+    home_config = home / "config"
     if create and not (home_config / "models.yaml").exists():
-        aigw_home().mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         home_config.mkdir(parents=True, exist_ok=True)
         sample = resources.files("gateway") / "sample_config"
         for item in sample.iterdir():
@@ -59,7 +57,7 @@ def api_url_file(home: Path) -> Path:
     return home / "api-url"
 
 
-def noted_api_url(default: str, environ: Mapping[str, str] | None = None) -> str:
+def noted_api_url(default: str, environ: Mapping[str, str]) -> str:
     """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
     try:
         noted = api_url_file(aigw_home(environ)).read_text().strip()

@@ -30,10 +30,6 @@ def service_tokens(service: str) -> str:
     return f"{PREFIX}:service:{service}:tokens"
 
 
-def worker_heartbeat(worker_name: str) -> str:
-    return f"{PREFIX}:worker:{worker_name}"
-
-
 def text(value: bytes | str | None) -> str | None:
     """Decode what redis-py returns (bytes unless the client decodes responses)."""
     return value.decode() if isinstance(value, bytes) else value
@@ -65,6 +61,12 @@ def scheduler_lock(queue: str) -> str:
 def spend_ledger(scope: str, period_id: str) -> str:
     """Hash of one budget period: "spent" -> micro-USD, "hold:<holder>" -> "<micro> <expires_at>"."""
     return f"{PREFIX}:spend:{scope}:{period_id}"
+
+
+def concurrency_limit(policy: str, service: str) -> str:
+    """The key of RQ's ``RateLimit`` for one policy's ``concurrent_jobs`` and one service (RQ puts
+    its own ``rq:rl:`` in front)."""
+    return f"{PREFIX}:{policy}:{service}"
 
 
 def rate_window(scope: str, window_seconds: float) -> str:

@@ -26,6 +26,7 @@ import redis
 from redis.client import Pipeline
 from rq import RateLimit
 
+from gateway import keys
 from gateway.config import BudgetRule, Config, PolicyConfig, Pricing, RateLimitRule
 from gateway.errors import BudgetExceededError, PolicyDeniedError, RateLimitExceededError
 from gateway.limits import RateCounter, SpendLedger, SpendState
@@ -128,7 +129,7 @@ class Quotas:
         if not limits:
             return None
         concurrency, name = min(limits)
-        return RateLimit(key=f"aigw:{name}:{service}", concurrency=concurrency)
+        return RateLimit(key=keys.concurrency_limit(name, service), concurrency=concurrency)
 
     # --- a worker, around each provider call -------------------------------------------------
 

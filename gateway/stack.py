@@ -22,13 +22,14 @@ from gateway.config import Config
 from gateway.home import StackLock, api_url_file, config_dir_file
 from gateway.redis_server import RedisServer, embedded_url_file, port_free, resolve_redis
 from gateway.services import ServiceRegistry
+from gateway.settings import Settings
 from gateway.supervisor import Child, Supervisor
 
 
 @dataclass
 class Stack:
     config: Config
-    home: Path
+    settings: Settings
     port: int
     redis_url: str = ""
     redis_server: RedisServer | None = None
@@ -36,6 +37,10 @@ class Stack:
     writer_stop: threading.Event = field(default_factory=threading.Event)
     writer_thread: threading.Thread | None = None
     _lock: StackLock | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
 
     @property
     def api_url(self) -> str:
@@ -58,7 +63,7 @@ class Stack:
                 "stop it or pass --port"
             )
         self.redis_url, self.redis_server = resolve_redis(
-            self.config.redis_url(), self.home, gw.redis.embedded_port
+            self.config.redis_url(self.settings.redis_url), self.home, gw.redis.embedded_port
         )
         if self.redis_server is not None:  # so `aigw gateway status` etc. find the embedded Redis
             embedded_url_file(self.home).write_text(self.redis_url)
@@ -68,7 +73,7 @@ class Stack:
             token = None if registry.has_tokens("default") else registry.create_token("default")
         finally:
             connection.close()
-        env = {**os.environ, "REDIS_URL": self.redis_url, "AIGW_HOME": str(self.home)}
+        env = {**self.settings.environ, "REDIS_URL": self.redis_url, "AIGW_HOME": str(self.home)}
         cli = [sys.executable, "-m", "gateway.cli"]
         config_args = ["--config", self.config.directory]
         children = self.supervisor.children

@@ -137,7 +137,7 @@ class JobStore:
     def view(self, job_id: str, service: str | None) -> JobView:
         """The job as its owner sees it; ``service=None`` (the CLI's admin view) sees every job."""
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hmget(f"rq:job:{job_id}", _FIELDS)
+            pipe.hmget(Job.key_for(job_id), _FIELDS)
             pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
             pipe.get(keys.review(job_id))
             fields, results, review = pipe.execute()
@@ -171,7 +171,7 @@ class JobStore:
         """Failure paths only: earlier attempts' calls, the last error, when the next try is due."""
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.lrange(keys.job_calls(view.id), 0, -1)
-            pipe.zscore(f"rq:scheduled:{view.queue}", view.id)
+            pipe.zscore(self.queue(view.queue).scheduled_job_registry.key, view.id)
             raw_calls, due = pipe.execute()
         view.calls = [ProviderCall.model_validate_json(item) for item in raw_calls] or None
         if view.error is None and view.calls:
@@ -189,7 +189,7 @@ class JobStore:
 
     def owner(self, job_id: str) -> str:
         """The service that submitted a job ("" when there is no such job)."""
-        meta = self.connection.hget(f"rq:job:{job_id}", "meta")
+        meta = self.connection.hget(Job.key_for(job_id), "meta")
         return str(json.loads(meta).get("service", "")) if meta else ""
 
     def review(self, job_id: str, review: ReviewRequest, *, reviewer: str) -> JobView:
@@ -208,7 +208,7 @@ class JobStore:
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "comment": review.comment,
         }
-        ttl = self.connection.ttl(f"rq:job:{job_id}")
+        ttl = self.connection.ttl(Job.key_for(job_id))
         expiry = int(ttl) if ttl and int(ttl) > 0 else self.config.gateway.jobs.result_ttl
         held = (view.result.skill or {}).get("held")
         if held and review.decision == "approve":

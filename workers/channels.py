@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -38,8 +38,9 @@ class _RetryableDelivery(Exception):
 
 
 class Notifier:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
         self.channels = config.channels
+        self._environ = environ  # URLs and secrets named by *_env are read at delivery, by name
         self._client: httpx.AsyncClient | None = None
 
     def on_final(self, connection: redis.Redis, job: Job, status: str, detail: Any) -> None:
@@ -100,11 +101,11 @@ class Notifier:
         if channel is None:  # the API checks names; a config changed since then lands here
             logger.warning("job {}: notify channel {} is not configured", event["job_id"], name)
             return
-        url = (channel.url or os.environ.get(channel.url_env or "", "")).strip()
+        url = (channel.url or self._environ.get(channel.url_env or "", "")).strip()
         if not url:
             logger.warning("channel {}: {} is not set; notification dropped", name, channel.url_env)
             return
-        secret = os.environ.get(channel.secret_env or "", "")
+        secret = self._environ.get(channel.secret_env or "", "")
         if channel.secret_env and not secret:  # configured to sign: never send unsigned instead
             logger.warning("channel {}: {} is not set; notification dropped", name, channel.secret_env)
             return

@@ -6,7 +6,7 @@ the chain is the worker's own (``build_chain``), and budgets are read, not reser
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -20,9 +20,15 @@ from workers.routing import build_chain
 
 
 def explain(
-    config: Config, service: str, request: JobRequest, connection: redis.Redis | None = None
+    config: Config,
+    service: str,
+    request: JobRequest,
+    connection: redis.Redis | None = None,
+    *,
+    environ: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The decisions, the outcome and the deployment chain for ``request`` from ``service``."""
+    """The decisions, the outcome and the deployment chain for ``request`` from ``service``;
+    ``environ`` says which deployments have their key variable set."""
     engine = PolicyEngine(config)
     queue = request.queue or config.services.default_queue(service)
     plan = engine.plan(Subject.from_request(service, queue, request))
@@ -44,7 +50,7 @@ def explain(
                 "deployment": step.name,
                 "model": step.deployment.model,
                 "sensitive": config.models.models[step.alias].sensitive,
-                "callable": _callable(step.deployment.api_key_env),
+                "callable": _callable(step.deployment.api_key_env, environ),
             }
             for step in chain
         ],
@@ -70,7 +76,7 @@ def explain(
     return report
 
 
-def _callable(key_env: str | None) -> str:
-    if key_env is None or os.environ.get(key_env):
+def _callable(key_env: str | None, environ: Mapping[str, str]) -> str:
+    if key_env is None or environ.get(key_env):
         return "yes"
     return f"no: {key_env} is not set (skipped at run time)"

@@ -3,33 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import redis
 
 from gateway import keys
 from gateway.config import Config
+from gateway.settings import Settings
 from workers.pipeline import JobPipeline
 from workers.worker import AsyncWorker
 
 
 def build_worker(
-    config: Config, redis_url: str, queue: str, concurrency: int | None = None, name: str | None = None
+    config: Config,
+    redis_url: str,
+    queue: str,
+    concurrency: int | None = None,
+    name: str | None = None,
+    settings: Settings | None = None,
 ) -> tuple[AsyncWorker, JobPipeline]:
+    """A worker on ``queue``; ``settings`` None reads them from ``os.environ`` (an entry point)."""
     if queue not in config.gateway.queues:
         raise ValueError(f"unknown queue {queue!r}; configured: {', '.join(config.gateway.queues)}")
+    settings = settings or Settings.from_environ(os.environ)
     connection = redis.Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=10)
-    pipeline = JobPipeline.from_config(config, connection)
-    settings = config.gateway.workers
+    pipeline = JobPipeline.from_config(config, connection, settings)
+    worker_config = config.gateway.workers
     worker = AsyncWorker(
         queue,
         connection=connection,
         redis_url=redis_url,
         runner=pipeline,
         concurrency=concurrency or config.gateway.queues[queue].concurrency,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_ttl=settings.heartbeat_ttl,
-        reap_interval=settings.reap_interval,
-        shutdown_grace=settings.shutdown_grace,
+        heartbeat_interval=worker_config.heartbeat_interval,
+        heartbeat_ttl=worker_config.heartbeat_ttl,
+        reap_interval=worker_config.reap_interval,
+        shutdown_grace=worker_config.shutdown_grace,
         name=name,
         on_heartbeat=pipeline.breakers.refresh,
         subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
@@ -40,9 +49,15 @@ def build_worker(
 
 
 async def run_worker(
-    config: Config, redis_url: str, queue: str, *, concurrency: int | None = None, burst: bool = False
+    config: Config,
+    redis_url: str,
+    queue: str,
+    *,
+    concurrency: int | None = None,
+    burst: bool = False,
+    settings: Settings | None = None,
 ) -> None:
-    worker, pipeline = build_worker(config, redis_url, queue, concurrency)
+    worker, pipeline = build_worker(config, redis_url, queue, concurrency, settings=settings)
     try:
         await worker.run(burst=burst)
     finally:
@@ -50,8 +65,10 @@ async def run_worker(
         worker.connection.close()
 
 
-def main(config: Config, redis_url: str, queue: str, concurrency: int | None, burst: bool) -> None:
-    coroutine = run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst)
+def main(
+    config: Config, redis_url: str, queue: str, concurrency: int | None, burst: bool, settings: Settings
+) -> None:
+    coroutine = run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst, settings=settings)
     try:
         import uvloop  # the faster loop where it is installed (a runtime dependency off Windows)
     except ImportError:

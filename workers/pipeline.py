@@ -34,11 +34,11 @@ from gateway.errors import (
     SkillFailedError,
     SkillTimeoutError,
 )
-from gateway.home import aigw_home
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
 from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
+from gateway.settings import Settings
 from gateway.skills import SkillCatalog, parse_ref, routed_request, validate_inputs
 from workers.breaker import Breakers
 from workers.channels import Notifier
@@ -56,7 +56,12 @@ class JobPipeline:
     """Runs one job end to end; holds the providers (and their HTTP pools) for the worker's life."""
 
     def __init__(
-        self, config: Config, connection: redis.Redis, providers: dict[str, Provider], breakers: Breakers
+        self,
+        config: Config,
+        connection: redis.Redis,
+        providers: dict[str, Provider],
+        breakers: Breakers,
+        settings: Settings,
     ) -> None:
         self.config = config
         self.connection = connection
@@ -66,10 +71,12 @@ class JobPipeline:
         self.quotas = Quotas(connection, config)
         self.cache = ResponseCache(connection)
         self.balancer = Balancer(config.models)
-        self.notifier = Notifier(config)
-        self.skills = SkillCatalog(config, connection, aigw_home() / "skill-cache")
+        self.notifier = Notifier(config, settings.environ)
+        self.skills = SkillCatalog(config, connection, settings.home / "skill-cache")
         self.skill_runner = SkillRunner(
-            protected_env=provider_key_names(config), max_output_bytes=config.gateway.skills.max_output_bytes
+            protected_env=provider_key_names(config),
+            max_output_bytes=config.gateway.skills.max_output_bytes,
+            environ=settings.environ,
         )
         self._log_pii = make_detector("builtin")
         self._log_secrets = make_detector("builtin", sorted(SECRET_CATEGORIES))
@@ -77,14 +84,14 @@ class JobPipeline:
         self._errors = ErrorMasker(self._log_pii, own)
 
     @classmethod
-    def from_config(cls, config: Config, connection: redis.Redis) -> JobPipeline:
+    def from_config(cls, config: Config, connection: redis.Redis, settings: Settings) -> JobPipeline:
         providers: dict[str, Provider] = {}
         for alias in config.models.models:
             for step in build_chain(config.models, alias):
                 if step.name not in providers:
-                    providers[step.name] = build_provider(step.name, step.deployment)
+                    providers[step.name] = build_provider(step.name, step.deployment, settings.environ)
         breakers = Breakers(connection, config.gateway.breaker, list(providers))
-        return cls(config, connection, providers, breakers)
+        return cls(config, connection, providers, breakers, settings)
 
     async def aclose(self) -> None:
         closing = [p.aclose() for p in self.providers.values()]

@@ -131,19 +131,15 @@ class SkillRunner:
         max_output_bytes: int = 1_048_576,
         max_script_timeout: float = 600.0,
         protected_env: Iterable[str] = (),
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str],
         work_root: Path | None = None,
     ) -> None:
         self.max_output_bytes = max_output_bytes
         self.max_script_timeout = max_script_timeout
         self.protected_env = frozenset(protected_env)
-        self._environ = environ
+        #: the worker's environment (``os.environ`` itself in a worker), read when a skill runs
+        self.environ = environ
         self.work_root = work_root
-
-    @property
-    def environ(self) -> Mapping[str, str]:
-        """The worker's environment, read when a skill runs (never at import)."""
-        return self._environ if self._environ is not None else os.environ
 
     def check_available(self, skill: Skill) -> None:
         if reasons := missing_requirements(skill.spec, self.environ, self.protected_env):

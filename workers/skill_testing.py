@@ -12,7 +12,7 @@ pins an error on its recorded answer is skipped once its scripts have passed.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -118,8 +118,9 @@ async def offline_answer(prepared: PreparedSkill) -> str:
     return (await provider.complete(_completion_request(prepared))).text
 
 
-def model_call(config: Config, alias: str) -> ModelCall:
-    """A real model for `aigw skill test --model ALIAS`: the alias's chain, first available deployment.
+def model_call(config: Config, alias: str, environ: Mapping[str, str]) -> ModelCall:
+    """A real model for `aigw skill test --model ALIAS`: the alias's chain, first available deployment
+    (keys looked up by name in ``environ``).
 
     No policies apply here: it sends the fixtures' inputs, which a developer chose to send.
     """
@@ -130,7 +131,7 @@ def model_call(config: Config, alias: str) -> ModelCall:
     async def complete(prepared: PreparedSkill) -> str:
         reasons = []
         for step in chain:
-            provider = build_provider(step.name, step.deployment)
+            provider = build_provider(step.name, step.deployment, environ)
             try:
                 if reason := provider.unavailable_reason():
                     reasons.append(f"{step.name}: {reason}")

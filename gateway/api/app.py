@@ -8,9 +8,9 @@ hang: the API's Redis client has short socket timeouts.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -23,16 +23,19 @@ from gateway.api import health, jobs
 from gateway.api.dependencies import Gateway
 from gateway.config import Config
 from gateway.errors import GatewayError, UnavailableError, ValidationError
-from gateway.home import aigw_home
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
+from gateway.settings import Settings
 from gateway.skills import SkillCatalog
 from gateway.store import JobStore
+from gateway.validation import first_error
 from gateway.waiter import CompletionWaiter
 
 
-def create_app(config: Config, redis_url: str) -> FastAPI:
+def create_app(config: Config, redis_url: str, settings: Settings | None = None) -> FastAPI:
+    """The API on ``config``; ``settings`` None reads them from ``os.environ`` (an entry point)."""
+    settings = settings or Settings.from_environ(os.environ)
     connection = redis.Redis.from_url(
         redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
     )
@@ -44,7 +47,7 @@ def create_app(config: Config, redis_url: str) -> FastAPI:
         waiter=CompletionWaiter(redis_url),
         engine=PolicyEngine(config),
         quotas=Quotas(connection, config),
-        skills=SkillCatalog(config, connection, aigw_home() / "skill-cache"),
+        skills=SkillCatalog(config, connection, settings.home / "skill-cache"),
     )
 
     @asynccontextmanager
@@ -81,9 +84,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def bad_params(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
-        return _error_response(ValidationError(f"{where}: {first.get('msg', 'invalid')}"))
+        first = first_error(exc)
+        return _error_response(ValidationError(f"{first.where or 'request'}: {first.msg}"))
 
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import BadJsonError, PayloadTooLargeError, ValidationError
 from gateway.jobs import JobRequest
+from gateway.validation import first_error
 
 _Body = TypeVar("_Body", bound=BaseModel)
 
@@ -38,11 +39,5 @@ def parse_model(body: bytes, model: type[_Body]) -> _Body:
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
-        raise ValidationError(_describe(exc)) from None
-
-
-def _describe(exc: PydanticValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    return f"{where}: {message.removeprefix('Value error, ')}"
+        first = first_error(exc)
+        raise ValidationError(f"{first.where or 'body'}: {first.message()}") from None

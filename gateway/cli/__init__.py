@@ -18,6 +18,7 @@ import typer
 
 from gateway.cli import commands, helpers, stack_commands
 from gateway.cli.skills import skill_app
+from gateway.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aigw: the local AI gateway.")
 app.command()(stack_commands.up)
@@ -34,10 +35,12 @@ app.add_typer(skill_app, name="skill")
 
 
 @app.callback()
-def _entry() -> None:
+def _entry(ctx: typer.Context) -> None:
     # Runs before every command, whether from main() or a test's CliRunner: the environment is
-    # read here, at the entry point, and not when the module is imported.
-    helpers.size_consoles(os.environ)
+    # read here, at the entry point, and not when the module is imported. The settings ride on
+    # ctx.obj, which every subcommand's context inherits (helpers.settings_of(ctx)).
+    ctx.obj = Settings.from_environ(os.environ)
+    helpers.size_consoles(ctx.obj.environ)
 
 
 def main() -> None:

@@ -13,10 +13,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-from gateway.cli.helpers import ConfigOpt, connect, err, fail, out, read_config, setup_logging, try_connect
+from gateway.cli.helpers import (
+    ConfigOpt,
+    config_dir,
+    connect,
+    err,
+    fail,
+    out,
+    read_config,
+    settings_of,
+    setup_logging,
+    try_connect,
+)
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.home import aigw_home, noted_api_url, resolve_config_dir
+from gateway.home import noted_api_url
+from gateway.settings import Settings
+from gateway.validation import first_error
 
 gateway_app = typer.Typer(no_args_is_help=True, help="Inspect the running gateway.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate configuration.")
@@ -30,6 +43,7 @@ policy_app = typer.Typer(no_args_is_help=True, help="Policies.")
 
 
 def ask(
+    ctx: typer.Context,
     question: str,
     model: Annotated[str | None, typer.Option(help="Model alias.")] = None,
     task: Annotated[str | None, typer.Option(help="Task tag (matched against use_for).")] = None,
@@ -44,7 +58,8 @@ def ask(
     if not token:
         fail("no service token: set AIGW_TOKEN (printed by the first `aigw up`) or pass --token")
     try:
-        with Client(url, token) as client:  # no --url / AIGW_URL: the URL `aigw up` noted in $AIGW_HOME
+        # no --url / AIGW_URL: the URL `aigw up` noted in $AIGW_HOME
+        with Client(url, token, environ=settings_of(ctx).environ) as client:
             job = client.submit(question, model=model, task=task, wait=min(timeout, 30) if wait else 0)
             if wait:
                 job = client.wait(job["id"], timeout=timeout)
@@ -77,6 +92,7 @@ def _print_job(job: dict[str, Any], waited: bool) -> None:
 
 @gateway_app.command("status")
 def gateway_status(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     url: Annotated[str | None, typer.Option(envvar="AIGW_URL", help="API URL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -86,13 +102,14 @@ def gateway_status(
 
     from gateway.status import stack_status
 
-    cfg = read_config(config)
-    api_url = url or noted_api_url(f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}")
+    settings = settings_of(ctx)
+    cfg = read_config(settings, config)
+    api_url = url or noted_api_url(f"http://{cfg.gateway.api.host}:{cfg.gateway.api.port}", settings.environ)
     try:
         api_ok = httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         api_ok = False
-    status = stack_status(connect(cfg), cfg)
+    status = stack_status(connect(settings, cfg), cfg)
     status["api"] = {"url": api_url, "ok": api_ok}
     if as_json:
         out.print_json(json.dumps(status))
@@ -120,9 +137,12 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 @config_app.command("check")
-def config_check(directory: Annotated[Path | None, typer.Argument(help="Config directory.")] = None) -> None:
+def config_check(
+    ctx: typer.Context, directory: Annotated[Path | None, typer.Argument(help="Config directory.")] = None
+) -> None:
     """Validate every config file; names the file, entry and field of the first error."""
-    target = resolve_config_dir(directory)
+    settings = settings_of(ctx)
+    target = config_dir(settings, directory)
     try:
         cfg = load_config(target)
     except ConfigError as exc:
@@ -136,47 +156,51 @@ def config_check(directory: Annotated[Path | None, typer.Argument(help="Config d
 # --- services ------------------------------------------------------------------------------------
 
 
-def _registry(config: Path | None) -> Any:
+def _registry(settings: Settings, config: Path | None) -> Any:
     from gateway.services import ServiceRegistry
 
-    cfg = read_config(config)
-    return ServiceRegistry(connect(cfg), cfg)
+    cfg = read_config(settings, config)
+    return ServiceRegistry(connect(settings, cfg), cfg)
 
 
 @service_app.command("add")
-def service_add(name: str, config: ConfigOpt = None) -> None:
+def service_add(ctx: typer.Context, name: str, config: ConfigOpt = None) -> None:
     """Create a token for a service (printed once)."""
+    settings = settings_of(ctx)
     try:
-        token = _registry(config).create_token(name)
+        token = _registry(settings, config).create_token(name)
     except GatewayError as exc:
         fail(str(exc))
     out.print(token, soft_wrap=True)
 
 
 @service_app.command("rotate")
-def service_rotate(name: str, config: ConfigOpt = None) -> None:
+def service_rotate(ctx: typer.Context, name: str, config: ConfigOpt = None) -> None:
     """Revoke a service's tokens and print a new one."""
+    settings = settings_of(ctx)
     try:
-        out.print(_registry(config).rotate(name), soft_wrap=True)
+        out.print(_registry(settings, config).rotate(name), soft_wrap=True)
     except GatewayError as exc:
         fail(str(exc))
 
 
 @service_app.command("remove")
-def service_remove(name: str, config: ConfigOpt = None) -> None:
+def service_remove(ctx: typer.Context, name: str, config: ConfigOpt = None) -> None:
     """Revoke every token of a service."""
+    settings = settings_of(ctx)
     try:
-        count = _registry(config).remove(name)
+        count = _registry(settings, config).remove(name)
     except GatewayError as exc:
         fail(str(exc))
     out.print(f"revoked {count} token(s) of {name}")
 
 
 @service_app.command("list")
-def service_list(config: ConfigOpt = None) -> None:
+def service_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Services and how many live tokens each has."""
+    settings = settings_of(ctx)
     table = Table("service", "tokens")
-    for name, count in sorted(_registry(config).list().items()):
+    for name, count in sorted(_registry(settings, config).list().items()):
         table.add_row(name, str(count))
     out.print(table)
 
@@ -185,13 +209,14 @@ def service_list(config: ConfigOpt = None) -> None:
 
 
 @jobs_app.command("get")
-def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
+def jobs_get(ctx: typer.Context, job_id: str, config: ConfigOpt = None) -> None:
     """Show one job (any service's) as JSON."""
     from gateway.store import JobStore
 
-    cfg = read_config(config)
+    settings = settings_of(ctx)
+    cfg = read_config(settings, config)
     try:
-        view = JobStore(connect(cfg), cfg).view(job_id, None)
+        view = JobStore(connect(settings, cfg), cfg).view(job_id, None)
     except GatewayError as exc:
         fail(str(exc))
     out.print_json(view.model_dump_json(exclude_none=True))
@@ -199,6 +224,7 @@ def jobs_get(job_id: str, config: ConfigOpt = None) -> None:
 
 @jobs_app.command("failed")
 def jobs_failed(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -206,8 +232,9 @@ def jobs_failed(
     """Dead letters: failed jobs with their errors."""
     from gateway.store import JobStore, failed_jobs
 
-    cfg = read_config(config)
-    views = failed_jobs(JobStore(connect(cfg), cfg), limit)
+    settings = settings_of(ctx)
+    cfg = read_config(settings, config)
+    views = failed_jobs(JobStore(connect(settings, cfg), cfg), limit)
     if as_json:
         for view in views:
             out.print(view.model_dump_json(exclude_none=True), soft_wrap=True, markup=False)
@@ -226,6 +253,7 @@ def jobs_failed(
 
 @jobs_app.command("retry")
 def jobs_retry(
+    ctx: typer.Context,
     job_id: Annotated[str | None, typer.Argument(help="The failed job to requeue.")] = None,
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Requeue every failed job.")] = False,
     config: ConfigOpt = None,
@@ -235,10 +263,11 @@ def jobs_retry(
 
     from gateway.store import JobStore, failed_jobs, retry_failed
 
+    settings = settings_of(ctx)
     if (job_id is None) == (not all_failed):
         fail("give a job id or --all-failed")
-    cfg = read_config(config)
-    store = JobStore(connect(cfg), cfg)
+    cfg = read_config(settings, config)
+    store = JobStore(connect(settings, cfg), cfg)
     ids = [job_id] if job_id else [v.id for v in failed_jobs(store, limit=1_000_000)]
     for one in track(ids, description="requeueing", console=err, disable=len(ids) < 20):
         try:
@@ -250,6 +279,7 @@ def jobs_retry(
 
 @jobs_app.command("review")
 def jobs_review(
+    ctx: typer.Context,
     job_id: str,
     approve: Annotated[bool, typer.Option("--approve", help="Approve the draft.")] = False,
     reject: Annotated[bool, typer.Option("--reject", help="Reject the draft.")] = False,
@@ -260,12 +290,13 @@ def jobs_review(
     from gateway.jobs import ReviewRequest
     from gateway.store import JobStore
 
+    settings = settings_of(ctx)
     if approve == reject:
         fail("give exactly one of --approve or --reject")
-    cfg = read_config(config)
+    cfg = read_config(settings, config)
     try:
         review = ReviewRequest(decision="approve" if approve else "reject", comment=comment)
-        view = JobStore(connect(cfg), cfg).review(job_id, review, reviewer="cli")
+        view = JobStore(connect(settings, cfg), cfg).review(job_id, review, reviewer="cli")
     except GatewayError as exc:
         fail(str(exc))
     assert view.review is not None
@@ -274,6 +305,7 @@ def jobs_review(
 
 @policy_app.command("explain")
 def policy_explain(
+    ctx: typer.Context,
     service: Annotated[str, typer.Option(help="The service the job would come from.")],
     prompt: Annotated[str | None, typer.Option(help="The prompt to check.")] = None,
     file: Annotated[
@@ -292,18 +324,19 @@ def policy_explain(
     from gateway.jobs import JobRequest
     from workers.explain import explain
 
+    settings = settings_of(ctx)
     if (prompt is None) == (file is None):
         fail("give exactly one of --prompt or --file")
-    cfg = read_config(config)
+    cfg = read_config(settings, config)
     try:
         body: dict[str, Any] = {"prompt": prompt} if prompt is not None else _read_job_file(file)
         if model is not None:
             body["model"] = model
         request = JobRequest.model_validate(body)
-        report = explain(cfg, service, request, try_connect(cfg))
+        report = explain(cfg, service, request, try_connect(settings, cfg), environ=settings.environ)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"job request: {'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}")
+        first = first_error(exc)
+        fail(f"job request: {first.where or 'body'}: {first.msg}")
     except GatewayError as exc:
         fail(str(exc))
     if as_json:
@@ -354,13 +387,14 @@ def _print_explanation(report: dict[str, Any]) -> None:
         out.print(f"budget {b['policy']}: ${spent:.4f} spent, ${held:.4f} held, of ${limit:.2f}")
 
 
-def _audit_path(config: Path | None) -> Path:
-    cfg = read_config(config)
-    return Path(cfg.gateway.audit.path or aigw_home() / "audit.log").expanduser()
+def _audit_path(settings: Settings, config: Path | None) -> Path:
+    cfg = read_config(settings, config)
+    return Path(cfg.gateway.audit.path or settings.home / "audit.log").expanduser()
 
 
 @audit_app.command("tail")
 def audit_tail(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 20,
     path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
@@ -368,7 +402,8 @@ def audit_tail(
     """The last audit lines."""
     from gateway.audit import tail
 
-    target = path or _audit_path(config)
+    settings = settings_of(ctx)
+    target = path or _audit_path(settings, config)
     if not target.exists():
         fail(f"no audit log at {target}")
     for entry in tail(target, lines):
@@ -377,12 +412,15 @@ def audit_tail(
 
 @audit_app.command("verify")
 def audit_verify(
-    config: ConfigOpt = None, path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
 ) -> None:
     """Check the hash chain; exits 1 at the first edited, deleted or reordered line."""
     from gateway.audit import verify
 
-    target = path or _audit_path(config)
+    settings = settings_of(ctx)
+    target = path or _audit_path(settings, config)
     if not target.exists():
         fail(f"no audit log at {target}")
     report = verify(target)
@@ -393,6 +431,7 @@ def audit_verify(
 
 @audit_app.command("writer")
 def audit_writer(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
 ) -> None:
@@ -401,10 +440,11 @@ def audit_writer(
 
     from gateway.audit import AuditWriter
 
-    setup_logging()
-    cfg = read_config(config)
-    target = path or _audit_path(config)
-    writer = AuditWriter(connect(cfg), target, consumer=f"writer-{os.getpid()}")
+    settings = settings_of(ctx)
+    setup_logging(settings)
+    cfg = read_config(settings, config)
+    target = path or _audit_path(settings, config)
+    writer = AuditWriter(connect(settings, cfg), target, consumer=f"writer-{os.getpid()}")
     stop = threading.Event()
     import signal
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,10 +17,9 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from gateway.cli.helpers import ConfigOpt, connect, fail, out, read_config
+from gateway.cli.helpers import ConfigOpt, config_dir, connect, fail, out, read_config, settings_of
 from gateway.config import bundled_skills_dir, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.home import aigw_home, resolve_config_dir
 from gateway.skills import (
     DiskSkills,
     Skill,
@@ -30,6 +29,7 @@ from gateway.skills import (
 )
 
 if TYPE_CHECKING:
+    from gateway.settings import Settings
     from gateway.skills import SkillRegistry
     from workers.skill_runner import SkillRunner
     from workers.skill_testing import FixtureResult
@@ -48,12 +48,12 @@ DirOpt = Annotated[
 DEFAULT_DIR = None
 
 
-def _skills_dir(given: Path | None, config: Path | None = None) -> Path:
+def _skills_dir(settings: Settings, given: Path | None, config: Path | None = None) -> Path:
     """--dir / $AIGW_SKILLS_DIR, else the skills.dir of the config (as the gateway runs), else the bundled."""
     if given is not None:
         return given
     try:
-        return load_config(resolve_config_dir(config)).skills_dir()
+        return load_config(config_dir(settings, config)).skills_dir()
     except GatewayError:
         return bundled_skills_dir()
 
@@ -65,11 +65,11 @@ def _disk_skill(skills_dir: Path, name: str, version: str | None = None) -> Skil
         fail(exc.message)
 
 
-def _registry(config: Path | None) -> SkillRegistry:
+def _registry(settings: Settings, config: Path | None) -> SkillRegistry:
     from gateway.skills import SkillRegistry
 
-    cfg = read_config(config)
-    return SkillRegistry(connect(cfg), aigw_home() / "skill-cache")
+    cfg = read_config(settings, config)
+    return SkillRegistry(connect(settings, cfg), settings.home / "skill-cache")
 
 
 # --- list and show -------------------------------------------------------------------------------
@@ -77,27 +77,31 @@ def _registry(config: Path | None) -> SkillRegistry:
 
 @skill_app.command("list")
 def list_skills(
+    ctx: typer.Context,
     skills_dir: DirOpt = DEFAULT_DIR,
     deployed: Annotated[bool, typer.Option("--deployed", help="Show the registry in Redis instead.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Skills on disk with their version and whether this host can run them (or --deployed ones)."""
+    settings = settings_of(ctx)
     if deployed:
-        _list_deployed(_registry(config))
+        _list_deployed(_registry(settings, config))
         return
     errors: list[ConfigError] = []
     try:
-        skills = discover(_skills_dir(skills_dir, config), errors)
+        skills = discover(_skills_dir(settings, skills_dir, config), errors)
     except ConfigError as exc:
         fail(str(exc))
     table = Table("skill", "version", "status", "description")
     for skill in skills:
-        reasons = missing_requirements(skill.spec, _environ())
+        reasons = missing_requirements(skill.spec, settings.environ)
         table.add_row(skill.name, skill.version, _status(reasons), escape(skill.spec.description))
     for error in errors:
         folder = Path(error.file).parent.name or error.file
         table.add_row(escape(folder), "?", f"[red]broken:[/] {escape(error.message)}", "")
-    out.print(table if skills or errors else escape(f"no skills in {_skills_dir(skills_dir, config)}"))
+    out.print(
+        table if skills or errors else escape(f"no skills in {_skills_dir(settings, skills_dir, config)}")
+    )
     if errors:
         raise typer.Exit(1)
 
@@ -112,6 +116,7 @@ def _list_deployed(registry: SkillRegistry) -> None:
 
 @skill_app.command("show")
 def show(
+    ctx: typer.Context,
     name: str,
     skills_dir: DirOpt = DEFAULT_DIR,
     version: Annotated[str | None, typer.Option(help="A deployed version (with --deployed).")] = None,
@@ -119,22 +124,23 @@ def show(
     config: ConfigOpt = None,
 ) -> None:
     """A skill's contract: requirements, inputs, outputs, scripts, model and prompt."""
+    settings = settings_of(ctx)
     if deployed:
         try:
-            skill = _registry(config).load(name, version)
+            skill = _registry(settings, config).load(name, version)
         except GatewayError as exc:
             fail(exc.message)
     else:
-        skill = _disk_skill(_skills_dir(skills_dir, config), name, version)
-    _print_skill(skill)
+        skill = _disk_skill(_skills_dir(settings, skills_dir, config), name, version)
+    _print_skill(skill, settings.environ)
 
 
-def _print_skill(skill: Skill) -> None:
+def _print_skill(skill: Skill, environ: Mapping[str, str]) -> None:
     spec, run = skill.spec, skill.spec.aigw
     where = escape(f"({skill.source}: {skill.root})")
     out.print(f"[bold]{skill.ref}[/]  sha256 {skill.content_hash[:12]}  {where}")
     out.print(spec.description, markup=False)
-    reasons = missing_requirements(spec, _environ())
+    reasons = missing_requirements(spec, environ)
     out.print("status:   " + _status(reasons))
     out.print(f"requires: bins {run.requires.bins or '-'}, env {run.requires.env or '-'}", markup=False)
     if run.requires.optional_bins or run.requires.optional_env:
@@ -178,21 +184,18 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def _environ() -> dict[str, str]:
-    return dict(os.environ)
-
-
 # --- new and test --------------------------------------------------------------------------------
 
 
 @skill_app.command("new")
-def new(name: str, skills_dir: DirOpt = DEFAULT_DIR, config: ConfigOpt = None) -> None:
+def new(ctx: typer.Context, name: str, skills_dir: DirOpt = DEFAULT_DIR, config: ConfigOpt = None) -> None:
     """Scaffold a skill folder that passes its own test."""
+    settings = settings_of(ctx)
     try:
         check_name(name)
     except GatewayError as exc:
         fail(exc.message)
-    skills_dir = _skills_dir(skills_dir, config)
+    skills_dir = _skills_dir(settings, skills_dir, config)
     target = skills_dir / name
     if target.exists():
         fail(f"{target} already exists")
@@ -208,6 +211,7 @@ def new(name: str, skills_dir: DirOpt = DEFAULT_DIR, config: ConfigOpt = None) -
 
 @skill_app.command("test")
 def test(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="The skill to test.")] = None,
     all_skills: Annotated[bool, typer.Option("--all", help="Test every skill in --dir.")] = False,
     skills_dir: DirOpt = DEFAULT_DIR,
@@ -219,23 +223,24 @@ def test(
     """Run every fixture: scripts' results must equal the expected ones; outputs must meet the contract."""
     from workers.skill_testing import all_passed, model_call, run_fixtures
 
+    settings = settings_of(ctx)
     if (name is None) == (not all_skills):
         fail("give a skill name or --all")
     errors: list[ConfigError] = []
     if all_skills:
         try:
-            skills = discover(_skills_dir(skills_dir, config), errors)
+            skills = discover(_skills_dir(settings, skills_dir, config), errors)
         except ConfigError as exc:
             fail(str(exc))
     else:
-        skills = [_disk_skill(_skills_dir(skills_dir, config), name or "")]
+        skills = [_disk_skill(_skills_dir(settings, skills_dir, config), name or "")]
     complete = None
     if model is not None:
         try:
-            complete = model_call(read_config(config), model)
+            complete = model_call(read_config(settings, config), model, settings.environ)
         except GatewayError as exc:
             fail(exc.message)
-    runner = _runner(config)
+    runner = _runner(settings, config)
 
     async def run_all() -> list[FixtureResult]:
         return [result for skill in skills for result in await run_fixtures(skill, runner, complete)]
@@ -246,15 +251,15 @@ def test(
         raise typer.Exit(1)
 
 
-def _runner(config: Path | None) -> SkillRunner:
+def _runner(settings: Settings, config: Path | None) -> SkillRunner:
     """The worker's runner; provider key variables named in the config (if one loads) stay hidden."""
     from workers.skill_runner import SkillRunner, provider_key_names
 
     try:
-        protected = provider_key_names(load_config(resolve_config_dir(config)))
+        protected = provider_key_names(load_config(config_dir(settings, config)))
     except ConfigError:
         protected = frozenset()
-    return SkillRunner(protected_env=protected)
+    return SkillRunner(protected_env=protected, environ=settings.environ)
 
 
 def _print_results(results: list[FixtureResult], errors: list[ConfigError]) -> None:
@@ -277,22 +282,24 @@ def _print_results(results: list[FixtureResult], errors: list[ConfigError]) -> N
 
 @skill_app.command("deploy")
 def deploy(
+    ctx: typer.Context,
     name: str,
     skills_dir: DirOpt = DEFAULT_DIR,
     run_tests: Annotated[bool, typer.Option("--test/--no-test", help="Run the fixtures first.")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Store the skill folder as a new version in the registry and make it current on every worker."""
-    skill = _disk_skill(_skills_dir(skills_dir, config), name)
+    settings = settings_of(ctx)
+    skill = _disk_skill(_skills_dir(settings, skills_dir, config), name)
     if run_tests:
         from workers.skill_testing import all_passed, run_fixtures
 
-        results = asyncio.run(run_fixtures(skill, _runner(config)))
+        results = asyncio.run(run_fixtures(skill, _runner(settings, config)))
         if not all_passed(results):
             _print_results(results, [])
             fail(f"not deployed: {sum(not r.passed for r in results)} fixture(s) of {skill.ref} failed")
     try:
-        result = _registry(config).deploy(skill)
+        result = _registry(settings, config).deploy(skill)
     except GatewayError as exc:
         fail(exc.message)
     record = result.deployed
@@ -303,13 +310,15 @@ def deploy(
 
 @skill_app.command("rollback")
 def rollback(
+    ctx: typer.Context,
     name: str,
     to: Annotated[str | None, typer.Option("--to", help="The version to make current.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Make an earlier version current again: the previous one, or --to VERSION."""
+    settings = settings_of(ctx)
     try:
-        before, now = _registry(config).rollback(name, to)
+        before, now = _registry(settings, config).rollback(name, to)
     except GatewayError as exc:
         fail(exc.message)
     out.print(f"[green]rolled back[/] {name}: {before.version} -> {now.version} (sha256 {now.sha256[:12]})")

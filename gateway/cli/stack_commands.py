@@ -9,7 +9,6 @@ rest of the command line is a short call against a running stack, in ``commands.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 from typing import Annotated, Any
@@ -17,19 +16,24 @@ from typing import Annotated, Any
 import redis
 import typer
 
-from gateway.cli.helpers import ConfigOpt, fail, out, read_config, redis_url, setup_logging
+from gateway.cli.helpers import ConfigOpt, fail, out, read_config, redis_url, settings_of, setup_logging
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.home import aigw_home
+from gateway.settings import Settings
 
 
-def up(config: ConfigOpt = None, port: Annotated[int | None, typer.Option(help="API port.")] = None) -> None:
+def up(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="API port.")] = None,
+) -> None:
     """Start the whole local stack in the foreground: Redis, API, workers, audit writer."""
     from gateway.stack import Stack
 
-    setup_logging("WARNING")
-    cfg = read_config(config, create=True)
-    stack = Stack(cfg, aigw_home(), port if port is not None else cfg.gateway.api.port)
+    settings = settings_of(ctx)
+    setup_logging(settings, "WARNING")
+    cfg = read_config(settings, config, create=True)
+    stack = Stack(cfg, settings, port if port is not None else cfg.gateway.api.port)
     try:
         token = stack.start()
     except KeyboardInterrupt:
@@ -79,6 +83,7 @@ def _banner(stack: Any, token: str | None) -> None:
 
 
 def api(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
@@ -88,15 +93,17 @@ def api(
 
     from gateway.api import create_app
 
-    setup_logging()
-    cfg = read_config(config)
+    settings = settings_of(ctx)
+    setup_logging(settings)
+    cfg = read_config(settings, config)
     bind_host = host or cfg.gateway.api.host
     bind_port = port if port is not None else cfg.gateway.api.port
-    app_ = create_app(cfg, redis_url(cfg))
+    app_ = create_app(cfg, redis_url(settings, cfg), settings)
     uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning", access_log=False)
 
 
 def worker(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     queue: Annotated[
         str, typer.Option("--queue", "-q", help="The one queue this process serves.")
@@ -108,23 +115,26 @@ def worker(
     ] = None,
 ) -> None:
     """Run async worker processes on one queue; with several, restart any that dies."""
-    setup_logging()
-    cfg = read_config(config)
+    settings = settings_of(ctx)
+    setup_logging(settings)
+    cfg = read_config(settings, config)
     if queue not in cfg.gateway.queues:
         fail(f"unknown queue {queue!r}; configured: {', '.join(cfg.gateway.queues)}")
     count = processes or cfg.gateway.workers.processes
     if count == 1 or burst:
         from workers.main import main as worker_main
 
-        worker_main(cfg, redis_url(cfg), queue, concurrency, burst)
+        worker_main(cfg, redis_url(settings, cfg), queue, concurrency, burst, settings)
         return
-    _supervise_workers(cfg, queue, count, concurrency)
+    _supervise_workers(settings, cfg, queue, count, concurrency)
 
 
-def _supervise_workers(cfg: Config, queue: str, count: int, concurrency: int | None) -> None:
+def _supervise_workers(
+    settings: Settings, cfg: Config, queue: str, count: int, concurrency: int | None
+) -> None:
     from gateway.supervisor import Child, Supervisor
 
-    env = {**os.environ, "REDIS_URL": redis_url(cfg)}
+    env = {**settings.environ, "REDIS_URL": redis_url(settings, cfg)}
     argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", cfg.directory, "--queue", queue]
     argv += ["--processes", "1"] + (["--concurrency", str(concurrency)] if concurrency else [])
     supervisor = Supervisor([Child(f"worker-{queue}-{i}", argv, env) for i in range(count)])

@@ -10,19 +10,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from gateway.errors import SkillOutputError, ValidationError
+from gateway.validation import Strict
 
 # --- field types ---------------------------------------------------------------------------------
 
 FieldType = Literal["string", "integer", "number", "boolean", "array", "object", "markdown"]
 TEXT_TYPES = ("string", "markdown")
 FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _FieldSpec(Strict):

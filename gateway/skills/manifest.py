@@ -24,8 +24,9 @@ from pydantic import Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import ConfigError, ValidationError
-from gateway.skills.contract import TEXT_TYPES, FieldName, InputSpec, OutputSpec, Strict
+from gateway.skills.contract import TEXT_TYPES, FieldName, InputSpec, OutputSpec
 from gateway.skills.template import Template, TemplateError
+from gateway.validation import Strict, first_error
 
 # --- the front matter ----------------------------------------------------------------------------
 
@@ -84,7 +85,10 @@ class Requires(Strict):
         return names
 
 
-class Timeouts(Strict):
+class SkillTimeouts(Strict):
+    """``timeouts`` in SKILL.md: a skill's scripts, and its job's bound on the model call. Not the
+    provider call timeouts of models.yaml (``gateway.config.Timeouts``: connect, read, total)."""
+
     #: seconds per script unless the script sets its own
     script: float = Field(30.0, gt=0, le=600)
     #: seconds for the model call (the pipeline's bound); None: the model's own timeouts
@@ -99,7 +103,7 @@ class RunSpec(Strict):
     model: str | None = Field(None, min_length=1, description="A model alias from models.yaml.")
     task: str | None = Field(None, min_length=1, description="A task tag matched against use_for.")
     max_tokens: int | None = Field(None, ge=1, le=200_000)
-    timeouts: Timeouts = Timeouts()
+    timeouts: SkillTimeouts = SkillTimeouts()
 
 
 class SkillSpec(Strict):
@@ -221,9 +225,8 @@ def parse_skill_file(text: str, path: Path) -> SkillFile:
     try:
         spec = SkillSpec.model_validate(normalised)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        message = _pydantic_message(first["type"], first["msg"])
-        raise _error_at(path, node, moves, tuple(first["loc"]), message) from None
+        first = first_error(exc)
+        raise _error_at(path, node, moves, first.loc, first.message(missing="field required")) from None
     if problem := next(iter(_cross_checks(spec)), None):
         raise _error_at(path, node, moves, *problem)
     return SkillFile(path, spec, node, moves, "".join(lines[end + 1 :]), end + 2)
@@ -385,14 +388,6 @@ def _section_text(section: list[str], first_line: int, path: Path) -> tuple[str,
 
 
 # --- errors that name the line -------------------------------------------------------------------
-
-
-def _pydantic_message(kind: str, message: str) -> str:
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "field required"
-    return message.removeprefix("Value error, ")
 
 
 def _error_at(

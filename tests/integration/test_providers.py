@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -58,7 +59,7 @@ def _deployment(kind: str, fake: FakeProvider, **changes: Any) -> Deployment:
 
 
 async def _call(deployment: Deployment, request: CompletionRequest) -> Completion:
-    provider = build_provider(f"test/0:{deployment.provider}", deployment)
+    provider = build_provider(f"test/0:{deployment.provider}", deployment, os.environ)
     try:
         return await provider.complete(request)
     finally:
@@ -144,7 +145,7 @@ def test_openai_keeps_system_message_and_max_tokens(fake: FakeProvider) -> None:
 
 def test_openai_uses_max_completion_tokens_against_openai() -> None:
     async def payload() -> dict[str, Any]:
-        provider = build_provider("o/0:openai", Deployment(provider="openai", model="gpt-4o-mini"))
+        provider = build_provider("o/0:openai", Deployment(provider="openai", model="gpt-4o-mini"), {})
         try:
             return provider.payload(REQUEST)  # type: ignore[attr-defined, no-any-return]
         finally:
@@ -298,7 +299,7 @@ def test_provider_unset_key_is_unavailable_without_a_call(
         monkeypatch.setenv(env, value)
 
     async def check() -> str | None:
-        provider = build_provider(f"test/0:{kind}", _deployment(kind, fake))
+        provider = build_provider(f"test/0:{kind}", _deployment(kind, fake), os.environ)
         try:
             with pytest.raises(ProviderAuthError, match=env):
                 await provider.complete(REQUEST)
@@ -317,7 +318,7 @@ def test_provider_vendor_endpoint_defaults_key_env(
     monkeypatch.delenv(env, raising=False)
 
     async def reason() -> str | None:
-        provider = build_provider(f"v/0:{kind}", Deployment(provider=kind, model="m"))
+        provider = build_provider(f"v/0:{kind}", Deployment(provider=kind, model="m"), os.environ)
         try:
             return provider.unavailable_reason()
         finally:
@@ -328,7 +329,7 @@ def test_provider_vendor_endpoint_defaults_key_env(
 
 def test_ollama_is_available_without_key(fake: FakeProvider) -> None:
     async def reason() -> str | None:
-        provider = build_provider("s/0:ollama", _deployment("ollama", fake))
+        provider = build_provider("s/0:ollama", _deployment("ollama", fake), os.environ)
         try:
             return provider.unavailable_reason()
         finally:
@@ -346,6 +347,7 @@ def test_registry_builds_each_kind(fake: FakeProvider, kind: str) -> None:
         provider = build_provider(
             f"a/0:{kind}",
             _deployment(kind, fake) if kind in KINDS else Deployment(provider="offline", model="o"),
+            os.environ,
         )
         await provider.aclose()
         return provider.name, provider.kind
@@ -355,7 +357,7 @@ def test_registry_builds_each_kind(fake: FakeProvider, kind: str) -> None:
 
 def test_registry_unknown_kind_is_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown provider 'nope'"):
-        build_provider("a/0:nope", Deployment.model_construct(provider="nope", model="m"))  # type: ignore[arg-type]
+        build_provider("a/0:nope", Deployment.model_construct(provider="nope", model="m"), {})  # type: ignore[arg-type]
 
 
 def test_provider_answers_again_after_scripted_faults(fake: FakeProvider) -> None:
@@ -377,7 +379,7 @@ def test_fake_provider_scripts_faults_per_model(fake: FakeProvider) -> None:
 
 def test_provider_concurrent_calls_share_a_capped_pool(fake: FakeProvider) -> None:
     async def burst() -> list[Completion]:
-        provider = build_provider("b/0:openai", _deployment("openai", fake, max_connections=10))
+        provider = build_provider("b/0:openai", _deployment("openai", fake, max_connections=10), os.environ)
         try:
             return await asyncio.gather(*(provider.complete(REQUEST) for _ in range(200)))
         finally:

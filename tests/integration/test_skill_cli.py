@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 import redis
-import typer
 from typer.testing import CliRunner
 
-from gateway.cli.skills import skill_app
+from gateway.cli import app
 from gateway.skills import SkillRegistry
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
-app = typer.Typer()
-app.add_typer(skill_app, name="skill")  # what gateway/cli/__init__.py does
 
 
 def aigw(*args: str) -> tuple[int, str]:

@@ -99,3 +99,55 @@ def test_cli_command_modules_import_only_helpers_of_the_cli(path: Path) -> None:
     cli = {n for n in modules if n == "gateway.cli" or n.startswith("gateway.cli.")}
     offending = sorted(cli - {"gateway.cli.helpers"})
     assert not offending, f"{path.name} imports {offending}: command modules share gateway.cli.helpers only"
+
+
+WORKERS = ROOT / "workers"
+#: the entry points, the only modules that read the environment (into gateway.settings.Settings);
+#: the client reads it once in its constructor, like them, and imports nothing server-side
+READS_ENVIRONMENT = {
+    GATEWAY / "cli" / "__init__.py",
+    GATEWAY / "api" / "app.py",
+    WORKERS / "main.py",
+    GATEWAY / "client.py",
+}
+
+
+_ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
+
+
+def _environment_reads(path: Path) -> list[int]:
+    """Lines where ``path`` touches ``os.environ`` or ``os.getenv`` (also imported by name)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        by_attribute = (
+            isinstance(node, ast.Attribute)
+            and node.attr in _ENVIRONMENT
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+        by_name = (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(alias.name in _ENVIRONMENT for alias in node.names)
+        )
+        if by_attribute or by_name:
+            lines.append(getattr(node, "lineno", 0))
+    return lines
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for root in (GATEWAY, WORKERS) for p in root.rglob("*.py") if "sample_" not in str(p)),
+    ids=str,
+)
+def test_only_entry_points_read_the_environment(path: Path) -> None:
+    lines = [] if path in READS_ENVIRONMENT else _environment_reads(path)
+    assert not lines, (
+        f"{path.relative_to(ROOT)} reads os.environ at line(s) {lines}: take gateway.settings.Settings "
+        "(or its environ mapping) from the entry point instead"
+    )
+
+
+def test_environment_allow_list_names_files_that_still_read_it() -> None:
+    stale = sorted(str(p.relative_to(ROOT)) for p in READS_ENVIRONMENT if not _environment_reads(p))
+    assert not stale, f"{stale} no longer read the environment: drop them from READS_ENVIRONMENT"

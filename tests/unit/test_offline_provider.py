@@ -74,7 +74,7 @@ def test_offline_provider_truncates_to_max_tokens() -> None:
 
 
 def test_offline_provider_needs_no_key() -> None:
-    provider = build_provider("offline/0:offline", DEPLOYMENT)
+    provider = build_provider("offline/0:offline", DEPLOYMENT, {})
     assert isinstance(provider, OfflineProvider)
     assert (provider.name, provider.kind) == ("offline/0:offline", "offline")
     assert provider.unavailable_reason() is None

@@ -8,7 +8,7 @@ import asyncio
 import email.utils
 import itertools
 import math
-import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -178,9 +178,10 @@ class HttpProvider:
     default_key_env: str | None = None
     path: str = ""
 
-    def __init__(self, name: str, deployment: Deployment) -> None:
+    def __init__(self, name: str, deployment: Deployment, environ: Mapping[str, str]) -> None:
         self.name = name
         self.deployment = deployment
+        self._environ = environ  # the key is looked up by name on every call, so a rotation is seen
         self.api_base = (deployment.api_base or self.default_api_base).rstrip("/")
         default_env = self.default_key_env if deployment.api_base is None else None
         self.key_env: str | None = deployment.api_key_env or default_env
@@ -191,7 +192,7 @@ class HttpProvider:
         self._slots = asyncio.Semaphore(deployment.max_connections)
 
     def unavailable_reason(self) -> str | None:
-        if self.key_env is not None and not os.environ.get(self.key_env):
+        if self.key_env is not None and not self._environ.get(self.key_env):
             return f"{self.key_env} is not set"
         return None
 
@@ -221,7 +222,7 @@ class HttpProvider:
     def _key(self) -> str | None:
         if self.key_env is None:
             return None
-        key = os.environ.get(self.key_env)
+        key = self._environ.get(self.key_env)
         if not key:
             raise ProviderAuthError(f"{self.key_env} is not set", deployment=self.name)
         return key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 from gateway.config import Deployment
 from workers.providers.base import Completion, CompletionRequest
@@ -43,7 +44,8 @@ def _preview(request: CompletionRequest) -> str:
 class OfflineProvider:
     kind: str = "offline"
 
-    def __init__(self, name: str, deployment: Deployment) -> None:
+    def __init__(self, name: str, deployment: Deployment, environ: Mapping[str, str] | None = None) -> None:
+        """``environ`` is accepted like every provider kind's; the offline provider has no key."""
         self.name = name
         self.deployment = deployment
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from gateway.config import Deployment
 from gateway.errors import ConfigError
@@ -12,7 +12,8 @@ from workers.providers.offline import OfflineProvider
 from workers.providers.ollama import OllamaProvider
 from workers.providers.openai import OpenAIProvider
 
-PROVIDER_KINDS: dict[str, Callable[[str, Deployment], Provider]] = {
+#: each takes (name, deployment, environ): the mapping its key is looked up in, by name, at call time
+PROVIDER_KINDS: dict[str, Callable[[str, Deployment, Mapping[str, str]], Provider]] = {
     "anthropic": AnthropicProvider,
     "openai": OpenAIProvider,
     "ollama": OllamaProvider,
@@ -20,8 +21,11 @@ PROVIDER_KINDS: dict[str, Callable[[str, Deployment], Provider]] = {
 }
 
 
-def build_provider(name: str, deployment: Deployment) -> Provider:
-    """The provider for one deployment; ``name`` is its stable id ("alias/index:provider")."""
+def build_provider(name: str, deployment: Deployment, environ: Mapping[str, str]) -> Provider:
+    """The provider for one deployment; ``name`` is its stable id ("alias/index:provider").
+
+    ``environ`` is where the key named by ``api_key_env`` is read on every call (pass ``os.environ``
+    itself so a rotated key is picked up)."""
     try:
         factory = PROVIDER_KINDS[deployment.provider]
     except KeyError:
@@ -30,4 +34,4 @@ def build_provider(name: str, deployment: Deployment) -> Provider:
             entry=name,
             field="provider",
         ) from None
-    return factory(name, deployment)
+    return factory(name, deployment, environ)
