@@ -171,7 +171,7 @@ def _repo_paths(page: Page) -> set[str]:
 
 #: pages being rewritten by their owner while modules move; their path checks may fail until then
 #: (not strict: a fixed page just passes). Delete the entry once the page names today's modules.
-PENDING = {"docs/architecture.md": "its owner updates it with the module moves (skill_*.py, DESIGN.md)"}
+PENDING: dict[str, str] = {}  # page -> why its paths may lag (none today)
 PATHS = [
     pytest.param(page, token, marks=[pytest.mark.xfail(reason=PENDING[page])] if page in PENDING else [])
     for page, token in sorted({(page.name, token) for page in PARSED for token in _repo_paths(page)})
