@@ -392,6 +392,14 @@ def _audit_path(settings: Settings, config: Path | None) -> Path:
     return Path(cfg.gateway.audit.path or settings.home / "audit.log").expanduser()
 
 
+def _existing_audit_log(ctx: typer.Context, config: Path | None, path: Path | None) -> Path:
+    """``--path``, else the config's audit log; one readable line and exit 1 when it is not there."""
+    target = path or _audit_path(settings_of(ctx), config)
+    if not target.exists():
+        fail(f"no audit log at {target}")
+    return target
+
+
 @audit_app.command("tail")
 def audit_tail(
     ctx: typer.Context,
@@ -402,10 +410,7 @@ def audit_tail(
     """The last audit lines."""
     from gateway.audit import tail
 
-    settings = settings_of(ctx)
-    target = path or _audit_path(settings, config)
-    if not target.exists():
-        fail(f"no audit log at {target}")
+    target = _existing_audit_log(ctx, config, path)
     for entry in tail(target, lines):
         out.print(json.dumps(entry), soft_wrap=True, markup=False)
 
@@ -419,10 +424,7 @@ def audit_verify(
     """Check the hash chain; exits 1 at the first edited, deleted or reordered line."""
     from gateway.audit import verify
 
-    settings = settings_of(ctx)
-    target = path or _audit_path(settings, config)
-    if not target.exists():
-        fail(f"no audit log at {target}")
+    target = _existing_audit_log(ctx, config, path)
     report = verify(target)
     if not report.ok:
         fail(f"{target}: chain broken at line {report.first_bad_line}: {report.reason}")
