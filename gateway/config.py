@@ -138,12 +138,16 @@ class RedisConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_probe_local(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "probe_local" in data:
+        """``probe_local`` is gone. ``false`` (what aigw now always does) is dropped, so a config
+        copied from an older sample still loads; ``true`` asked for what aigw no longer does."""
+        if not isinstance(data, dict) or "probe_local" not in data:
+            return data
+        if data["probe_local"] not in (False, "false", "no", 0):
             raise ValueError(
-                "probe_local was removed: aigw never uses a Redis it was not told about; "
-                "to use the one on 6379, set url: redis://127.0.0.1:6379/0"
+                "probe_local was removed: delete the line (aigw never uses a Redis it was not told "
+                "about); to use the one on 6379, set url: redis://127.0.0.1:6379/0"
             )
-        return data
+        return {k: v for k, v in data.items() if k != "probe_local"}
 
 
 class QueueConfig(Strict):

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -58,12 +59,23 @@ def api_url_file(home: Path) -> Path:
 
 
 def noted_api_url(default: str, environ: Mapping[str, str]) -> str:
-    """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``."""
+    """The URL a running `aigw up` noted in $AIGW_HOME, else ``default``.
+
+    Only while that stack runs: a note a ``kill -9`` left behind may name a port something else
+    listens on now, and a client would send it its token.
+    """
+    home = aigw_home(environ)
+    return read_note(api_url_file(home), home) or default
+
+
+def read_note(path: Path, home: Path) -> str | None:
+    """A note the `aigw up` running on ``home`` wrote; None when none runs or it wrote none."""
+    if not stack_running(home):
+        return None
     try:
-        noted = api_url_file(aigw_home(environ)).read_text().strip()
-    except FileNotFoundError:  # no stack running (or it stopped between a check and a read)
-        return default
-    return noted or default
+        return path.read_text().strip() or None
+    except FileNotFoundError:  # it stopped between the check and the read
+        return None
 
 
 def config_dir_file(home: Path) -> Path:
@@ -73,10 +85,8 @@ def config_dir_file(home: Path) -> Path:
 
 def noted_config_dir(home: Path) -> Path | None:
     """The config directory of the `aigw up` running on ``home``; None when none runs."""
-    noted = config_dir_file(home)
-    if not noted.exists() or not stack_running(home):
-        return None
-    return Path(noted.read_text().strip())
+    noted = read_note(config_dir_file(home), home)
+    return Path(noted) if noted else None
 
 
 class StackLock:
@@ -86,16 +96,25 @@ class StackLock:
         self.path = home / "up.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock; False when another live `aigw up` holds it."""
+    def acquire(self, patience: float = 1.0) -> bool:
+        """Take the lock; False when another live `aigw up` holds it.
+
+        ``stack_running`` probes hold a shared lock for microseconds: retrying for ``patience``
+        seconds keeps a status loop in another terminal from refusing a start.
+        """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                os.close(fd)
+                return False
+            self._fd = fd
+            return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 
 from gateway.errors import ConfigError, UnavailableError
-from gateway.supervisor import parent_death_signal
+from gateway.home import read_note
 
 
 def find_redis_server_binary() -> str:
@@ -98,12 +98,11 @@ class RedisServer:
         port: int | None = None,
         *,
         appendonly: bool = True,
-        die_with_parent: bool = False,
     ) -> RedisServer:
         """Start redis-server on ``data_dir``, or adopt the one that already holds it.
 
-        ``die_with_parent`` (Linux): the server gets SIGTERM (a clean AOF shutdown) when the
-        calling thread's process dies, even by ``kill -9``; `aigw up` sets it.
+        It is not tied to its starter's life: `aigw up`'s children drain into it after `aigw up`
+        dies, and ``gateway.redis_keeper`` stops it once they are gone.
         """
         data_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -113,14 +112,17 @@ class RedisServer:
             os.close(lock_fd)
             return cls.adopt(data_dir)
         try:
-            return cls._spawn(data_dir, port or free_port(), lock_fd, appendonly, die_with_parent)
+            if (stray := _unlocked_server_on(data_dir)) is not None:
+                raise UnavailableError(
+                    f"a redis-server (pid {stray}) started by an older aigw runs on {data_dir} without "
+                    f"its lock; stop it (kill {stray}) and start again"
+                )
+            return cls._spawn(data_dir, port or free_port(), lock_fd, appendonly)
         finally:
             os.close(lock_fd)  # the child holds its own copy of the lock for as long as it lives
 
     @classmethod
-    def _spawn(
-        cls, data_dir: Path, port: int, lock_fd: int, appendonly: bool, die_with_parent: bool
-    ) -> RedisServer:
+    def _spawn(cls, data_dir: Path, port: int, lock_fd: int, appendonly: bool) -> RedisServer:
         args = [
             find_redis_server_binary(),
             "--port", str(port),
@@ -140,7 +142,6 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             pass_fds=(lock_fd,),
-            preexec_fn=parent_death_signal(signal.SIGTERM) if die_with_parent else None,
         )
         server = cls(port=port, data_dir=data_dir, process=process, pid=process.pid)
         server.wait_ready()
@@ -205,6 +206,22 @@ class RedisServer:
                 os.kill(self.pid, signal.SIGKILL)
 
 
+def _unlocked_server_on(data_dir: Path) -> int | None:
+    """A live redis-server working in ``data_dir`` that holds no lock (an older aigw's orphan):
+    starting a second server on its AOF file would corrupt it. Linux only (/proc); None elsewhere."""
+    target = data_dir.resolve()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (
+                b"redis-server" in (proc / "cmdline").read_bytes()
+                and Path(os.readlink(proc / "cwd")) == target
+            ):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 def _server_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
 
@@ -233,7 +250,7 @@ def resolve_redis(
     if configured_url:
         return configured_url, None
     port = embedded_port if port_free(embedded_port) else free_port()
-    server = RedisServer.start(home / "redis", port, die_with_parent=True)
+    server = RedisServer.start(home / "redis", port)
     return server.url, server
 
 
@@ -242,8 +259,7 @@ def known_redis_url(configured_url: str | None, home: Path) -> str | None:
     `aigw up` noted in ``home``; None when there is neither (never a guess such as 6379)."""
     if configured_url:
         return configured_url
-    noted = embedded_url_file(home)
-    return noted.read_text().strip() or None if noted.exists() else None
+    return read_note(embedded_url_file(home), home)  # only while that stack runs: never a stale port
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -69,9 +69,14 @@ class ServiceRegistry:
     def rotate(self, service: str) -> str:
         """Revoke every Redis-held token of ``service`` and return a fresh one.
 
-        Like ``remove``, a service with no tokens is refused: a typo must not create a service.
+        Like ``remove``, a service with no tokens at all is refused: a typo must not create a
+        service. One declared only in services.yaml gets its first Redis token.
         """
-        self.remove(service)
+        if not self.has_tokens(service):
+            raise NotFoundError(
+                f"service {service!r} has no tokens (`aigw service add {service}` creates one)"
+            )
+        self.remove(service, missing_ok=True)
         return self.create_token(service)
 
     def remove(self, service: str, *, missing_ok: bool = False) -> int:

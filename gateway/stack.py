@@ -8,6 +8,8 @@ that dies, and drains the audit stream into ``$AIGW_HOME/audit.log`` in a thread
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from gateway.home import StackLock, api_url_file, config_dir_file
 from gateway.redis_server import RedisServer, embedded_url_file, port_free, resolve_redis
 from gateway.services import ServiceRegistry
 from gateway.settings import Settings
-from gateway.supervisor import Child, Supervisor
+from gateway.supervisor import Child, Supervisor, parent_death_signal
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Stack:
     supervisor: Supervisor = field(default_factory=Supervisor)
     writer_stop: threading.Event = field(default_factory=threading.Event)
     writer_thread: threading.Thread | None = None
+    keeper: subprocess.Popen[bytes] | None = None
     _lock: StackLock | None = None
 
     @property
@@ -67,6 +70,7 @@ class Stack:
         )
         if self.redis_server is not None:  # so `aigw gateway status` etc. find the embedded Redis
             embedded_url_file(self.home).write_text(self.redis_url)
+            self._start_keeper(self.redis_server)
         connection = redis.Redis.from_url(self.redis_url)
         try:
             registry = ServiceRegistry(connection, self.config)
@@ -89,6 +93,23 @@ class Stack:
         api_url_file(self.home).write_text(self.api_url)
         config_dir_file(self.home).write_text(str(Path(self.config.directory).resolve()))
         return token
+
+    def _start_keeper(self, server: RedisServer) -> None:
+        """The process that stops our Redis after the children drain if this one dies (kill -9)."""
+        grace = self.config.gateway.workers.shutdown_grace + 10
+        argv = [sys.executable, "-m", "gateway.redis_keeper", "--pid", str(server.pid)]
+        argv += ["--port", str(server.port), "--grace", str(grace)]
+        self.keeper = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C is for us; the keeper waits for our word
+            preexec_fn=parent_death_signal(signal.SIGTERM),
+        )
+        assert self.keeper.stdout is not None
+        with self.keeper.stdout:  # "ready": its SIGTERM handler is in place
+            if self.keeper.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the embedded Redis's keeper process did not start")
 
     def _start_audit_writer(self) -> None:
         path = Path(self.config.gateway.audit.path or self.home / "audit.log").expanduser()
@@ -128,5 +149,9 @@ class Stack:
         if self.redis_server is not None:
             self.redis_server.stop()
             embedded_url_file(self.home).unlink(missing_ok=True)
+        if self.keeper is not None:  # Redis is stopped: the keeper has nothing left to keep
+            self.keeper.terminate()
+            self.keeper.wait(timeout=10)
+            self.keeper = None
         self._lock.release()
         self._lock = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.errors import GatewayError
+from gateway.errors import CallBoundError, GatewayError, NoDeploymentError, ProviderError
 from gateway.pii import Detector, Finding, Redactor
 from gateway.policies import Plan
 
@@ -38,7 +38,13 @@ class ErrorMasker:
 
 
 def explain_local_failure(error: GatewayError, plan: Plan) -> None:
-    """Say why a job that failed on a local model never went elsewhere: its PII (categories only)."""
+    """Say why a job that failed on a local model never went elsewhere: its PII (categories only).
+
+    Only for failures of the local model itself (a provider error, nothing callable, the call
+    bound): a budget, a policy or a skill error has nothing to do with where the job was kept.
+    """
+    if not isinstance(error, ProviderError | NoDeploymentError | CallBoundError):
+        return
     categories = sorted(
         {category for d in plan.decisions if d.rule == PII_ROUTE_RULE and d.outcome == "route" and d.enforced
          for category, _where, _count in d.findings}

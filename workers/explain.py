@@ -62,6 +62,8 @@ def explain(
     if not known:
         where = "services.yaml" if connection is None else "services.yaml or Redis"
         report["note"] = f"service {service!r} is not in {where}: no token can send as it yet"
+    if connection is None and plan.quotas:  # say so rather than let an "accepted" hide a full budget
+        report["budgets_unread"] = sorted({p.name for p in plan.quotas})
     if connection is not None and plan.quotas:
         for policy, state in Quotas(connection, config).spend(service, plan):
             report["budgets"].append(

@@ -385,6 +385,8 @@ def _print_explanation(report: dict[str, Any]) -> None:
     for b in report["budgets"]:
         spent, held, limit = b["spent_usd"], b["held_usd"], b["limit_usd"]
         out.print(f"budget {b['policy']}: ${spent:.4f} spent, ${held:.4f} held, of ${limit:.2f}")
+    for name in report.get("budgets_unread", []):
+        out.print(f"budget {name}: not read (no Redis reachable); the job may still be refused for it")
 
 
 def _audit_path(settings: Settings, config: Path | None) -> Path:

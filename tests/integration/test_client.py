@@ -13,7 +13,7 @@ import pytest
 
 from gateway.client import AigwUnavailableError, ApiError, AsyncClient, Client
 from gateway.config import Config
-from gateway.home import api_url_file
+from gateway.home import StackLock, api_url_file
 from gateway.redis_server import free_port
 
 
@@ -36,16 +36,23 @@ def test_client_finds_the_api_url_that_aigw_up_noted_in_aigw_home(
     start_worker(config)
     home = tmp_path / "client-home"
     home.mkdir()
-    api_url_file(home).write_text(f"{api.url}\n")  # what `aigw up` writes
-    with Client(environ={"AIGW_HOME": str(home), "AIGW_TOKEN": api.token}) as aigw:
-        job = aigw.submit("ping the model", wait=10)
+    api_url_file(home).write_text(f"{api.url}\n")  # what `aigw up` writes, and the lock it holds
+    lock = StackLock(home)
+    assert lock.acquire()
+    try:
+        with Client(environ={"AIGW_HOME": str(home), "AIGW_TOKEN": api.token}) as aigw:
+            job = aigw.submit("ping the model", wait=10)
+    finally:
+        lock.release()
     assert aigw.url == api.url
     assert job["status"] == "succeeded" and job["result"]["output"] == "echo: ping the model"
 
 
 def test_client_says_how_to_start_aigw_when_the_api_is_stopped(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    api_url_file(tmp_path).write_text(url)  # a stack that stopped; nothing listens there now
+    api_url_file(tmp_path).write_text(url)  # a stack whose API is down; nothing listens there now
+    lock = StackLock(tmp_path)
+    assert lock.acquire()
     environ = {"AIGW_HOME": str(tmp_path), "AIGW_TOKEN": "aigw_x"}
     with Client(environ=environ) as aigw, pytest.raises(AigwUnavailableError) as sync_error:
         aigw.submit("hello")
@@ -62,6 +69,7 @@ def test_client_says_how_to_start_aigw_when_the_api_is_stopped(tmp_path: Path) -
         assert "Start it with `aigw up`" in message and caught.value.url == url
         assert not isinstance(caught.value, httpx.HTTPError)
         assert caught.value.__suppress_context__  # no httpx traceback above the message
+    lock.release()
 
 
 def test_client_that_gets_no_answer_in_time_raises_unavailable() -> None:

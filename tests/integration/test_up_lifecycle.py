@@ -23,6 +23,7 @@ from gateway.redis_server import RedisServer, free_port, ping
 from tests.integration.harness import wait_until
 
 AIGW = [sys.executable, "-m", "gateway.cli"]
+KEEPER = [sys.executable, "-m", "gateway.redis_keeper"]
 
 
 @dataclass
@@ -141,15 +142,23 @@ def test_up_killed_with_9_takes_its_redis_and_workers_with_it(
     user: UserEnv, up: subprocess.Popen[str]
 ) -> None:
     redis_pid = _embedded_pid(user)
+    redis_port = int(json.loads((user.home / "redis" / "server.json").read_text())["port"])
     children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
     assert len(children) >= 3  # the API and a worker per queue
 
     up.kill()
     up.wait()
 
-    wait_until(lambda: not _pid_alive(redis_pid), "the embedded redis-server to stop", timeout=15)
     wait_until(lambda: not any(_pid_alive(pid) for pid in children), "API and workers to stop", timeout=30)
+    wait_until(lambda: not _pid_alive(redis_pid), "the embedded redis-server to stop", timeout=30)
     assert not stack_running(user.home)  # its notes are left, and no command follows them now
+    stranger = RedisServer.start(user.elsewhere / "not-aigws", redis_port)  # takes the noted port
+    try:
+        added = _aigw(user, "service", "add", "intruder", "--config", str(user.config))
+        assert added.returncode == 1 and "no Redis to use" in added.stderr
+        assert redis.Redis(port=redis_port).dbsize() == 0  # never written to
+    finally:
+        stranger.stop()
     restarted = start_up(user)  # and the next `aigw up` starts on the same data directory
     try:
         assert _ready(user.api_port)
@@ -159,6 +168,36 @@ def test_up_killed_with_9_takes_its_redis_and_workers_with_it(
         assert restarted.wait(timeout=60) == 0
         stop_up(restarted)
     assert _redis_servers_on(user.home / "redis") == []
+
+
+def test_redis_keeper_waits_for_the_drain_before_it_stops_redis(tmp_path: Path) -> None:
+    """After `aigw up` dies its workers drain into Redis: Redis must outlive every client."""
+    server = RedisServer.start(tmp_path / "redis")
+    keeper = subprocess.Popen(
+        [*KEEPER, "--pid", str(server.pid), "--port", str(server.port), "--grace", "60"],
+        stdout=subprocess.PIPE,
+    )
+    draining = redis.Redis(port=server.port)
+    try:
+        assert keeper.stdout is not None and keeper.stdout.readline() == b"ready\n"
+        keeper.stdout.close()
+        draining.ping()
+        keeper.send_signal(signal.SIGTERM)  # what PR_SET_PDEATHSIG sends when `aigw up` dies
+        time.sleep(1.0)  # a client still connected: Redis stays up however long the keeper waits
+        assert draining.set("finished", "job-1") and _pid_alive(server.pid)
+        draining.close()  # the last worker exits
+        assert keeper.wait(timeout=30) == 0
+        assert not _pid_alive(server.pid)
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+            keeper.wait()
+        server.stop()
+    again = RedisServer.start(tmp_path / "redis")
+    try:
+        assert redis.Redis(port=again.port).get("finished") == b"job-1"  # written before the stop, kept
+    finally:
+        again.stop()
 
 
 def test_a_second_up_on_the_same_home_refuses_clearly(user: UserEnv, up: subprocess.Popen[str]) -> None:
@@ -240,14 +279,25 @@ def test_policy_explain_needs_no_stack(user: UserEnv) -> None:
     assert result.returncode == 0, result.stderr
     assert "sensitive" in result.stdout  # the PII keeps it local, stack or no stack
 
+    policies = yaml.safe_load((user.config / "policies.yaml").read_text())
+    policies["policies"].append({"name": "cap", "rule": "budget", "limit_usd": 5.0, "period": "day"})
+    (user.config / "policies.yaml").write_text(yaml.safe_dump(policies))
+    capped = _aigw(
+        user, "policy", "explain", "--config", str(user.config), "--service", "default", "--prompt", "hi"
+    )
+    assert capped.returncode == 0, capped.stderr
+    assert "budget cap: not read (no Redis reachable)" in capped.stdout  # never silently left out
+
 
 def test_probe_local_in_gateway_yaml_says_what_to_write_instead(user: UserEnv) -> None:
     gateway = yaml.safe_load((user.config / "gateway.yaml").read_text())
-    gateway["redis"]["probe_local"] = True
-    (user.config / "gateway.yaml").write_text(yaml.safe_dump(gateway))
+    for value, accepted in ((False, True), (True, False)):  # false is what aigw now always does
+        gateway["redis"]["probe_local"] = value
+        (user.config / "gateway.yaml").write_text(yaml.safe_dump(gateway))
 
-    result = _aigw(user, "up", "--config", str(user.config), "--port", str(user.api_port))
+        result = _aigw(user, "config", "check", str(user.config))
 
-    assert result.returncode == 1
-    assert "gateway.yaml" in result.stderr and "probe_local" in result.stderr
-    assert "url: redis://127.0.0.1:6379/0" in result.stderr
+        assert (result.returncode == 0) is accepted, result.stderr
+        if not accepted:
+            assert "gateway.yaml" in result.stderr and "probe_local" in result.stderr
+            assert "delete the line" in result.stderr and "url: redis://127.0.0.1:6379/0" in result.stderr

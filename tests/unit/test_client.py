@@ -15,7 +15,7 @@ import pytest
 
 from gateway import client as client_module
 from gateway.client import DEFAULT_URL, ApiError, AsyncClient, Client, find_api_url
-from gateway.home import api_url_file
+from gateway.home import StackLock, api_url_file
 
 SERVER_MODULES = ("fastapi", "starlette", "uvicorn", "rq", "redis", "pydantic", "yaml", "loguru")
 
@@ -35,12 +35,21 @@ def test_client_exports_what_its_all_names() -> None:
 
 def test_client_url_argument_beats_aigw_url_beats_the_home_note_beats_the_default(tmp_path: Path) -> None:
     api_url_file(tmp_path).write_text("http://127.0.0.1:5001\n")
+    lock = StackLock(tmp_path)  # the note counts while the `aigw up` that wrote it runs
+    assert lock.acquire()
     home = {"AIGW_HOME": str(tmp_path)}
     assert find_api_url("http://given:1", {**home, "AIGW_URL": "http://env:2"})[0] == "http://given:1"
     assert find_api_url(None, {**home, "AIGW_URL": "http://env:2"}) == ("http://env:2", "from AIGW_URL")
     url, source = find_api_url(None, home)
     assert url == "http://127.0.0.1:5001" and str(api_url_file(tmp_path)) in source
     assert find_api_url(None, {"AIGW_HOME": str(tmp_path / "none")}) == (DEFAULT_URL, "the default")
+    lock.release()
+
+
+def test_client_ignores_a_note_whose_stack_is_gone(tmp_path: Path) -> None:
+    """`kill -9` of `aigw up` leaves its note; whatever listens on that port now must not get the token."""
+    api_url_file(tmp_path).write_text("http://127.0.0.1:5001\n")
+    assert find_api_url(None, {"AIGW_HOME": str(tmp_path)}) == (DEFAULT_URL, "the default")
 
 
 def test_client_reads_the_environment_once_at_construction(tmp_path: Path) -> None:
