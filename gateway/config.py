@@ -150,6 +150,10 @@ class RedisConfig(Strict):
         return {k: v for k, v in data.items() if k != "probe_local"}
 
 
+#: seconds (``jobs.max_retry_after``); also the providers' cap when no config is handed in (tests, CLI)
+DEFAULT_MAX_RETRY_AFTER = 300
+
+
 class QueueConfig(Strict):
     concurrency: int = Field(200, ge=1, le=10_000)
     timeout: float = Field(300.0, gt=0)
@@ -164,6 +168,8 @@ class JobsConfig(Strict):
     retry_intervals: list[Annotated[int, Field(ge=0, le=86_400)]] = Field([1, 5, 30], min_length=1)
     #: hard cap on provider calls per job across all attempts and failovers
     max_provider_calls: int = Field(8, ge=1, le=100)
+    #: the longest a provider's Retry-After may push the next attempt out; a longer one is capped
+    max_retry_after: int = Field(DEFAULT_MAX_RETRY_AFTER, ge=1, le=86_400)
     max_output_tokens: int = Field(1024, ge=1)
 
 

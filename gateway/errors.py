@@ -20,7 +20,7 @@ GatewayError                  .type (stable string), .http_status, .retryable, .
 ├── InterruptedAttemptError   an attempt canceled or cut short by shutdown (audit only)
 ├── ProviderError             .deployment
 │   ├── ProviderUnavailableError   transport error or 5xx; retryable
-│   ├── RateLimitedError           429/529; retryable; .retry_after
+│   ├── RateLimitedError           429/529; retryable; .retry_after, .retry_after_capped
 │   ├── ProviderAuthError          401/403 from the provider (names the env var, never the key)
 │   ├── ProviderRequestError       other 4xx: the request itself is wrong; not retryable
 │   └── BadProviderResponseError   a body that is not valid for its wire format
@@ -162,13 +162,32 @@ class ProviderUnavailableError(ProviderError):
 
 
 class RateLimitedError(ProviderError):
+    """``retry_after`` is the wait the worker honours; ``retry_after_capped`` says the provider asked
+    for longer and ``jobs.max_retry_after`` cut it short (shown in the job view's error)."""
+
     type = "rate_limited"
     http_status = 429
     retryable = True
 
-    def __init__(self, message: str, *, deployment: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment: str,
+        retry_after: float | None = None,
+        retry_after_capped: bool = False,
+    ) -> None:
         super().__init__(message, deployment=deployment)
         self.retry_after = retry_after
+        self.retry_after_capped = retry_after_capped
+
+    def to_dict(self) -> dict[str, Any]:
+        record = super().to_dict()
+        if self.retry_after is not None:
+            record["retry_after"] = self.retry_after
+        if self.retry_after_capped:
+            record["retry_after_capped"] = True
+        return record
 
 
 class ProviderAuthError(ProviderError):

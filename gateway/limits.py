@@ -26,6 +26,12 @@ from gateway import keys
 #: Money is counted in integer micro-USD (HINCRBY), never floats in Redis.
 MICRO = 1_000_000
 
+#: The most one commit adds to a counter. HINCRBY is signed 64-bit (about 9.2e18) and fails on
+#: overflow *inside* the result's MULTI, which applies every other command (MULTI does not roll
+#: back): so amounts are checked before the transaction. 10^15 micro-USD is $1e9 for one call; a
+#: counter then takes over 9,000 such calls in one period to overflow.
+MAX_INCREMENT = 10**15
+
 Period = Literal["day", "month"]
 
 _SPENT_FIELD = "spent"
@@ -136,6 +142,11 @@ def period_window(period: Period, now: float) -> tuple[str, float]:
     raise ValueError(f"period must be 'day' or 'month', not {period!r}")
 
 
+def fits_increment(amount: float) -> bool:
+    """Whether ``amount`` (micro-USD or tokens) may be added by one commit: finite, 0 to MAX_INCREMENT."""
+    return math.isfinite(amount) and 0 <= amount <= MAX_INCREMENT
+
+
 def to_micro(usd: float) -> int:
     """USD as integer micro-USD (rounded to the nearest micro-dollar)."""
     return round(usd * MICRO)
@@ -219,6 +230,8 @@ class SpendLedger:
         straddles a reset in the period it reserved in (otherwise its old hold lapses on its own).
         """
         _check_non_negative(actual_usd=actual_usd)
+        if not fits_increment(actual_usd * MICRO):
+            raise ValueError(f"actual_usd {actual_usd} is more than one commit may add")
         period_id, resets_at = period_window(period, _now(now))
         key = keys.spend_ledger(scope, period_id)
         pipe.hdel(key, _hold_field(holder))
@@ -273,6 +286,8 @@ class RateCounter:
     def add(self, pipe: Pipeline, scope: str, amount: int, now: float | None = None) -> None:
         """Queue an unconditional add on the caller's MULTI (tokens are known only after the call)."""
         _check_non_negative(amount=amount)
+        if not fits_increment(amount):
+            raise ValueError(f"amount {amount} is more than one commit may add")
         self._script(keys=[self._key(scope)], args=self._args(_now(now), 0, amount, "add"), client=pipe)
 
     def _run(self, mode: str, scope: str, limit: int, amount: int, now: float) -> RateDecision:

@@ -44,6 +44,7 @@ def build_worker(
         subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
         on_final=pipeline.notifier.on_final,
         background=[pipeline.notifier.run],
+        max_retry_after=config.gateway.jobs.max_retry_after,
     )
     return worker, pipeline
 

@@ -23,6 +23,7 @@ from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.config import Config
 from gateway.errors import (
+    BadProviderResponseError,
     CallBoundError,
     GatewayError,
     InterruptedAttemptError,
@@ -35,6 +36,7 @@ from gateway.errors import (
     SkillTimeoutError,
 )
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
+from gateway.limits import MAX_INCREMENT, MICRO, fits_increment
 from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
@@ -89,7 +91,12 @@ class JobPipeline:
         for alias in config.models.models:
             for step in build_chain(config.models, alias):
                 if step.name not in providers:
-                    providers[step.name] = build_provider(step.name, step.deployment, settings.environ)
+                    providers[step.name] = build_provider(
+                        step.name,
+                        step.deployment,
+                        settings.environ,
+                        max_retry_after=config.gateway.jobs.max_retry_after,
+                    )
         breakers = Breakers(connection, config.gateway.breaker, list(providers))
         return cls(config, connection, providers, breakers, settings)
 
@@ -480,6 +487,7 @@ class JobPipeline:
         with self.balancer.in_flight(step.name):
             try:
                 completion = await provider.complete(attempt.outgoing)
+                _check_countable(step, completion)
             except ProviderError as exc:
                 latency = (time.monotonic() - began) * 1000
                 self._errors.apply(exc)  # the call's record and the job's error say the same
@@ -601,6 +609,24 @@ def _call_record(
         outcome=outcome,
         **details,
     )
+
+
+def _check_countable(step: RouteStep, completion: Completion) -> None:
+    """Refuse, before anything is charged, a call whose cost the spend counters cannot take.
+
+    The usage itself is bounded (``Completion``), but usage times a deployment's prices can still
+    exceed what one HINCRBY may add; found only inside the result's MULTI, it would store the result
+    and skip the spend (MULTI does not roll back). Raised here, the attempt fails like any bad
+    answer: audited, its holds released, nothing charged.
+    """
+    cost = step.deployment.pricing.cost(completion.input_tokens, completion.output_tokens)
+    if not fits_increment(cost * MICRO):
+        raise BadProviderResponseError(
+            f"the reported usage ({completion.input_tokens:,} input and {completion.output_tokens:,} "
+            f"output tokens) costs ${cost:.3g} at this deployment's prices, more than one call may "
+            f"add to a budget (${MAX_INCREMENT / MICRO:,.0f}); check its usage and pricing",
+            deployment=step.name,
+        )
 
 
 def _no_deployment(chain: list[RouteStep], skipped: list[ProviderCall]) -> NoDeploymentError:

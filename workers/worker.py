@@ -40,6 +40,7 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from gateway import keys
+from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
@@ -57,6 +58,20 @@ def will_retry(job: Job, error: GatewayError) -> bool:
     the job has retries left (RQ's ``Job.should_retry``). The pipeline asks it to audit the attempt
     as ``retrying`` or ``failed``; the worker asks it to requeue or fail the job."""
     return error.retryable and job.should_retry
+
+
+def _report_failed_commands(job_id: str, commands: list[str], replies: list[Any]) -> None:
+    """Say loudly which commands of a job's finish transaction Redis refused.
+
+    EXEC runs every queued command even when one fails (MULTI does not roll back), so by then the
+    result is stored and the job is finished: raising would only skip its slot release and its
+    notification. The runner validates every amount before the transaction so that this cannot
+    happen for spend or tokens; what is left (a key of the wrong type written by hand) is logged.
+    """
+    pairs = zip(commands, replies, strict=True)
+    failed = [f"{name}: {reply}" for name, reply in pairs if isinstance(reply, Exception)]
+    if failed:
+        logger.error("job {} is stored, but its finish transaction lost: {}", job_id, "; ".join(failed))
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ class AsyncWorker(BaseWorker):
         subscriptions: dict[str, Callable[[str], None]] | None = None,
         on_final: FinalHook | None = None,
         background: list[BackgroundTask] | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
             [queue],
@@ -114,6 +130,7 @@ class AsyncWorker(BaseWorker):
         self.shutdown_grace = shutdown_grace
         self.on_heartbeat = on_heartbeat
         self.on_final = on_final
+        self.max_retry_after = max_retry_after  # jobs.max_retry_after
         self.extra_background = list(background or [])
         #: pub/sub channel -> handler, besides job cancellation (e.g. circuit breakers opening)
         self.subscriptions: dict[str, Callable[[str], None]] = {
@@ -341,7 +358,9 @@ class AsyncWorker(BaseWorker):
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.publish(keys.DONE_CHANNEL, job.id)
-            pipe.execute()
+            commands = [str(args[0]) for args, _options in pipe.command_stack]
+            replies = pipe.execute(raise_on_error=False)
+        _report_failed_commands(job.id, commands, replies)
         if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
             self._release_slot_safely(job)
 
@@ -357,7 +376,10 @@ class AsyncWorker(BaseWorker):
         if not retry:
             job.retries_left = 0  # RQ's handle_job_failure asks job.should_retry: make it agree
         if retry and error.retry_after:
-            self._retry_later(job, execution, max(error.retry_after, float(job.get_retry_interval())))
+            # capped here too (the providers cap theirs): no error may park a job past the cap, and a
+            # negative or NaN wait means none
+            wait = min(error.retry_after, self.max_retry_after) if error.retry_after > 0 else 0.0
+            self._retry_later(job, execution, max(wait, float(job.get_retry_interval())))
             return False
         self.handle_job_failure(
             job=job,

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from gateway.config import Deployment
+from gateway.config import DEFAULT_MAX_RETRY_AFTER, Deployment
 from gateway.errors import (
     BadProviderResponseError,
     ProviderAuthError,
@@ -67,48 +67,67 @@ def build_clients(deployment: Deployment) -> list[httpx.AsyncClient]:
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP-date)."""
-    millis = _finite(headers.get("retry-after-ms"))
+    """Seconds the provider asks to wait, from ``retry-after-ms`` (OpenAI) or ``Retry-After``
+    (seconds or HTTP-date); None when neither says anything usable.
+
+    A negative, NaN, infinite or unparseable value is ignored, as if absent (the job's own retry
+    interval applies); a date already past means "now" (0). The value is not capped here: the
+    caller caps it (``cap_retry_after``) so that the cap can be reported.
+    """
+    millis = _non_negative(headers.get("retry-after-ms"))
     if millis is not None:
-        return max(0.0, millis / 1000)
+        return millis / 1000
     value = headers.get("retry-after")
     if not value:
         return None
-    seconds = _finite(value)
+    seconds = _non_negative(value)
     if seconds is not None:
-        return max(0.0, seconds)
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _finite(value: str | None) -> float | None:
+def cap_retry_after(asked: float | None, limit: float) -> tuple[float | None, bool]:
+    """(the wait to honour, whether ``limit`` cut it short).
+
+    A provider's Retry-After is a request, not an order: a year-9999 date or ``1e12`` would park
+    the job for ever (and overflows the scheduler's datetime), so no wait exceeds the configured
+    ``jobs.max_retry_after``.
+    """
+    if asked is None or asked <= limit:
+        return asked, False
+    return float(limit), True
+
+
+def _non_negative(value: str | None) -> float | None:
     if value is None:
         return None
     try:
         number = float(value)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def error_for_status(
-    response: httpx.Response, *, deployment: str, key_env: str | None, secret: str | None
+    response: httpx.Response,
+    *,
+    deployment: str,
+    key_env: str | None,
+    secret: str | None,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
 ) -> ProviderError | None:
     """The error a non-2xx answer means, or None for a success."""
     status = response.status_code
     if 200 <= status < 300:
         return None
     if status in RATE_LIMITED_STATUSES:
-        return RateLimitedError(
-            f"provider is rate limiting (HTTP {status})",
-            deployment=deployment,
-            retry_after=parse_retry_after(response.headers),
-        )
+        return _rate_limited(response, deployment, max_retry_after)
     if status in AUTH_STATUSES:
         # Only the provider's error *type*: some providers quote the offending key in the message.
         kind = _error_field(response, "type")
@@ -125,6 +144,15 @@ def error_for_status(
             f"provider refused the request (HTTP {status}): {detail}", deployment=deployment
         )
     return BadProviderResponseError(f"unexpected HTTP {status} from provider", deployment=deployment)
+
+
+def _rate_limited(response: httpx.Response, deployment: str, max_retry_after: float) -> RateLimitedError:
+    asked = parse_retry_after(response.headers)
+    wait, capped = cap_retry_after(asked, max_retry_after)
+    message = f"provider is rate limiting (HTTP {response.status_code})"
+    if capped:
+        message += f"; it asked to wait {asked:.0f}s, capped at {max_retry_after:g}s (jobs.max_retry_after)"
+    return RateLimitedError(message, deployment=deployment, retry_after=wait, retry_after_capped=capped)
 
 
 def _error_field(response: httpx.Response, field: str) -> str | None:
@@ -178,9 +206,17 @@ class HttpProvider:
     default_key_env: str | None = None
     path: str = ""
 
-    def __init__(self, name: str, deployment: Deployment, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        deployment: Deployment,
+        environ: Mapping[str, str],
+        *,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    ) -> None:
         self.name = name
         self.deployment = deployment
+        self.max_retry_after = max_retry_after
         self._environ = environ  # the key is looked up by name on every call, so a rotation is seen
         self.api_base = (deployment.api_base or self.default_api_base).rstrip("/")
         default_env = self.default_key_env if deployment.api_base is None else None
@@ -255,7 +291,13 @@ class HttpProvider:
             ) from exc
         except httpx.DecodingError as exc:
             raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
-        error = error_for_status(response, deployment=self.name, key_env=self.key_env, secret=key)
+        error = error_for_status(
+            response,
+            deployment=self.name,
+            key_env=self.key_env,
+            secret=key,
+            max_retry_after=self.max_retry_after,
+        )
         if error is not None:
             raise error
         try:

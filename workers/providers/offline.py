@@ -44,8 +44,16 @@ def _preview(request: CompletionRequest) -> str:
 class OfflineProvider:
     kind: str = "offline"
 
-    def __init__(self, name: str, deployment: Deployment, environ: Mapping[str, str] | None = None) -> None:
-        """``environ`` is accepted like every provider kind's; the offline provider has no key."""
+    def __init__(
+        self,
+        name: str,
+        deployment: Deployment,
+        environ: Mapping[str, str] | None = None,
+        *,
+        max_retry_after: float = 0.0,
+    ) -> None:
+        """``environ`` and ``max_retry_after`` are accepted like every provider kind's; the offline
+        provider has no key and is never rate limited."""
         self.name = name
         self.deployment = deployment
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Protocol
 
-from gateway.config import Deployment
+from gateway.config import DEFAULT_MAX_RETRY_AFTER, Deployment
 from gateway.errors import ConfigError
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import Provider
@@ -12,8 +13,17 @@ from workers.providers.offline import OfflineProvider
 from workers.providers.ollama import OllamaProvider
 from workers.providers.openai import OpenAIProvider
 
-#: each takes (name, deployment, environ): the mapping its key is looked up in, by name, at call time
-PROVIDER_KINDS: dict[str, Callable[[str, Deployment, Mapping[str, str]], Provider]] = {
+
+class ProviderFactory(Protocol):
+    """A provider kind's constructor: ``environ`` is the mapping its key is looked up in, by name,
+    at call time; ``max_retry_after`` caps the waits its rate-limit errors ask for."""
+
+    def __call__(
+        self, name: str, deployment: Deployment, environ: Mapping[str, str], *, max_retry_after: float
+    ) -> Provider: ...
+
+
+PROVIDER_KINDS: dict[str, ProviderFactory] = {
     "anthropic": AnthropicProvider,
     "openai": OpenAIProvider,
     "ollama": OllamaProvider,
@@ -21,11 +31,17 @@ PROVIDER_KINDS: dict[str, Callable[[str, Deployment, Mapping[str, str]], Provide
 }
 
 
-def build_provider(name: str, deployment: Deployment, environ: Mapping[str, str]) -> Provider:
+def build_provider(
+    name: str,
+    deployment: Deployment,
+    environ: Mapping[str, str],
+    *,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+) -> Provider:
     """The provider for one deployment; ``name`` is its stable id ("alias/index:provider").
 
     ``environ`` is where the key named by ``api_key_env`` is read on every call (pass ``os.environ``
-    itself so a rotated key is picked up)."""
+    itself so a rotated key is picked up); ``max_retry_after`` is ``jobs.max_retry_after``."""
     try:
         factory = PROVIDER_KINDS[deployment.provider]
     except KeyError:
@@ -34,4 +50,4 @@ def build_provider(name: str, deployment: Deployment, environ: Mapping[str, str]
             entry=name,
             field="provider",
         ) from None
-    return factory(name, deployment, environ)
+    return factory(name, deployment, environ, max_retry_after=max_retry_after)
