@@ -127,6 +127,11 @@ class ApiConfig(Strict):
     port: int = Field(18789, ge=0, le=65535)
     max_prompt_chars: int = Field(200_000, ge=1)
     max_wait_seconds: float = Field(60.0, ge=0)
+    #: failed authentications per client address per minute before it gets 429 (gateway/auth_failures.py)
+    auth_failures_per_minute: int = Field(30, ge=1, le=100_000)
+    #: the API's in-memory cache of token hashes proven valid (gateway/services.py TokenCache)
+    token_cache_size: int = Field(10_000, ge=1, le=10_000_000)
+    token_cache_seconds: float = Field(5.0, ge=0, le=3600)
 
 
 class RedisConfig(Strict):

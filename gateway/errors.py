@@ -3,6 +3,7 @@
 GatewayError                  .type (stable string), .http_status, .retryable, .retry_after (None)
 ├── ConfigError               .file, .entry, .field
 ├── AuthError                 401
+├── TooManyAuthFailuresError  429 before the token is looked up (gateway/auth_failures.py); .retry_after
 ├── ForbiddenError            403
 ├── NotFoundError             404
 ├── ValidationError           422 (bad job request)
@@ -69,6 +70,17 @@ class ConfigError(GatewayError):
 class AuthError(GatewayError):
     type = "authentication_error"
     http_status = 401
+
+
+class TooManyAuthFailuresError(GatewayError):
+    """The caller's address failed authentication too often in the last minute: refused unheard."""
+
+    type = "too_many_auth_failures"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ForbiddenError(GatewayError):

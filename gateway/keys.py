@@ -112,3 +112,18 @@ def skill_bundle(content_hash: str) -> str:
 def side_effects_claim(job_id: str) -> str:
     """Set (NX) before a job's side-effect steps run: they run at most once, whatever is retried."""
     return f"{PREFIX}:side-effects:{job_id}"
+
+
+def auth_audit_marker(address: str) -> str:
+    """Set (NX, one window) when a failed authentication from ``address`` was written to the audit."""
+    return f"{PREFIX}:auth-audit:{address}:written"
+
+
+def auth_audit_unwritten(address: str) -> str:
+    """Failed authentications from ``address`` since its last audit line (the next line says how many)."""
+    return f"{PREFIX}:auth-audit:{address}:unwritten"
+
+
+def auth_failure_counts(minute: int) -> str:
+    """Hash of one minute (unix time // 60), all addresses: "refused" (401) and "throttled" (429)."""
+    return f"{PREFIX}:auth-failures:{minute}"

@@ -2,7 +2,10 @@
 
 Redis holds ``hash -> service`` (so every API replica sees a new or revoked token at once) plus
 each service's set of hashes for rotation; services.yaml may also declare hashes (compose
-stacks). The API caches a lookup for a few seconds: a revoked token stops working within that.
+stacks). The API keeps the hashes it found valid in a bounded LRU (:class:`TokenCache`): an entry
+answers without Redis for ``api.token_cache_seconds``, so a revoked token stops working within
+that. Invalid tokens are never cached: a flood of random tokens costs lookups (which the API's
+throttle, gateway/auth_failures.py, bounds per address), never memory.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
@@ -18,7 +24,6 @@ from gateway.config import Config
 from gateway.errors import AuthError, NotFoundError, ValidationError
 
 TOKEN_PREFIX = "aigw_"
-_CACHE_SECONDS = 5.0
 
 
 def hash_token(token: str) -> str:
@@ -29,26 +34,78 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class Proven:
+    """A token hash a lookup found valid: ``fresh`` while it may answer without a new lookup."""
+
+    service: str
+    fresh: bool
+
+
+class TokenCache:
+    """A bounded LRU of token hashes proven valid (never of invalid ones).
+
+    An entry answers without Redis for ``seconds``; after that it stays, as long as the LRU keeps
+    it, as a mark that the hash was valid, and the next use looks it up again (and drops it if it
+    was revoked). That mark is what lets a known token through while its address is throttled.
+    """
+
+    def __init__(self, size: int, seconds: float) -> None:
+        if size < 1 or seconds < 0:
+            raise ValueError(f"a token cache needs size >= 1 and seconds >= 0, not {size}, {seconds}")
+        self.size = size
+        self.seconds = seconds
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: str) -> Proven | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        self._entries.move_to_end(digest)
+        return Proven(entry[0], entry[1] > time.monotonic())
+
+    def put(self, digest: str, service: str) -> None:
+        self._entries[digest] = (service, time.monotonic() + self.seconds)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def discard(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+
+
 class ServiceRegistry:
     def __init__(self, connection: redis.Redis, config: Config) -> None:
         self.connection = connection
         self.config = config
         self._declared = {h: name for name, svc in config.services.services.items() for h in svc.token_sha256}
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        api = config.gateway.api
+        #: public so that operators' tools and tests can see it stays bounded (``len(cache)``)
+        self.cache = TokenCache(api.token_cache_size, api.token_cache_seconds)
 
-    def authenticate(self, token: str | None) -> str:
-        """The service a token belongs to, or AuthError (never says which part was wrong)."""
-        if not token:
+    def authenticate(self, token: str | None, *, before_lookup: Callable[[], None] | None = None) -> str:
+        """The service a token belongs to, or AuthError (never says which part was wrong).
+
+        ``before_lookup`` runs before a token this registry has not proven valid is looked up (and
+        before a missing token is refused): the API's throttle, which raises to refuse unheard.
+        A proven token skips it, so a throttled address's real services keep working.
+        """
+        digest = hash_token(token) if token else None
+        proven = self.cache.get(digest) if digest else None
+        if proven is not None and proven.fresh:
+            return proven.service
+        if proven is None and before_lookup is not None:
+            before_lookup()
+        if digest is None:
             raise AuthError("missing service token: send 'Authorization: Bearer <token>' or 'x-api-key'")
-        digest = hash_token(token)
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            service = cached[0]
-        else:
-            service = self._declared.get(digest) or keys.text(self.connection.hget(keys.TOKENS, digest))
-            self._cache[digest] = (service, time.monotonic() + _CACHE_SECONDS)
+        service = self._declared.get(digest) or keys.text(self.connection.hget(keys.TOKENS, digest))
         if service is None:
+            self.cache.discard(digest)
             raise AuthError("invalid service token")
+        self.cache.put(digest, service)
         return service
 
     def create_token(self, service: str) -> str:

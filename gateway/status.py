@@ -9,6 +9,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
+from gateway.auth_failures import recent_counts
 from gateway.config import Config
 
 
@@ -51,4 +52,5 @@ def stack_status(connection: redis.Redis, config: Config) -> dict[str, Any]:
         },
         "queues": queues,
         "workers": live_workers(connection),
+        "auth_failures_last_hour": recent_counts(connection, minutes=60),
     }

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.api import health, jobs
 from gateway.api.dependencies import Gateway
+from gateway.auth_failures import AuthFailures
 from gateway.config import Config
 from gateway.errors import GatewayError, UnavailableError, ValidationError
 from gateway.policies import PolicyEngine
@@ -48,6 +49,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         engine=PolicyEngine(config),
         quotas=Quotas(connection, config),
         skills=SkillCatalog(config, connection, settings.home / "skill-cache"),
+        auth_failures=AuthFailures(connection, config.gateway.api.auth_failures_per_minute),
     )
 
     @asynccontextmanager
@@ -68,7 +70,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
 
 def _error_response(error: GatewayError) -> JSONResponse:
     headers = {}
-    retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota
+    retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota or auth failures
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)

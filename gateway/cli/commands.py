@@ -134,6 +134,8 @@ def _print_status(status: dict[str, Any]) -> None:
         workers.add_row(w["name"], ",".join(w["queues"]), w["state"], str(w["pid"]), str(w["successful"]),
                         str(w["failed"]))  # fmt: skip
     out.print(workers if status["workers"] else "[yellow]no live workers[/]")
+    auth = status["auth_failures_last_hour"]
+    out.print(f"Auth    {auth['refused']} failed, {auth['throttled']} throttled in the last hour")
 
 
 @config_app.command("check")
