@@ -23,7 +23,7 @@ from gateway.api import health, jobs
 from gateway.api.dependencies import Gateway
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
-from gateway.errors import GatewayError, UnavailableError, ValidationError
+from gateway.errors import GatewayError, PayloadTooLargeError, UnavailableError, ValidationError
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
@@ -73,6 +73,8 @@ def _error_response(error: GatewayError) -> JSONResponse:
     retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota or auth failures
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if isinstance(error, PayloadTooLargeError):  # the rest of the body is never read: stop the sender
+        headers["Connection"] = "close"
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
 
 
@@ -95,6 +97,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"type": kinds.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        # a bug, not bad input; still the envelope (uvicorn logs the traceback after this answer)
+        body = {"error": {"type": "internal_error", "message": "internal error"}}
+        return JSONResponse(body, status_code=500)
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(redis.ConnectionError, redis_down)

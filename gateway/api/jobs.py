@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.admission import admit
-from gateway.api.bodies import parse_job_request, parse_model
+from gateway.api.bodies import REVIEW_BODY_LIMIT, job_body_limit, parse_job_request, parse_model, read_body
 from gateway.api.dependencies import Gateway, Service, Shared
 from gateway.errors import NotFoundError
 from gateway.jobs import JobRequest, JobView, ReviewRequest
@@ -47,7 +47,8 @@ async def submit_job(
     service: Service,
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (200 if done).")] = 0,
 ) -> JSONResponse:
-    job_request = parse_job_request(await request.body(), gw.config.gateway.api.max_prompt_chars)
+    max_chars = gw.config.gateway.api.max_prompt_chars
+    job_request = parse_job_request(await read_body(request, job_body_limit(max_chars)), max_chars)
     replayed = gw.store.replayed(service, job_request)
     if replayed is not None:  # a retry of an accepted request: no second admission, no rate hit
         view = await wait_for(gw, replayed, service, wait)
@@ -75,7 +76,7 @@ async def get_job(
 
 async def review_job(job_id: str, request: Request, gw: Shared, service: Service) -> JSONResponse:
     """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
-    body = parse_model(await request.body(), ReviewRequest)
+    body = parse_model(await read_body(request, REVIEW_BODY_LIMIT), ReviewRequest)
     view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
     return _json(gw.store.review(job_id, body, reviewer=service))
 

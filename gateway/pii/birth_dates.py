@@ -1,10 +1,15 @@
-"""The scanner for dates of birth: a date after a birth word, or in a birth column of a CSV table."""
+"""The scanner for dates of birth: a date after a birth word, or in a birth column of a CSV table.
+
+What counts as a birth date is relative to ``today`` (the clock's, unless a caller passes one): a real
+calendar date no later than tomorrow (time zones ahead of the clock's) and at most ``MAX_AGE_YEARS``
+years back; a two-digit year is the latest year ending in those digits that is not after today.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 
 from gateway.pii.findings import Finding
 from gateway.pii.text import _char, _Text
@@ -66,44 +71,56 @@ _BIRTH_GAP = re.compile(
 #: a field of a CSV header ("id", "e-mail", "date_of_birth", "Date (ISO)"): a short label, or empty
 _FIELD_LABEL = re.compile(r"(?:[^\W\d][\w .()/#'-]{0,39})?")
 _CSV_DELIMITERS = ",;\t|"
+#: the oldest a person may be: the oldest ever recorded lived to 122
+MAX_AGE_YEARS = 130
 _CSV_QUOTES = " \"'"
 
 
-def _valid_date(year: int, month: int, day: int) -> bool:
-    if year < 100:
-        year += 1900 if year > 30 else 2000
+def full_year(year: int, today: date) -> int:
+    """``year`` with its century: a two-digit year is the latest one ending in those digits up to today."""
+    if year >= 100:
+        return year
+    year += today.year - today.year % 100
+    return year - 100 if year > today.year else year
+
+
+def _valid_date(year: int, month: int, day: int, today: date) -> bool:
+    year = full_year(year, today)
+    if not today.year - MAX_AGE_YEARS <= year <= today.year + 1:
+        return False  # also keeps date() within its years 1 to 9999
     try:
-        return 1900 <= date(year, month, day).year <= 2030
+        return date(year, month, day) <= today + timedelta(days=1)
     except ValueError:
         return False
 
 
-def _date_ok(m: re.Match[str]) -> bool:
+def _date_ok(m: re.Match[str], today: date) -> bool:
     g = m.groupdict()
     if g["y"]:
-        return _valid_date(int(g["y"]), int(g["m"]), int(g["d"]))
+        return _valid_date(int(g["y"]), int(g["m"]), int(g["d"]), today)
     if g["a"]:
         a, b, year = int(g["a"]), int(g["b"]), int(g["year"])
-        return _valid_date(year, b, a) or _valid_date(year, a, b)  # day-first or month-first
+        return _valid_date(year, b, a, today) or _valid_date(year, a, b, today)  # day- or month-first
     month = _MONTH_NUMBERS.get((g["month"] or g["month2"]).lower())
-    return month is not None and _valid_date(int(g["dy"] or g["dy2"]), month, int(g["day"] or g["day2"]))
+    day, year = int(g["day"] or g["day2"]), int(g["dy"] or g["dy2"])
+    return month is not None and _valid_date(year, month, day, today)
 
 
-def _scan_date_of_birth(t: _Text) -> Iterator[Finding]:
+def _scan_date_of_birth(t: _Text, today: date | None = None) -> Iterator[Finding]:
     """A date within a few words after a birth word ("born", "DOB", "née le", "Geburtsdatum"), or under
-    a birth column of a CSV header ("id,name,dob"); dates alone are not PII."""
-    text = t.text
+    a birth column of a CSV header ("id,name,dob"); dates alone are not PII. ``today``: the clock's."""
+    text, today = t.text, today or date.today()
     table_end = 0  # where the last table read ended: a header before it was one of its rows
     for word_end in sorted(t.words_ending(_BIRTH_WORDS, _BIRTH_WORD)):
         m = _DATE.search(text, word_end, word_end + 40)
-        if m and _BIRTH_GAP.fullmatch(text, word_end, m.start()) and _date_ok(m):
+        if m and _BIRTH_GAP.fullmatch(text, word_end, m.start()) and _date_ok(m, today):
             yield Finding("date_of_birth", m.start(), m.end(), m.group())
         elif word_end >= table_end:
-            found, table_end = _csv_column_dates(text, word_end)
+            found, table_end = _csv_column_dates(text, word_end, today)
             yield from found
 
 
-def _csv_column_dates(text: str, word_end: int) -> tuple[list[Finding], int]:
+def _csv_column_dates(text: str, word_end: int, today: date) -> tuple[list[Finding], int]:
     """The dates in a CSV column whose header field ends with the birth word at ``word_end``, and
     where reading stopped. Rows count while they have as many fields as the header, so a delimiter in
     a quoted value ends the table rather than shifting the column."""
@@ -132,7 +149,7 @@ def _csv_column_dates(text: str, word_end: int) -> tuple[list[Finding], int]:
             break
         value = row[column].strip(_CSV_QUOTES)
         m = _DATE.fullmatch(value)
-        if m and _date_ok(m):
+        if m and _date_ok(m, today):
             start = at + sum(len(cell) + 1 for cell in row[:column]) + row[column].index(value)
             found.append(Finding("date_of_birth", start, start + len(value), value))
         at = row_end + 1
