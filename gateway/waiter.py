@@ -3,30 +3,40 @@
 One pub/sub subscription per API process (to ``keys.DONE_CHANNEL``) fans completions out to
 futures keyed by job id, so a thousand waiting requests cost one Redis connection, not a
 thousand polls. A waiter re-reads the job after registering, so a completion published before
-the subscription cannot be missed; on a lost connection waiters fall back to the re-read.
+the subscription cannot be missed.
+
+A completion published while the subscription is down (Redis restarting, the connection
+dropped) reaches nobody, so every time the subscription is (re)made the waiter reads the state of
+each job it is waiting for, once, and wakes those that ended meanwhile. Waiters are not woken
+when the connection drops: they would re-read a job that has not ended, or a Redis that is not
+back. A message that is not a job id is logged, counted and skipped (``gateway/loop_guard.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from loguru import logger
+from rq.job import Job
 
 from gateway import keys
+from gateway.jobs import RQ_STATUS_TO_STATE, JobState
+from gateway.loop_guard import LoopGuard
 
 
 class CompletionWaiter:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
+        self.guard = LoopGuard("completion waiter")
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="completion-waiter")
+        self._task = asyncio.create_task(self.guard.supervise(self._listen), name="completion-waiter")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), timeout=5)
 
@@ -35,6 +45,10 @@ class CompletionWaiter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def is_waiting(self, job_id: str) -> bool:
+        """Whether a request is waiting on ``job_id`` now."""
+        return bool(self._waiters.get(job_id))
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """True when ``job_id`` is published as done, False when ``timeout`` passes first.
@@ -59,28 +73,46 @@ class CompletionWaiter:
                     del self._waiters[job_id]
 
     async def _listen(self) -> None:
-        while True:
-            client = aredis.Redis.from_url(self.redis_url)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.DONE_CHANNEL)
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._wake(message["data"].decode())
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                logger.warning("completion waiter lost Redis ({}); reconnecting", exc)
-                self._subscribed.clear()
-                self._wake_all()
-                await asyncio.sleep(0.5)
-            finally:
-                await client.aclose()
+        """One subscription, until its connection fails (``guard.supervise`` makes the next)."""
+        client = aredis.Redis.from_url(self.redis_url)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(keys.DONE_CHANNEL)
+                async for message in pubsub.listen():
+                    await self._handle(client, message)
+            raise redis.ConnectionError(f"the subscription to {keys.DONE_CHANNEL} ended")
+        finally:
+            self._subscribed.clear()
+            await client.aclose()
+
+    async def _handle(self, client: aredis.Redis, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":  # the subscription is in place: from here on no completion is missed
+            self._subscribed.set()
+            self.guard.healthy()
+            await self._recheck(client)
+        elif kind == "message":
+            with self.guard.message(f"message on {keys.DONE_CHANNEL}"):
+                self._wake(message["data"].decode())
+
+    async def _recheck(self, client: aredis.Redis) -> None:
+        """Wake the waiters whose jobs ended (or expired) while nobody was subscribed."""
+        job_ids = list(self._waiters)
+        if not job_ids:
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = await pipe.execute()
+        for job_id, status in zip(job_ids, statuses, strict=True):
+            if status is None or _is_final(status):
+                self._wake(job_id)
 
     def _wake(self, job_id: str) -> None:
         for future in self._waiters.get(job_id, ()):
             if not future.done():
                 future.set_result(None)
 
-    def _wake_all(self) -> None:
-        for job_id in list(self._waiters):
-            self._wake(job_id)
+
+def _is_final(rq_status: bytes) -> bool:
+    return RQ_STATUS_TO_STATE.get(rq_status.decode(errors="replace"), JobState.QUEUED).is_final

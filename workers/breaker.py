@@ -9,6 +9,7 @@ pub/sub (``keys.BREAKER_CHANNEL``), so none of them calls the failing deployment
 
 from __future__ import annotations
 
+import math
 import time
 
 import redis
@@ -46,10 +47,18 @@ class Breakers:
         return True
 
     def on_message(self, message: str) -> None:
-        """Another worker opened a breaker: ``"<deployment> <seconds>"``."""
-        name, _, seconds = message.rpartition(" ")
+        """Another worker opened a breaker: ``"<deployment> <seconds>"``.
+
+        Anything else raises ValueError (the worker's control listener logs and skips it). The
+        seconds must be a finite, positive number: ``inf`` would hold a breaker open until the
+        next heartbeat re-reads the real cooldowns from Redis.
+        """
+        name, space, text = message.rpartition(" ")
+        seconds = float(text)
+        if not space or not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"not '<deployment> <seconds>': {message[:100]!r}")
         if name in self.deployments:
-            self._open_until[name] = time.monotonic() + float(seconds)
+            self._open_until[name] = time.monotonic() + seconds
 
     def refresh(self) -> None:
         """Re-read which breakers are open (called from the worker's heartbeat, not per job)."""

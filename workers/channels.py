@@ -27,10 +27,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from gateway import keys, notifications
 from gateway.config import Config
 from gateway.jobs import QueuedJob
+from gateway.loop_guard import LoopGuard
 
 SIGNATURE_HEADER = "X-Aigw-Signature"
 #: an entry taken by a worker that then died is delivered by another after this long
 CLAIM_IDLE_MS = 30_000
+#: what every event carries as text (what a delivery and a Slack message read)
+_EVENT_TEXT = ("job_id", "service", "status", "path")
 
 
 class _RetryableDelivery(Exception):
@@ -42,6 +45,7 @@ class Notifier:
         self.channels = config.channels
         self._environ = environ  # URLs and secrets named by *_env are read at delivery, by name
         self._client: httpx.AsyncClient | None = None
+        self.guard = LoopGuard("notification outbox")
 
     def on_final(self, connection: redis.Redis, job: Job, status: str, detail: Any) -> None:
         """A job that failed for good or was canceled while running: queue its notification.
@@ -69,30 +73,34 @@ class Notifier:
             await asyncio.shield(aconn.aclose())
 
     async def _run(self, aconn: aredis.Redis, consumer: str, stopping: asyncio.Event) -> None:
+        """Deliver under the loop guard: Redis trouble or an unexpected error (a stream or group
+        deleted under us) waits and starts again, creating the group afresh."""
+        await self.guard.supervise(lambda: self._deliver_until(aconn, consumer, stopping), stopping)
+
+    async def _deliver_until(self, aconn: aredis.Redis, consumer: str, stopping: asyncio.Event) -> None:
         with contextlib.suppress(aredis.ResponseError):  # BUSYGROUP: it exists already
             await aconn.xgroup_create(keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, id="0", mkstream=True)
         while not stopping.is_set():
-            try:
-                claimed = await aconn.xautoclaim(
-                    keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=20
-                )
-                entries: list[Any] = list(claimed[1]) if claimed else []
-                fresh: list[Any] = await aconn.xreadgroup(  # type: ignore[assignment]
-                    keys.NOTIFY_GROUP, consumer, {keys.NOTIFY_STREAM: ">"}, count=20, block=500
-                )
-                for _stream, items in fresh or []:
-                    entries.extend(items)
-                for entry_id, fields in entries:
-                    await self._deliver_entry(aconn, entry_id, fields)
-            except aredis.RedisError as exc:  # Redis away: the entries wait in the stream
-                logger.warning("notification outbox unreachable ({}); retrying", type(exc).__name__)
-                await asyncio.sleep(1)
+            claimed = await aconn.xautoclaim(
+                keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=20
+            )
+            entries: list[Any] = list(claimed[1]) if claimed else []
+            fresh: list[Any] = await aconn.xreadgroup(  # type: ignore[assignment]
+                keys.NOTIFY_GROUP, consumer, {keys.NOTIFY_STREAM: ">"}, count=20, block=500
+            )
+            self.guard.healthy()
+            for _stream, items in fresh or []:
+                entries.extend(items)
+            for entry_id, fields in entries:
+                await self._deliver_entry(aconn, entry_id, fields)
 
     async def _deliver_entry(self, aconn: aredis.Redis, entry_id: Any, fields: dict[bytes, bytes]) -> None:
-        raw = fields.get(notifications.EVENT_FIELD.encode())
-        if raw is not None:
-            entry = json.loads(raw)
-            await asyncio.gather(*(self._deliver(name, entry["event"]) for name in entry["channels"]))
+        """Deliver one entry and drop it from the outbox; a malformed one is dropped undelivered
+        (it would come back on every claim otherwise), and so is one trimmed away (no fields)."""
+        if fields:
+            with self.guard.message(f"entry on {keys.NOTIFY_STREAM}"):
+                channels, event = _read_entry(fields)
+                await asyncio.gather(*(self._deliver(name, event) for name in channels))
         await aconn.xack(keys.NOTIFY_STREAM, keys.NOTIFY_GROUP, entry_id)
         await aconn.xdel(keys.NOTIFY_STREAM, entry_id)
 
@@ -141,6 +149,19 @@ class Notifier:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _read_entry(fields: dict[bytes, bytes]) -> tuple[list[str], dict[str, Any]]:
+    """The channels and event of an outbox entry (``notifications.job_event``); ValueError if it is
+    not one, since anyone who can reach Redis can add to the stream."""
+    raw = fields[notifications.EVENT_FIELD.encode()]
+    entry = json.loads(raw)
+    channels, event = entry["channels"], entry["event"]
+    if not (isinstance(channels, list) and all(isinstance(name, str) for name in channels)):
+        raise ValueError("channels is not a list of names")
+    if not (isinstance(event, dict) and all(isinstance(event.get(k), str) for k in _EVENT_TEXT)):
+        raise ValueError(f"the event lacks one of {', '.join(_EVENT_TEXT)}")
+    return channels, event
 
 
 def _slack_message(event: dict[str, Any]) -> dict[str, str]:

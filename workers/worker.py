@@ -31,7 +31,6 @@ from loguru import logger
 from redis.client import Pipeline
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
-from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
@@ -42,6 +41,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from gateway import keys
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
+from gateway.loop_guard import LoopGuard
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
 JobRunner = Callable[[Job], Awaitable[Any]]
@@ -142,6 +142,11 @@ class AsyncWorker(BaseWorker):
         self._stopping = asyncio.Event()
         self._listening = asyncio.Event()
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
+        #: one guard per background loop (gateway/loop_guard.py): what each skipped and survived
+        self.guards = {
+            loop: LoopGuard(f"worker {self.name}: {loop}")
+            for loop in ("dequeue", "heartbeat", "reaper", "control-listener")
+        }
 
     # --- RQ hooks -------------------------------------------------------------------------------
 
@@ -159,10 +164,13 @@ class AsyncWorker(BaseWorker):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_shutdown)
         aconn = aredis.Redis.from_url(self.redis_url, socket_keepalive=True)
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "heartbeat": self._heartbeat_loop,
+            "reaper": self._reaper_loop,
+            "control-listener": lambda: self._control_listener(aconn),
+        }
         background = [
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(self._reaper_loop(), name="reaper"),
-            asyncio.create_task(self._control_listener(aconn), name="control-listener"),
+            asyncio.create_task(self.guards[name].supervise(loop), name=name) for name, loop in loops.items()
         ]
         extra = [
             asyncio.create_task(task(self.redis_url, self.name, self._stopping))
@@ -197,21 +205,21 @@ class AsyncWorker(BaseWorker):
             self._stopping.set()
 
     async def _dequeue_loop(self, aconn: aredis.Redis, burst: bool) -> None:
+        """Take jobs while a slot is free; Redis trouble or any other error waits and goes on.
+
+        Not restarted whole like the other loops: the slots it holds are its running jobs'.
+        """
         slots = asyncio.Semaphore(self.concurrency)
-        backoff = 0.5
+        guard = self.guards["dequeue"]
         while not self._stopping.is_set():
             await slots.acquire()
             try:
                 job_id = await self._dequeue(aconn, burst)
-                backoff = 0.5
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except Exception as exc:
                 slots.release()
-                logger.warning(
-                    "worker {}: Redis unreachable ({}); retrying in {:.1f}s", self.name, exc, backoff
-                )
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await self._sleep_unless_stopping(guard.trouble(exc))
                 continue
+            guard.healthy()
             if job_id is None:
                 slots.release()
                 if burst:
@@ -223,13 +231,21 @@ class AsyncWorker(BaseWorker):
             task.add_done_callback(lambda _t: slots.release())
 
     async def _dequeue(self, aconn: aredis.Redis, burst: bool) -> str | None:
-        """Move one job id to the intermediate queue (RQ's crash-safe BLMOVE)."""
+        """Move one job id to the intermediate queue (RQ's crash-safe BLMOVE).
+
+        An entry that is not text cannot name a job: it is dropped, and the next one taken.
+        """
         intermediate = self.queue.intermediate_queue_key
-        if burst:
-            raw = await aconn.lmove(self.queue.key, intermediate)
-        else:
-            raw = await aconn.blmove(self.queue.key, intermediate, timeout=1)
-        return raw.decode() if isinstance(raw, bytes) else raw
+        while True:
+            if burst:
+                raw = await aconn.lmove(self.queue.key, intermediate)
+            else:
+                raw = await aconn.blmove(self.queue.key, intermediate, timeout=1)
+            if not isinstance(raw, bytes):
+                return raw
+            with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
+                return raw.decode()
+            await aconn.lrem(intermediate, 1, raw)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -515,41 +531,56 @@ class AsyncWorker(BaseWorker):
 
         RQ waits a minute and then burns one of the job's retries; a job that never started
         did not fail, so it goes back to the queue's front untouched once it has sat there for
-        longer than a heartbeat TTL without an execution.
+        longer than a heartbeat TTL without an execution. An entry that is not text can never
+        name a job and is dropped; one entry that cannot be handled never stops the others.
         """
-        intermediate = IntermediateQueue(self.queue.key, connection=self.connection)
-        for job_id in intermediate.get_job_ids():
-            if job_id in self._running or job_id in self.queue.started_job_registry:
-                continue
-            marker = keys.intermediate_seen(job_id)
-            stamp = time.time()
-            # the marker expires, so a sighting from an earlier dequeue of the same job is forgotten
-            if self.connection.set(marker, stamp, nx=True, ex=self.heartbeat_ttl * 3):
-                continue
-            seen = float(self.connection.get(marker) or stamp)
-            if stamp - seen < self.heartbeat_ttl:
-                continue
-            with self.connection.pipeline() as pipe:
-                pipe.lrem(intermediate.key, 1, job_id)
-                pipe.lpush(self.queue.key, job_id)
-                pipe.delete(marker)
-                pipe.execute()
-            logger.info("job {} recovered from the intermediate queue", job_id)
+        intermediate = self.queue.intermediate_queue_key
+        guard = self.guards["reaper"]
+        entries: list[bytes] = self.connection.lrange(intermediate, 0, -1)  # type: ignore[assignment]
+        for raw in entries:
+            with guard.message(f"job id on {intermediate}"):
+                try:
+                    job_id = raw.decode()
+                except UnicodeDecodeError:
+                    self.connection.lrem(intermediate, 1, raw)  # type: ignore[arg-type]
+                    raise
+                self._recover_one(intermediate, job_id)
+
+    def _recover_one(self, intermediate: str, job_id: str) -> None:
+        if job_id in self._running or job_id in self.queue.started_job_registry:
+            return
+        marker = keys.intermediate_seen(job_id)
+        stamp = time.time()
+        # the marker expires, so a sighting from an earlier dequeue of the same job is forgotten
+        if self.connection.set(marker, stamp, nx=True, ex=self.heartbeat_ttl * 3):
+            return
+        seen = float(self.connection.get(marker) or stamp)
+        if stamp - seen < self.heartbeat_ttl:
+            return
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(intermediate, 1, job_id)
+            pipe.lpush(self.queue.key, job_id)
+            pipe.delete(marker)
+            pipe.execute()
+        logger.info("job {} recovered from the intermediate queue", job_id)
 
     async def _control_listener(self, aconn: aredis.Redis) -> None:
-        """Pub/sub control messages: cancel a running job (RQ's stop_job reaches one job only), etc."""
-        while True:
-            try:
-                async with aconn.pubsub() as pubsub:
-                    await pubsub.subscribe(*self.subscriptions)
-                    self._listening.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            channel = message["channel"].decode()
-                            self.subscriptions[channel](message["data"].decode())
-            except (redis.ConnectionError, OSError) as exc:
-                logger.warning("worker {}: control listener lost Redis ({}); reconnecting", self.name, exc)
-                await asyncio.sleep(1.0)
+        """One subscription to the control channels: cancel a running job (RQ's stop_job reaches
+        one job only), breakers opening elsewhere. It raises when the connection goes, and
+        ``guard.supervise`` subscribes again; a message no handler can read is skipped."""
+        guard = self.guards["control-listener"]
+        async with aconn.pubsub() as pubsub:
+            await pubsub.subscribe(*self.subscriptions)
+            self._listening.set()
+            guard.healthy()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    with guard.message(f"message on {message['channel']!r}"):
+                        self._dispatch(message["channel"].decode(), message["data"].decode())
+        raise redis.ConnectionError("the control subscription ended")
+
+    def _dispatch(self, channel: str, data: str) -> None:
+        self.subscriptions[channel](data)
 
     def _cancel_running(self, job_id: str) -> None:
         running = self._running.get(job_id)

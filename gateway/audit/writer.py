@@ -29,6 +29,7 @@ from gateway import keys
 from gateway.audit.chain import GENESIS_HASH, encode_line, seal
 from gateway.audit.event import EVENT_FIELD, AuditEvent, now_time, scrub
 from gateway.audit.reader import read_last_lines
+from gateway.loop_guard import MALFORMED, LoopGuard
 
 _Key = tuple[str, int, str]
 _MIN_BACKOFF_S = 0.1
@@ -59,11 +60,11 @@ class AuditWriter:
         self._redis = redis_client
         self._batch_size = batch_size
         self._claim_idle_ms = claim_idle_ms
-        self._max_backoff_s = max_backoff_s
         self._seen = _RecentKeys(remember)
         self._prev = GENESIS_HASH
         self._fd: int | None = None
         self._joined = False  # group created and pending entries claimed since the last failure
+        self.guard = LoopGuard("audit writer", min_backoff=_MIN_BACKOFF_S, max_backoff=max_backoff_s)
 
     def __enter__(self) -> AuditWriter:
         return self
@@ -79,21 +80,16 @@ class AuditWriter:
             self._fd = None
 
     def run(self, stop: threading.Event, *, block_ms: int = 1000) -> None:
-        """Write until ``stop`` is set. Redis or disk trouble is logged and retried with backoff."""
+        """Write until ``stop`` is set. Redis or disk trouble, or any other error, is logged and
+        retried with backoff (``gateway/loop_guard.py``): the thread never dies while the stack runs."""
         logger.info("audit writer {} draining {} into {}", self.consumer, keys.AUDIT_STREAM, self.path)
-        backoff = _MIN_BACKOFF_S
         while not stop.is_set():
             try:
                 self.run_once(block_ms)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                logger.warning("audit writer: Redis unavailable ({}); retrying in {:.1f}s", exc, backoff)
-            except (redis.RedisError, OSError):
-                logger.exception("audit writer: batch failed; retrying in {:.1f}s", backoff)
+            except Exception as exc:
+                stop.wait(self.guard.trouble(exc))
             else:
-                backoff = _MIN_BACKOFF_S
-                continue
-            stop.wait(backoff)
-            backoff = min(backoff * 2, self._max_backoff_s)
+                self.guard.healthy()
 
     def run_once(self, block_ms: int = 0) -> int:
         """Drain the stream (waiting up to ``block_ms`` for the first entry; 0 = no wait); lines written."""
@@ -200,7 +196,8 @@ class AuditWriter:
                     continue
                 sealed = seal(event.record(), prev)
                 line = encode_line(sealed)
-            except ValueError as exc:
+            except MALFORMED as exc:
+                self.guard.skipped(f"entry on {keys.AUDIT_STREAM} (kept in {self.path.name}.rejected)", exc)
                 rejects.append(_reject_line(entry_id, fields, exc))
                 continue
             lines.append(line)
@@ -224,7 +221,6 @@ class AuditWriter:
 
     def _write_rejects(self, rejects: list[bytes]) -> None:
         path = self.path.with_name(self.path.name + ".rejected")
-        logger.error("audit writer: {} malformed audit events moved to {}", len(rejects), path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             _append_durably(fd, b"".join(rejects))
@@ -313,7 +309,7 @@ def _parse(fields: dict[Any, Any]) -> AuditEvent:
     return AuditEvent.model_validate_json(payload)
 
 
-def _reject_line(entry_id: Any, fields: dict[Any, Any], exc: ValueError) -> bytes:
+def _reject_line(entry_id: Any, fields: dict[Any, Any], exc: Exception) -> bytes:
     record = {
         "time": now_time(),
         "stream_id": _text(entry_id),
@@ -323,7 +319,7 @@ def _reject_line(entry_id: Any, fields: dict[Any, Any], exc: ValueError) -> byte
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def _describe(exc: ValueError) -> str:
+def _describe(exc: Exception) -> str:
     """The error without the offending input, which may be the very secret we must not write."""
     if isinstance(exc, ValidationError):
         problems = exc.errors(include_input=False, include_url=False)

@@ -18,6 +18,7 @@ from tests.integration.harness import (
     FAKE_KEY,
     Api,
     ConfigFactory,
+    Receiver,
     SpawnWorker,
     Stack,
     StartApi,
@@ -69,6 +70,16 @@ def gateway_config(
         return load_config(config_dir)
 
     return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 (harness.Receiver), stopped at teardown."""
+    state = Receiver()
+    server = harness.serve_receiver(state)
+    yield state
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

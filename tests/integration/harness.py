@@ -18,16 +18,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 import uvicorn
+import yaml
 
 from gateway import keys
 from gateway.api import create_app
 from gateway.audit import EVENT_FIELD
-from gateway.config import Config
+from gateway.config import Config, load_config
 from gateway.redis_server import free_port
 from gateway.services import ServiceRegistry
 from tests.fakes.provider import FakeProvider
@@ -104,6 +107,44 @@ class Stack:
     api: Api
     worker: WorkerHandle
     fake: FakeProvider
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records what it gets; ``fail_first`` answers 500 first."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    fail_first: int = 0
+    calls: int = 0
+
+
+def serve_receiver(state: Receiver) -> ThreadingHTTPServer:
+    """Serve ``state`` on a free port in a thread; ``shutdown()`` and ``server_close()`` end it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.calls += 1
+            if state.calls <= state.fail_first:
+                self.send_response(500)
+            else:
+                state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def with_channels(config: Config, channels: list[dict[str, Any]]) -> Config:
+    (Path(config.directory) / "channels.yaml").write_text(yaml.safe_dump({"channels": channels}))
+    return load_config(config.directory)
 
 
 ConfigFactory = Callable[..., Config]  # the gateway_config fixture: models=, jobs=, workers=, ...

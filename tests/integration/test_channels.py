@@ -5,10 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,53 +12,18 @@ import httpx
 import pytest
 import yaml
 
-from gateway.config import Config, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from tests.fakes.provider import FakeProvider, Fault
-from tests.integration.harness import ConfigFactory, StartApi, StartStack, StartWorker, wait_until
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records what it gets; ``fail_first`` answers 500 first."""
-
-    url: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    fail_first: int = 0
-    calls: int = 0
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.calls += 1
-            if state.calls <= state.fail_first:
-                self.send_response(500)
-            else:
-                state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-def with_channels(config: Config, channels: list[dict[str, Any]]) -> Config:
-    (Path(config.directory) / "channels.yaml").write_text(yaml.safe_dump({"channels": channels}))
-    return load_config(config.directory)
+from tests.integration.harness import (
+    ConfigFactory,
+    Receiver,
+    StartApi,
+    StartStack,
+    StartWorker,
+    wait_until,
+    with_channels,
+)
 
 
 def test_a_draft_is_announced_as_a_draft_signed_and_without_its_content(
