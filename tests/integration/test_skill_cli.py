@@ -45,6 +45,22 @@ def test_skill_cli_a_changed_expected_result_fails_the_test(tmp_path: Path) -> N
     assert "risk_flags: expected 2 item(s), got 3" in output
 
 
+def test_skill_cli_a_deeply_nested_script_result_or_fixture_fails_the_test_without_a_crash(
+    tmp_path: Path,
+) -> None:
+    copy = tmp_path / "skills"
+    shutil.copytree(SKILLS / "summarize", copy / "summarize")
+    script = next((copy / "summarize" / "scripts").iterdir())
+    script.write_text("import sys\nsys.stdin.read()\nprint('[' * 100_000)\n")
+    fixtures = copy / "summarize" / "test" / "fixtures"
+    (fixtures / "deep.json").write_text("[" * 100_000)
+    (copy / "summarize" / "test" / "expected" / "deep.json").write_text("{}")
+    code, output = aigw("test", "summarize", "--dir", str(copy))
+    assert code == 1, output
+    assert "skill_failed" in output and "nested deeper than 64 levels" in output
+    assert "deep.json: JSON nested too deeply" in output
+
+
 def test_skill_cli_a_broken_skill_fails_test_all_and_list(tmp_path: Path) -> None:
     copy = tmp_path / "skills"
     shutil.copytree(SKILLS / "summarize", copy / "summarize")
