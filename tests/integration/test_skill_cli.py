@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import redis
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.skills import SkillRegistry
+from gateway.skills import SkillRegistry, load_skill_dir
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory
+from workers.skill_runner import SkillRunner
+from workers.skill_testing import run_fixtures
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
+ENV = {"PATH": os.environ.get("PATH", os.defpath)}
 
 
 def aigw(*args: str) -> tuple[int, str]:
@@ -55,10 +60,12 @@ def test_skill_cli_a_deeply_nested_script_result_or_fixture_fails_the_test_witho
     fixtures = copy / "summarize" / "test" / "fixtures"
     (fixtures / "deep.json").write_text("[" * 100_000)
     (copy / "summarize" / "test" / "expected" / "deep.json").write_text("{}")
-    code, output = aigw("test", "summarize", "--dir", str(copy))
-    assert code == 1, output
-    assert "skill_failed" in output and "nested deeper than 64 levels" in output
-    assert "deep.json: JSON nested too deeply" in output
+    result = runner.invoke(app, ["skill", "test", "summarize", "--dir", str(copy)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a verdict, not a crash
+    results = asyncio.run(run_fixtures(load_skill_dir(copy / "summarize"), SkillRunner(environ=ENV)))
+    details = [r.detail for r in results]
+    assert any(d.startswith("skill_failed:") and "nested deeper than 64" in d for d in details), details
+    assert any(d.endswith("deep.json: JSON nested too deeply") for d in details), details
 
 
 def test_skill_cli_a_broken_skill_fails_test_all_and_list(tmp_path: Path) -> None:
