@@ -7,6 +7,8 @@ COPY gateway ./gateway
 COPY workers ./workers
 COPY config ./config
 COPY skills ./skills
+# bubblewrap: the skill scripts' sandbox (docs/operations.md, "What a skill can and cannot reach")
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir . && useradd --system --home /data aigw && mkdir -p /data && chown aigw /data
 USER aigw
 ENV AIGW_CONFIG=/app/config

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import Field, SerializeAsAny, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import ConfigError, ValidationError
@@ -210,6 +210,38 @@ class AuditConfig(Strict):
     path: str | None = None
 
 
+class SandboxLimits(Strict):
+    """Per-script resource limits (setrlimit inside the sandbox); a script past one is killed or refused."""
+
+    #: CPU seconds (SIGXCPU, then SIGKILL a second later); wall time is the script's timeout
+    cpu_seconds: int = Field(60, ge=1, le=3600)
+    #: address space (RLIMIT_AS): an allocation past it fails (Python: MemoryError)
+    memory_mb: int = Field(1024, ge=64, le=1_048_576)
+    #: processes and threads the sandbox may run at once (RLIMIT_NPROC, counted per sandbox)
+    processes: int = Field(64, ge=4, le=4096)
+    #: the largest file a script may write (RLIMIT_FSIZE; SIGXFSZ past it)
+    file_size_mb: int = Field(64, ge=1, le=1_048_576)
+
+
+class SandboxConfig(Strict):
+    """How skill scripts are isolated: ``bwrap`` (bubblewrap, the default) or ``none`` (trusted only)."""
+
+    mode: Literal["bwrap", "none"] = "bwrap"
+    limits: SandboxLimits = SandboxLimits()
+    #: host directories every script may read, bound read-only at the same path (e.g. git checkouts)
+    read_paths: list[str] = []
+    #: the host uid and gid scripts run as when the worker runs as root (else the worker's own)
+    run_as: int = Field(65534, ge=1, le=4_294_967_294)
+
+    @field_validator("read_paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise ValueError(f"{path!r} must be an absolute path without '..'")
+        return paths
+
+
 class SkillsConfig(Strict):
     """Where skill jobs find their skills.
 
@@ -223,6 +255,13 @@ class SkillsConfig(Strict):
     dir: str | None = None
     #: a script's stdout and stderr are cut off (and the job fails) past this many bytes
     max_output_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    #: ``none`` (or ``{mode: none}``) runs scripts unsandboxed: for trusted skills only
+    sandbox: SandboxConfig = SandboxConfig()
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _mode_shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
 
 
 class GatewayFile(Strict):

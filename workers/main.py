@@ -6,11 +6,13 @@ import asyncio
 import os
 
 import redis
+from loguru import logger
 
 from gateway import keys
 from gateway.config import Config
 from gateway.settings import Settings
 from workers.pipeline import JobPipeline
+from workers.skill_runner import SkillRunner
 from workers.worker import AsyncWorker
 
 
@@ -59,11 +61,25 @@ async def run_worker(
     settings: Settings | None = None,
 ) -> None:
     worker, pipeline = build_worker(config, redis_url, queue, concurrency, settings=settings)
+    warn_about_sandbox(pipeline.skill_runner)
     try:
         await worker.run(burst=burst)
     finally:
         await pipeline.aclose()
         worker.connection.close()
+
+
+def warn_about_sandbox(runner: SkillRunner) -> None:
+    """Say loudly, once per worker, when skill scripts will run without the sandbox or cannot run."""
+    if runner.sandbox is None:
+        logger.warning(
+            "skills.sandbox is 'none': skill scripts run UNSANDBOXED as this worker's user and can read "
+            "its environment, files and network (provider keys, REDIS_URL). For trusted skills only."
+        )
+    elif runner.sandbox.bwrap is None:
+        logger.error(
+            "bubblewrap (bwrap) is not installed: every skill job with scripts fails as skill_unavailable"
+        )
 
 
 def main(

@@ -79,6 +79,7 @@ class JobPipeline:
             protected_env=provider_key_names(config),
             max_output_bytes=config.gateway.skills.max_output_bytes,
             environ=settings.environ,
+            sandbox=config.gateway.skills.sandbox,
         )
         self._log_pii = make_detector("builtin")
         self._log_secrets = make_detector("builtin", sorted(SECRET_CATEGORIES))

@@ -8,10 +8,11 @@ against the contract. No provider is called here.
 Scripts run as asyncio subprocesses, so hundreds of jobs share one worker loop: argv only (never a
 shell string), the context as JSON on stdin and scalar inputs as ``AIGW_INPUT_*`` variables, a
 scrubbed environment (no provider keys, no aigw settings), a fresh temporary directory as cwd with
-HOME and TMPDIR inside it, a timeout and an output cap; the script and every process it started
-are killed as a group. This contains mistakes, not attackers: there is no kernel sandbox, so a
-script can still read what the worker's user can read and write outside its directory by absolute
-path. Writes into the skill's own folder and to ``..`` are detected and fail the run.
+HOME and TMPDIR inside it, a timeout and an output cap. Each runs inside the bubblewrap sandbox of
+``workers.sandbox`` (no view of the worker's processes or files, no network, a read-only copy of
+the bundle, resource limits; everything it started dies with it). With ``skills.sandbox: none``
+(trusted skills only) it runs as the worker's user instead, its process group killed when it
+ends, and writes into the skill's own folder and to ``..`` are detected after the fact.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config
+from gateway.config import Config, SandboxConfig
 from gateway.errors import SkillFailedError, SkillTimeoutError, SkillUnavailableError
 from gateway.skills import (
     Skill,
@@ -44,12 +45,16 @@ from gateway.skills import (
     remove_tree,
     validate_inputs,
 )
+from workers.sandbox import SANDBOX_PATH, SKILL_DIR, WORK_DIR, Sandbox, SandboxRun, hand_over, stage_bundle
 
 #: a line ``flag:<id> — <text>`` on a script's stdout raises a risk flag (an em dash, "--" or "-")
 FLAG_LINE = re.compile(r"^flag:(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\s+(?:—|–|--?)?\s*(?P<text>.*?))?\s*$")
 #: scalar inputs longer than this reach scripts on stdin only (the kernel caps one variable at 128 KiB)
 MAX_ENV_VALUE = 4096
 _STDERR_TAIL = 2000
+#: facts nested deeper than this fail the script: deeper JSON is an attack on whatever walks it next
+MAX_FACT_DEPTH = 64
+DEFAULT_SANDBOX = SandboxConfig()
 #: how long a killed script's pipes get to close before aigw closes them itself
 _SETTLE_SECONDS = 2.0
 
@@ -133,6 +138,7 @@ class SkillRunner:
         protected_env: Iterable[str] = (),
         environ: Mapping[str, str],
         work_root: Path | None = None,
+        sandbox: SandboxConfig = DEFAULT_SANDBOX,
     ) -> None:
         self.max_output_bytes = max_output_bytes
         self.max_script_timeout = max_script_timeout
@@ -140,9 +146,15 @@ class SkillRunner:
         #: the worker's environment (``os.environ`` itself in a worker), read when a skill runs
         self.environ = environ
         self.work_root = work_root
+        #: None: ``skills.sandbox: none``, scripts run unsandboxed (trusted skills only)
+        self.sandbox = Sandbox.from_config(sandbox, environ) if sandbox.mode == "bwrap" else None
 
     def check_available(self, skill: Skill) -> None:
-        if reasons := missing_requirements(skill.spec, self.environ, self.protected_env):
+        environ = self.environ
+        if self.sandbox is not None and skill.spec.aigw.scripts:
+            self.sandbox.check(f"skill {skill.ref}")
+            environ = {**environ, "PATH": SANDBOX_PATH}  # its bins are looked up where it will look
+        if reasons := missing_requirements(skill.spec, environ, self.protected_env):
             raise SkillUnavailableError(
                 f"skill {skill.ref} is unavailable here: {'; '.join(reasons)}", reasons=reasons
             )
@@ -158,12 +170,12 @@ class SkillRunner:
         facts: dict[str, Any] = {}
         flags: list[dict[str, str]] = []
         runs: list[ScriptRun] = []
-        async with self._workspace() as (outer, workdir):
+        async with self._workspace(skill) as space:
             for index, script in enumerate(skill.spec.aigw.scripts):
                 if script.side_effects:  # after the model: see apply()
                     continue
                 context = _context(checked, facts, flags)
-                run, new_facts, new_flags = await self._run_script(skill, index, context, outer, workdir)
+                run, new_facts, new_flags = await self._run_script(skill, index, context, space)
                 runs.append(run)
                 facts.update(new_facts)
                 for flag in new_flags:  # a flag is raised once, in the order first seen
@@ -183,25 +195,33 @@ class SkillRunner:
         self.check_available(skill)
         runs: list[ScriptRun] = []
         context = {**inputs, "outputs": dict(outputs)}
-        async with self._workspace() as (outer, workdir):
+        async with self._workspace(skill) as space:
             for index, script in enumerate(skill.spec.aigw.scripts):
                 if script.side_effects:
-                    run, _facts, _flags = await self._run_script(skill, index, context, outer, workdir)
+                    run, _facts, _flags = await self._run_script(skill, index, context, space)
                     runs.append(run)
         return runs
 
     @asynccontextmanager
-    async def _workspace(self) -> AsyncIterator[tuple[Path, Path]]:
-        """A fresh temporary directory for one run's scripts: (outer, working directory), then gone."""
+    async def _workspace(self, skill: Skill) -> AsyncIterator[_Workspace]:
+        """A fresh temporary directory for one run (working directory, the sandbox's bundle), then gone."""
         outer = Path(tempfile.mkdtemp(prefix="aigw-skill-", dir=self.work_root))
         try:
-            workdir = outer / "work"
-            for sub in (workdir, workdir / ".home", workdir / ".tmp"):
-                sub.mkdir(mode=0o700)
-            yield outer, workdir
+            yield await asyncio.to_thread(self._make_workspace, skill, outer)
         finally:
             # shielded: a job canceled while its scripts run still leaves no directory behind
             await asyncio.shield(asyncio.to_thread(remove_tree, outer))
+
+    def _make_workspace(self, skill: Skill, outer: Path) -> _Workspace:
+        workdir = outer / "work"
+        for sub in (workdir, workdir / ".home", workdir / ".tmp"):
+            sub.mkdir(mode=0o700)
+        if self.sandbox is None:
+            return _Workspace(outer, workdir, skill.root.resolve(), str(skill.root.resolve()), str(workdir))
+        stage_bundle(skill.root, outer / "skill")
+        if (uid := self.sandbox.host_user()) is not None:
+            hand_over(outer, workdir, uid)
+        return _Workspace(outer, workdir, outer / "skill", SKILL_DIR, WORK_DIR)
 
     def finish(self, prepared: PreparedSkill, model_text: str | None) -> dict[str, Any]:
         """The outputs: the model's answer parsed per the contract, plus those the scripts produced.
@@ -226,26 +246,23 @@ class SkillRunner:
     # --- one script ------------------------------------------------------------------------------
 
     async def _run_script(
-        self, skill: Skill, index: int, context: dict[str, Any], outer: Path, workdir: Path
+        self, skill: Skill, index: int, context: dict[str, Any], space: _Workspace
     ) -> tuple[ScriptRun, dict[str, Any], list[dict[str, str]]]:
         script = skill.spec.aigw.scripts[index]
         name = script.label
-        argv = self._argv(skill, index, context)
         timeout = min(script.timeout or skill.spec.aigw.timeouts.script, self.max_script_timeout)
-        env = self._env(skill, context, workdir)
-        before = await asyncio.to_thread(_snapshot, skill.root)
-        started = time.monotonic()
         where = f"skill {skill.ref}: script {name}"
-        result = await self._execute(where, argv, json.dumps(context).encode(), workdir, env, timeout)
+        launch = self._launch(skill, index, context, space)
+        # unsandboxed, writes into the folder are detected after the fact; sandboxed, they cannot happen
+        before = await asyncio.to_thread(_snapshot, skill.root) if self.sandbox is None else ""
+        started = time.monotonic()
+        result = await self._execute(where, launch, json.dumps(context).encode(), timeout)
         duration_ms = (time.monotonic() - started) * 1000
-        await self._check_writes(skill, name, before, outer)
+        if self.sandbox is None:
+            await self._check_writes(skill, name, before, space.outer)
         stderr_tail = result.stderr.decode("utf-8", "replace")[-_STDERR_TAIL:]
         if result.returncode != 0:
-            how = (
-                f"was killed by signal {-result.returncode}"
-                if result.returncode < 0
-                else f"exited with {result.returncode}"
-            )
+            how = _how_it_ended(result.returncode, sandboxed=self.sandbox is not None)
             detail = f": {stderr_tail.strip().splitlines()[-1]}" if stderr_tail.strip() else ""
             raise SkillFailedError(
                 f"{where} {how}{detail}",
@@ -256,18 +273,28 @@ class SkillRunner:
         run = ScriptRun(name, result.returncode, duration_ms, len(result.stdout), stderr_tail)
         return run, facts, flags
 
-    def _argv(self, skill: Skill, index: int, context: dict[str, Any]) -> list[str]:
+    def _launch(self, skill: Skill, index: int, context: dict[str, Any], space: _Workspace) -> _Launch:
+        """What to start for one script: bwrap around it, or (unsandboxed) the script itself."""
+        argv = self._argv(skill, index, context, space.skill_dir)
+        env = self._env(skill, context, space)
+        if self.sandbox is None:
+            return _Launch(argv, env, space.workdir, None)
+        run = SandboxRun(argv, env, space.bundle, space.workdir, network=skill.spec.aigw.requires.network)
+        # an empty environment: bwrap is the sandbox's PID 1, and its environ is readable in there
+        return _Launch(self.sandbox.command(run), {}, Path("/"), self.sandbox.host_user())
+
+    def _argv(self, skill: Skill, index: int, context: dict[str, Any], skill_dir: str) -> list[str]:
         script = skill.spec.aigw.scripts[index]
-        path = str((skill.root / script.run).resolve())
-        argv = [path]
+        argv = [str(Path(skill_dir) / script.run)]
         if script.interpreter:
-            resolved = shutil.which(script.interpreter, path=self.environ.get("PATH", os.defpath))
+            path = SANDBOX_PATH if self.sandbox is not None else self.environ.get("PATH", os.defpath)
+            resolved = shutil.which(script.interpreter, path=path)
             if resolved is None:
                 raise SkillUnavailableError(
                     f"skill {skill.ref}: missing bin: {script.interpreter}",
                     reasons=[f"missing bin: {script.interpreter}"],
                 )
-            argv = [resolved, path]
+            argv = [resolved, argv[0]]
         for position, template in enumerate(skill.script_args[index]):
             try:
                 value = template.render(context)
@@ -284,18 +311,18 @@ class SkillRunner:
             argv.append(value)
         return argv
 
-    def _env(self, skill: Skill, context: Mapping[str, Any], workdir: Path) -> dict[str, str]:
+    def _env(self, skill: Skill, context: Mapping[str, Any], space: _Workspace) -> dict[str, str]:
         """A scrubbed environment: PATH, a private HOME and TMPDIR, the skill's own names, its inputs."""
         env = {
-            "PATH": self.environ.get("PATH", os.defpath),
-            "HOME": str(workdir / ".home"),
-            "TMPDIR": str(workdir / ".tmp"),
+            "PATH": SANDBOX_PATH if self.sandbox is not None else self.environ.get("PATH", os.defpath),
+            "HOME": f"{space.work_dir}/.home",
+            "TMPDIR": f"{space.work_dir}/.tmp",
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
             "AIGW_SKILL_NAME": skill.name,
             "AIGW_SKILL_VERSION": skill.version,
-            "AIGW_SKILL_DIR": str(skill.root.resolve()),
+            "AIGW_SKILL_DIR": space.skill_dir,
         }
         requires = skill.spec.aigw.requires
         for name in requires.env + requires.optional_env:
@@ -326,18 +353,20 @@ class SkillRunner:
                 f"skill {skill.ref}: script {name} wrote outside its working directory ({', '.join(stray)})"
             )
 
-    async def _execute(
-        self, where: str, argv: list[str], stdin: bytes, cwd: Path, env: dict[str, str], timeout: float
-    ) -> _Completed:
+    async def _execute(self, where: str, launch: _Launch, stdin: bytes, timeout: float) -> _Completed:
+        as_user: dict[str, Any] = {}
+        if launch.uid is not None:
+            as_user = {"user": launch.uid, "group": launch.uid, "extra_groups": []}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *launch.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=env,
+                cwd=launch.cwd,
+                env=launch.env,
                 start_new_session=True,  # its own process group, so everything it starts can be killed
+                **as_user,
             )
         except OSError as exc:
             raise SkillFailedError(f"{where} could not start: {exc.strerror or exc}") from None
@@ -365,6 +394,27 @@ class SkillRunner:
         finally:
             await _stop(proc, pending)
         return _Completed(proc.returncode if proc.returncode is not None else -1, out.result(), err.result())
+
+
+@dataclass(frozen=True)
+class _Workspace:
+    """One run's directories on the host, and the names the scripts know them by."""
+
+    outer: Path
+    workdir: Path
+    #: the folder the scripts run from: the sandbox's copy, or (unsandboxed) the skill's own
+    bundle: Path
+    skill_dir: str
+    work_dir: str
+
+
+@dataclass(frozen=True)
+class _Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    #: the host uid to start as (a root worker starting bwrap), else None
+    uid: int | None
 
 
 @dataclass(frozen=True)
@@ -459,6 +509,10 @@ def parse_script_output(where: str, stdout: bytes) -> tuple[list[dict[str, str]]
     except json.JSONDecodeError:
         message = "stdout must be flag lines and at most one JSON object (write logs to stderr)"
         raise SkillFailedError(f"{where}: {message}; got {body[:80]!r}") from None
+    except RecursionError:
+        facts = None
+    if facts is None or _depth(facts) > MAX_FACT_DEPTH:
+        raise SkillFailedError(f"{where}: the JSON on stdout is nested deeper than {MAX_FACT_DEPTH} levels")
     if not isinstance(facts, dict):
         raise SkillFailedError(f"{where}: the JSON on stdout must be an object, got {type(facts).__name__}")
     if "risk_flags" in facts:
@@ -466,6 +520,36 @@ def parse_script_output(where: str, stdout: bytes) -> tuple[list[dict[str, str]]
             f"{where}: 'risk_flags' is reserved; raise flags with 'flag:<id> — <text>' lines"
         )
     return flags, facts
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, counted without recursion (so any depth is safe to measure)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _how_it_ended(returncode: int, *, sandboxed: bool) -> str:
+    """bwrap reports a script killed by signal N as exit 128+N, as a shell does."""
+    signum = -returncode if returncode < 0 else returncode - 128 if sandboxed and returncode > 128 else 0
+    if not 0 < signum < 65:
+        return f"exited with {returncode}"
+    limit = _LIMIT_SIGNALS.get(signum)
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
+    return f"was killed by signal {signum} ({name}{', ' + limit if limit else ''})"
+
+
+_LIMIT_SIGNALS: dict[int, str] = {
+    signal.SIGXCPU: "its CPU time limit",
+    signal.SIGXFSZ: "its file size limit",
+    signal.SIGKILL: "e.g. a second past its CPU time limit",
+}
 
 
 def _context(inputs: dict[str, Any], facts: dict[str, Any], flags: list[dict[str, str]]) -> dict[str, Any]:

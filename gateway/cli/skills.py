@@ -252,14 +252,19 @@ def test(
 
 
 def _runner(settings: Settings, config: Path | None) -> SkillRunner:
-    """The worker's runner; provider key variables named in the config (if one loads) stay hidden."""
+    """The worker's runner: provider key variables named in the config (if one loads) stay hidden, and
+    scripts run in the config's sandbox."""
     from workers.skill_runner import SkillRunner, provider_key_names
 
     try:
-        protected = provider_key_names(load_config(config_dir(settings, config)))
-    except ConfigError:
-        protected = frozenset()
-    return SkillRunner(protected_env=protected, environ=settings.environ)
+        loaded = load_config(config_dir(settings, config))
+    except ConfigError:  # no config here: the defaults, sandbox included
+        return SkillRunner(environ=settings.environ)
+    return SkillRunner(
+        protected_env=provider_key_names(loaded),
+        environ=settings.environ,
+        sandbox=loaded.gateway.skills.sandbox,
+    )
 
 
 def _print_results(results: list[FixtureResult], errors: list[ConfigError]) -> None:

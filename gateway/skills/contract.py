@@ -239,6 +239,10 @@ def _json_answer(text: str, names: list[str]) -> Any:
         raise SkillOutputError(
             f"outputs.{'/'.join(names)}: the model's answer is not valid JSON ({exc})"
         ) from None
+    except RecursionError:
+        raise SkillOutputError(
+            f"outputs.{'/'.join(names)}: the model's answer is nested too deeply"
+        ) from None
 
 
 # --- a JSON Schema subset (the ``extract`` skill's contract) -------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StrictBool, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import ConfigError, ValidationError
@@ -75,6 +75,8 @@ class Requires(Strict):
     optional_bins: list[BinName] = []
     #: passed to the scripts when set
     optional_env: list[EnvName] = []
+    #: the scripts share the host's network (loopback included): for trusted skills only
+    network: StrictBool = False
 
     @field_validator("env", "optional_env")
     @classmethod

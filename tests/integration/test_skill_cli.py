@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import redis
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.skills import SkillRegistry
+from gateway.skills import SkillRegistry, load_skill_dir
 from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import ConfigFactory
+from workers.skill_runner import SkillRunner
+from workers.skill_testing import run_fixtures
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 runner = CliRunner()
+ENV = {"PATH": os.environ.get("PATH", os.defpath)}
 
 
 def aigw(*args: str) -> tuple[int, str]:
@@ -43,6 +48,24 @@ def test_skill_cli_a_changed_expected_result_fails_the_test(tmp_path: Path) -> N
     assert code == 1
     assert "FAIL" in output and "config-and-migration" in output
     assert "risk_flags: expected 2 item(s), got 3" in output
+
+
+def test_skill_cli_a_deeply_nested_script_result_or_fixture_fails_the_test_without_a_crash(
+    tmp_path: Path,
+) -> None:
+    copy = tmp_path / "skills"
+    shutil.copytree(SKILLS / "summarize", copy / "summarize")
+    script = next((copy / "summarize" / "scripts").iterdir())
+    script.write_text("import sys\nsys.stdin.read()\nprint('[' * 100_000)\n")
+    fixtures = copy / "summarize" / "test" / "fixtures"
+    (fixtures / "deep.json").write_text("[" * 100_000)
+    (copy / "summarize" / "test" / "expected" / "deep.json").write_text("{}")
+    result = runner.invoke(app, ["skill", "test", "summarize", "--dir", str(copy)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a verdict, not a crash
+    results = asyncio.run(run_fixtures(load_skill_dir(copy / "summarize"), SkillRunner(environ=ENV)))
+    details = [r.detail for r in results]
+    assert any(d.startswith("skill_failed:") and "nested deeper than 64" in d for d in details), details
+    assert any(d.endswith("deep.json: JSON nested too deeply") for d in details), details
 
 
 def test_skill_cli_a_broken_skill_fails_test_all_and_list(tmp_path: Path) -> None:

@@ -221,7 +221,9 @@ def notify_config(skill_config: ConfigFactory, tmp_path: Path) -> ConfigFactory:
         config = skill_config(policies=policies)
         gateway_file = Path(config.directory) / "gateway.yaml"
         settings = yaml.safe_load(gateway_file.read_text())
-        settings["skills"] = {"source": "disk", "dir": str(folder.parent)}
+        # deliver.py acts on the world by appending to a host file, which a sandboxed script cannot
+        # reach: these tests are about when side effects run, so the skill is trusted (the opt-out)
+        settings["skills"] = {"source": "disk", "dir": str(folder.parent), "sandbox": "none"}
         gateway_file.write_text(yaml.safe_dump(settings))
         return load_config(config.directory)
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from gateway import keys
+from gateway.config import SandboxConfig
 from gateway.errors import ConflictError, SkillError, SkillFailedError, SkillNotFoundError, ValidationError
 from gateway.skills import BundleFile, Skill, SkillRegistry, decode_bundle, encode_bundle, load_skill_dir
 from workers.skill_runner import SkillRunner
@@ -33,8 +34,8 @@ def write_version(root: Path, version: str, word: str, script: str | None = None
     return load_skill_dir(folder)
 
 
-def prompt_of(skill: Skill) -> str | None:
-    return asyncio.run(SkillRunner(environ=ENV).prepare(skill, {"who": "Ada"})).prompt
+def prompt_of(skill: Skill, runner: SkillRunner | None = None) -> str | None:
+    return asyncio.run((runner or SkillRunner(environ=ENV)).prepare(skill, {"who": "Ada"})).prompt
 
 
 @pytest.fixture
@@ -149,15 +150,26 @@ def test_skill_registry_refuses_a_tampered_bundle(
     assert not (tmp_path / "escape.sh").exists()
 
 
-def test_skill_registry_a_script_that_edits_its_cached_bundle_fails_and_the_cache_heals(
+TAMPER = 'chmod u+w "$AIGW_SKILL_DIR"; echo x > "$AIGW_SKILL_DIR/planted"; echo \'{"word": "hi"}\'\n'
+
+
+def test_skill_registry_a_sandboxed_script_cannot_edit_its_cached_bundle(
     redis_client: redis.Redis, dev: Path, tmp_path: Path
 ) -> None:
-    script = 'chmod u+w "$AIGW_SKILL_DIR"; echo x > "$AIGW_SKILL_DIR/planted"; echo \'{"word": "hi"}\'\n'
-    registry(redis_client, tmp_path / "ops").deploy(write_version(dev, "1.0.0", "", script=script))
+    registry(redis_client, tmp_path / "ops").deploy(write_version(dev, "1.0.0", "", script=TAMPER))
+    skill = registry(redis_client, tmp_path / "worker").load("greet")
+    assert prompt_of(skill) == "hi, Ada!"  # its chmod and write failed (read-only), and it went on
+    assert not (skill.root / "planted").exists()
+
+
+def test_skill_registry_an_unsandboxed_script_that_edits_its_cached_bundle_fails_and_the_cache_heals(
+    redis_client: redis.Redis, dev: Path, tmp_path: Path
+) -> None:
+    registry(redis_client, tmp_path / "ops").deploy(write_version(dev, "1.0.0", "", script=TAMPER))
     worker = registry(redis_client, tmp_path / "worker")
     skill = worker.load("greet")
     with pytest.raises(SkillFailedError, match="wrote into the skill's own folder"):
-        prompt_of(skill)
+        prompt_of(skill, SkillRunner(environ=ENV, sandbox=SandboxConfig(mode="none")))
     assert not skill.root.exists()  # the tampered copy is discarded
     healed = worker.load("greet")
     assert not (healed.root / "planted").exists()

@@ -8,13 +8,15 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.config import SandboxConfig
 from gateway.errors import (
     SkillFailedError,
     SkillOutputError,
@@ -27,6 +29,8 @@ from workers.skill_runner import PreparedSkill, SkillRunner
 
 SKILLS = Path(__file__).resolve().parents[2] / "skills"
 ENV = {"PATH": os.environ.get("PATH", os.defpath)}
+#: ``skills.sandbox: none``: what the opt-out for trusted skills still guarantees
+UNSANDBOXED = SandboxConfig(mode="none")
 
 
 def make_skill(
@@ -165,7 +169,9 @@ def test_skill_runner_refuses_an_argument_that_would_become_an_option(tmp_path: 
         prepare(skill, {"text": INJECTIONS[-1]})
 
 
-def test_skill_runner_scripts_get_a_scrubbed_environment_and_a_private_directory(tmp_path: Path) -> None:
+def test_skill_runner_scripts_get_a_scrubbed_environment_and_a_private_directory(
+    tmp_path: Path, world_readable_dir: Path
+) -> None:
     script = (
         "env | cut -d= -f1 | sort > names.txt\n"
         'printf \'{"cwd": "%s", "home": "%s", "tmp": "%s", "names": "%s", "gh": "%s"}\\n\' '
@@ -182,13 +188,15 @@ def test_skill_runner_scripts_get_a_scrubbed_environment_and_a_private_directory
         "MY_DB_PASSWORD": "hunter2",
         "GH_TOKEN": "gh-token-the-skill-asked-for",
     }
-    facts = prepare(skill, {"text": "t"}, SkillRunner(environ=environ)).facts
+    work_root = world_readable_dir  # the sandbox's host uid must reach it when the tests run as root
+    facts = prepare(skill, {"text": "t"}, SkillRunner(environ=environ, work_root=work_root)).facts
     names = set(facts["names"].strip(",").split(","))
     assert not names & {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AIGW_TOKEN", "REDIS_URL", "MY_DB_PASSWORD"}
     assert {"PATH", "HOME", "TMPDIR", "AIGW_INPUT_TEXT", "AIGW_SKILL_DIR", "GH_TOKEN"} <= names
     assert facts["gh"] == "gh-token-the-skill-asked-for"
+    assert facts["cwd"] == "/work"  # the sandbox's name for the run's private directory
     assert facts["home"].startswith(facts["cwd"]) and facts["tmp"].startswith(facts["cwd"])
-    assert not Path(facts["cwd"]).exists()  # the temporary directory is gone afterwards
+    assert list(work_root.iterdir()) == []  # the temporary directory is gone afterwards
 
 
 def test_skill_runner_never_passes_a_provider_key_named_in_the_config(tmp_path: Path) -> None:
@@ -230,7 +238,7 @@ def test_skill_runner_hanging_script_times_out_and_its_children_die(tmp_path: Pa
     script = f"sleep 300 &\necho $! > {pid_file}\nwait\n"
     skill = make_skill(tmp_path / "s", {"hang.sh": script}, timeout=0.5)
     with pytest.raises(SkillTimeoutError, match=r"script hang.sh ran past its 0.5s timeout and was killed"):
-        prepare(skill, {"text": "t"})
+        prepare(skill, {"text": "t"}, SkillRunner(environ=ENV, sandbox=UNSANDBOXED))
     assert_gone(int(pid_file.read_text()))
 
 
@@ -239,7 +247,7 @@ def test_skill_runner_canceled_job_kills_the_script_and_leaves_no_directory(tmp_
     skill = make_skill(tmp_path / "s", {"wait.sh": f"echo $$ > {pid_file}\nsleep 300\n"}, timeout=60)
     work_root = tmp_path / "work"
     work_root.mkdir()
-    runner = SkillRunner(environ=ENV, work_root=work_root)
+    runner = SkillRunner(environ=ENV, work_root=work_root, sandbox=UNSANDBOXED)
 
     async def cancel_midway() -> None:
         task = asyncio.create_task(runner.prepare(skill, {"text": "t"}))
@@ -258,7 +266,11 @@ def test_skill_runner_canceled_job_kills_the_script_and_leaves_no_directory(tmp_
 def test_skill_runner_background_processes_die_when_the_script_exits(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     script = f"sleep 300 > /dev/null 2>&1 &\necho $! > {pid_file}\necho '{{}}'\n"
-    prepare(make_skill(tmp_path / "s", {"bg.sh": script}), {"text": "t"})
+    prepare(
+        make_skill(tmp_path / "s", {"bg.sh": script}),
+        {"text": "t"},
+        SkillRunner(environ=ENV, sandbox=UNSANDBOXED),
+    )
     assert_gone(int(pid_file.read_text()))
 
 
@@ -289,6 +301,11 @@ def test_skill_runner_nonzero_exit_fails_with_code_and_stderr(tmp_path: Path) ->
         ("echo 'flag:'", "malformed flag line"),
         ("echo '{\"risk_flags\": []}'", "'risk_flags' is reserved"),
         ("printf '\\xff\\xfe'", "not UTF-8"),
+        ("printf '%*s' 100000 '' | tr ' ' '['", "nested deeper than 64 levels"),  # RecursionError
+        (
+            "printf '{\"a\": %s1%s}' $(printf '%*s' 70 '' | tr ' ' '[') $(printf '%*s' 70 '' | tr ' ' ']')",
+            "nested deeper",
+        ),
     ],
 )
 def test_skill_runner_malformed_script_output_fails_clearly(
@@ -299,16 +316,30 @@ def test_skill_runner_malformed_script_output_fails_clearly(
         prepare(skill, {"text": "t"})
 
 
-def test_skill_runner_detects_writes_into_the_skill_folder(tmp_path: Path) -> None:
+def test_skill_runner_unsandboxed_detects_writes_into_the_skill_folder(tmp_path: Path) -> None:
     skill = make_skill(tmp_path, {"tamper.sh": 'echo "evil" >> "$AIGW_SKILL_DIR/SKILL.md"\necho "{}"\n'})
     with pytest.raises(SkillFailedError, match="wrote into the skill's own folder"):
-        prepare(skill, {"text": "t"})
+        prepare(skill, {"text": "t"}, SkillRunner(environ=ENV, sandbox=UNSANDBOXED))
 
 
-def test_skill_runner_detects_writes_above_the_working_directory(tmp_path: Path) -> None:
+def test_skill_runner_unsandboxed_detects_writes_above_the_working_directory(tmp_path: Path) -> None:
     skill = make_skill(tmp_path, {"escape.sh": "echo x > ../escaped.txt\necho '{}'\n"})
     with pytest.raises(SkillFailedError, match=r"wrote outside its working directory \(escaped.txt\)"):
-        prepare(skill, {"text": "t"})
+        prepare(skill, {"text": "t"}, SkillRunner(environ=ENV, sandbox=UNSANDBOXED))
+
+
+def test_skill_runner_skill_folder_and_everything_outside_the_work_directory_are_read_only(
+    tmp_path: Path,
+) -> None:
+    script = (
+        'echo "evil" >> "$AIGW_SKILL_DIR/SKILL.md" || echo "flag:skill-ro — refused"\n'
+        "echo x > ../escaped.txt || echo \"flag:root-ro — refused\"\necho '{}'\n"
+    )
+    skill = make_skill(tmp_path, {"tamper.sh": script})
+    before = (skill.root / "SKILL.md").read_bytes()
+    prepared = prepare(skill, {"text": "t"})
+    assert [flag["id"] for flag in prepared.risk_flags] == ["skill-ro", "root-ro"]
+    assert (skill.root / "SKILL.md").read_bytes() == before
 
 
 def test_skill_runner_unexecutable_script_fails_to_start_cleanly(tmp_path: Path) -> None:
@@ -321,7 +352,7 @@ def test_skill_runner_unexecutable_script_fails_to_start_cleanly(tmp_path: Path)
         }
     )  # fmt: skip  (no interpreter and no executable bit)
     direct = Skill(spec, skill.root, skill.prompt, skill.script_args, skill.content_hash)
-    with pytest.raises(SkillFailedError, match="could not start: Permission denied"):
+    with pytest.raises(SkillFailedError, match="a.sh: Permission denied"):
         prepare(direct, {"text": "t"})
 
 
@@ -369,8 +400,8 @@ def test_skill_runner_keeps_serving_while_scripts_hang_flood_and_fail(tmp_path: 
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_skill_runner_pr_review_prep_scans_a_local_git_repository(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+def test_skill_runner_pr_review_prep_scans_a_local_git_repository(world_readable_dir: Path) -> None:
+    repo = world_readable_dir / "repo"  # readable by the sandbox's host uid when the tests run as root
     repo.mkdir()
 
     def git(*args: str) -> None:
@@ -393,7 +424,10 @@ def test_skill_runner_pr_review_prep_scans_a_local_git_repository(tmp_path: Path
     git("commit", "-q", "-m", "feature")
 
     skill = DiskSkills(SKILLS).load("pr-review-prep")
-    prepared = prepare(skill, {"repo_path": str(repo), "base_ref": "main"})
+    with pytest.raises(SkillFailedError, match="is not a directory"):  # the sandbox shows no host path...
+        prepare(skill, {"repo_path": str(repo), "base_ref": "main"})
+    runner = SkillRunner(environ=ENV, sandbox=SandboxConfig(read_paths=[str(repo)]))  # ...unless configured
+    prepared = prepare(skill, {"repo_path": str(repo), "base_ref": "main"}, runner)
     assert [f["id"] for f in prepared.risk_flags] == [
         "db-migration",
         "auth-change",
@@ -403,7 +437,16 @@ def test_skill_runner_pr_review_prep_scans_a_local_git_repository(tmp_path: Path
     assert scan["source"] == "git" and scan["code_lines_added"] == 36 and scan["test_lines_added"] == 5
     assert sorted(scan["files"]) == ["app/oauth_client.py", "migrations/0002_users.py", "tests/test_oauth.py"]
     with pytest.raises(SkillFailedError, match="base_ref 'nope' is not a commit"):
-        prepare(skill, {"repo_path": str(repo), "base_ref": "nope"})
+        prepare(skill, {"repo_path": str(repo), "base_ref": "nope"}, runner)
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """A directory outside pytest's (mode 0700) temporary tree."""
+    path = Path(tempfile.mkdtemp(prefix="aigw-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def assert_gone(pid: int) -> None:

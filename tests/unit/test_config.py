@@ -190,3 +190,32 @@ def test_every_bundled_skill_routes_with_the_shipped_models() -> None:
     for skill in skills:
         alias = config.models.resolve_alias(skill.spec.aigw.model, skill.spec.aigw.task)
         assert alias in config.models.models, skill.name
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "expected"),
+    [
+        ("off", "gateway.yaml: skills.sandbox: mode: Input should be 'bwrap' or 'none'"),
+        (
+            {"limits": {"memory_mb": 1}},
+            "gateway.yaml: skills.sandbox: limits.memory_mb: Input should be greater",
+        ),
+        (
+            {"read_paths": ["repos"]},
+            "gateway.yaml: skills.sandbox: read_paths: 'repos' must be an absolute path",
+        ),
+        ({"network": True}, "gateway.yaml: skills.sandbox: network: "),
+    ],
+)
+def test_config_sandbox_errors_name_the_field(config_dir: Path, sandbox: object, expected: str) -> None:
+    _write(config_dir, "gateway.yaml", {"skills": {"sandbox": sandbox}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert str(caught.value).startswith(expected), str(caught.value)
+
+
+def test_config_sandbox_none_is_the_explicit_opt_out(config_dir: Path) -> None:
+    _write(config_dir, "gateway.yaml", {"skills": {"sandbox": "none"}})
+    assert load_config(config_dir).gateway.skills.sandbox.mode == "none"
+    _write(config_dir, "gateway.yaml", {})
+    assert load_config(config_dir).gateway.skills.sandbox.mode == "bwrap"

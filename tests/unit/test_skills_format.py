@@ -369,3 +369,11 @@ def test_skills_bundle_refuses_symlinks_and_oversized_folders(tmp_path: Path) ->
     (folder / "passwd").symlink_to("/etc/passwd")
     with pytest.raises(ConfigError, match="symlink"):
         read_bundle(folder)
+
+
+def test_skills_requires_network_is_a_declared_boolean(tmp_path: Path) -> None:
+    front = BASIC.replace("      bins: [bash]\n", "      bins: [bash]\n      network: true\n")
+    assert load_skill_dir(write_skill(tmp_path / "a", front)).spec.aigw.requires.network is True
+    assert load_skill_dir(write_skill(tmp_path / "b", BASIC)).spec.aigw.requires.network is False
+    error = config_error(write_skill(tmp_path / "c", front.replace("network: true", "network: loopback")))
+    assert error.field == "metadata.aigw.requires.network" and "valid boolean" in error.message
