@@ -31,7 +31,9 @@ from gateway.audit.event import EVENT_FIELD, AuditEvent, now_time, scrub
 from gateway.audit.reader import read_last_lines
 from gateway.loop_guard import MALFORMED, LoopGuard
 
-_Key = tuple[str, int, str]
+#: one event, however often it is delivered: a re-delivered entry is the same event (same time);
+#: `aigw jobs retry` runs an attempt of the same number again, at another time, and is written
+_Key = tuple[str, int, str, str]
 _MIN_BACKOFF_S = 0.1
 
 
@@ -191,7 +193,7 @@ class AuditWriter:
                 continue  # deleted from the stream (MAXLEN) before it was delivered
             try:
                 event = _parse(fields)
-                key: _Key = (event.job_id, event.attempt, event.status)
+                key: _Key = (event.job_id, event.attempt, event.status, event.time)
                 if key in self._seen or key in new_keys:
                     continue
                 sealed = seal(event.record(), prev)
@@ -284,7 +286,7 @@ def _line_key(raw: bytes) -> _Key | None:
     # A line that cannot be read as an event is not remembered; verify() is the place that reports it.
     try:
         line = json.loads(raw)
-        return (str(line["job_id"]), int(line["attempt"]), str(line["status"]))
+        return (str(line["job_id"]), int(line["attempt"]), str(line["status"]), str(line["time"]))
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -117,6 +117,24 @@ def test_writer_crash_between_write_and_ack_leaves_no_duplicate(
     assert redis_client.xpending(keys.AUDIT_STREAM, keys.AUDIT_GROUP)["pending"] == 0
 
 
+def test_writer_writes_a_manually_retried_attempt_again(
+    redis_client: redis.Redis, writer: AuditWriter, log_path: Path
+) -> None:
+    """`aigw jobs retry` runs the last attempt number again: a second event, not a re-delivery."""
+    first = make_event("job-1", attempt=3, status="failed")
+    again = make_event("job-1", attempt=3, status="failed", time=datetime.now(UTC) + timedelta(seconds=5))
+    append_event(redis_client, first)
+    assert writer.run_once() == 1
+    append_event(redis_client, again)
+    append_event(redis_client, first)  # and the first, re-delivered, is still written once
+
+    assert writer.run_once() == 1
+    assert [(line["attempt"], line["time"]) for line in _lines(log_path)] == [
+        (3, first.time),
+        (3, again.time),
+    ]
+
+
 def test_writer_writes_a_redelivered_event_once(
     redis_client: redis.Redis, writer: AuditWriter, log_path: Path
 ) -> None:
@@ -135,11 +153,12 @@ def test_writer_writes_a_redelivered_event_once(
 def test_writer_restart_on_the_same_file_keeps_dedup_and_chain(
     redis_client: redis.Redis, log_path: Path
 ) -> None:
-    append_event(redis_client, make_event("job-1"))
+    event = make_event("job-1")
+    append_event(redis_client, event)
     with AuditWriter(redis_client, log_path, consumer="first") as first:
         assert first.run_once() == 1
 
-    append_event(redis_client, make_event("job-1"))
+    append_event(redis_client, event)  # re-delivered after the restart: the same event
     append_event(redis_client, make_event("job-2"))
     with AuditWriter(redis_client, log_path, consumer="second") as second:
         assert second.run_once() == 1
