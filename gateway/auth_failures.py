@@ -1,12 +1,15 @@
 """Failed authentications at the API: the per-address throttle, the audit line and the count.
 
-Every failure from a client address (the socket peer) counts in a one-minute
-:class:`~gateway.limits.RateCounter` window in Redis, so every API process shares it. Once an
-address has ``api.auth_failures_per_minute`` failures in the window, a request from it that does
-not carry a token the API already proved valid is refused with 429 and ``Retry-After`` before the
-token is looked up (``ServiceRegistry.authenticate`` decides what "proved" means). So an attacker
-gets at most that many guesses a minute per address, while a real service behind the same NAT or
-proxy keeps working.
+Every failure from a client address (the socket peer, or the client a trusted proxy names:
+``api.trusted_proxies``) counts in a one-minute :class:`~gateway.limits.RateCounter` window in
+Redis, so every API process shares it. Once an address has ``api.auth_failures_per_minute``
+failures in the window, a request from it whose token is missing or unknown gets 429 and
+``Retry-After`` instead of 401. The token is still looked up (one HGET), so a valid one passes,
+whether or not this API process has seen it: a real service behind the same NAT or proxy as an
+attacker keeps working. So the throttle does not cap guesses (a right one works even from a
+throttled address); it caps the 401s, the audit lines and the work per failure. Guessing a
+256-bit token (``aigw service add``) is out of reach however fast; a hash declared in
+services.yaml is only as strong as the token behind it.
 
 The audit log gets at most one line per address per window: the first failure writes one and says
 how many failures it stands for since that address's previous line. Every failure and every

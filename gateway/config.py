@@ -7,6 +7,7 @@ live in these files: a deployment names the environment variable that holds its 
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -132,6 +133,28 @@ class ApiConfig(Strict):
     #: the API's in-memory cache of token hashes proven valid (gateway/services.py TokenCache)
     token_cache_size: int = Field(10_000, ge=1, le=10_000_000)
     token_cache_seconds: float = Field(5.0, ge=0, le=3600)
+    #: addresses (or networks) of proxies whose X-Forwarded-For names the client; none by default
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=1000)
+    #: the longest a request body may take to arrive in full before the API answers 408
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    #: connections (and requests in flight) one API process takes; past it uvicorn answers 503
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        """IP addresses or networks (``10.0.0.0/8``), written the way uvicorn reads them; never
+        ``*`` or a name, which would let any client pick its own address."""
+        normal = []
+        for entry in value:
+            try:
+                parsed = (
+                    ipaddress.ip_network(entry, strict=False) if "/" in entry else ipaddress.ip_address(entry)
+                )
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+            normal.append(str(parsed))
+        return normal
 
 
 class RedisConfig(Strict):

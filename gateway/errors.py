@@ -3,12 +3,13 @@
 GatewayError                  .type (stable string), .http_status, .retryable, .retry_after (None)
 ├── ConfigError               .file, .entry, .field
 ├── AuthError                 401
-├── TooManyAuthFailuresError  429 before the token is looked up (gateway/auth_failures.py); .retry_after
+├── TooManyAuthFailuresError  429: bad token, throttled address (gateway/auth_failures.py); .retry_after
 ├── ForbiddenError            403
 ├── NotFoundError             404
 ├── ValidationError           422 (bad job request)
 │   └── IdempotencyKeyReusedError  the key already names a job with another body
 ├── PayloadTooLargeError      413
+├── RequestTimeoutError       408 (a body that did not arrive within api.body_timeout_seconds)
 ├── BadJsonError              400 (a request body that is not JSON)
 ├── ConflictError             409 (the state forbids it: review twice or a non-draft, retry a job not failed)
 ├── UnavailableError          503 (Redis down); .retry_after
@@ -73,7 +74,7 @@ class AuthError(GatewayError):
 
 
 class TooManyAuthFailuresError(GatewayError):
-    """The caller's address failed authentication too often in the last minute: refused unheard."""
+    """The caller's address failed authentication too often in the last minute, and failed again."""
 
     type = "too_many_auth_failures"
     http_status = 429
@@ -101,6 +102,13 @@ class ValidationError(GatewayError):
 class PayloadTooLargeError(GatewayError):
     type = "payload_too_large"
     http_status = 413
+
+
+class RequestTimeoutError(GatewayError):
+    """The request's body did not arrive in full within ``api.body_timeout_seconds``."""
+
+    type = "request_timeout"
+    http_status = 408
 
 
 class IdempotencyKeyReusedError(ValidationError):

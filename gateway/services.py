@@ -4,8 +4,9 @@ Redis holds ``hash -> service`` (so every API replica sees a new or revoked toke
 each service's set of hashes for rotation; services.yaml may also declare hashes (compose
 stacks). The API keeps the hashes it found valid in a bounded LRU (:class:`TokenCache`): an entry
 answers without Redis for ``api.token_cache_seconds``, so a revoked token stops working within
-that. Invalid tokens are never cached: a flood of random tokens costs lookups (which the API's
-throttle, gateway/auth_failures.py, bounds per address), never memory.
+that. Invalid tokens are never cached: a flood of random tokens costs lookups, never memory. The
+API's throttle (gateway/auth_failures.py) refuses an address's unknown tokens with 429 once it
+failed too often, and still lets any valid token through.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -45,9 +45,8 @@ class Proven:
 class TokenCache:
     """A bounded LRU of token hashes proven valid (never of invalid ones).
 
-    An entry answers without Redis for ``seconds``; after that it stays, as long as the LRU keeps
-    it, as a mark that the hash was valid, and the next use looks it up again (and drops it if it
-    was revoked). That mark is what lets a known token through while its address is throttled.
+    An entry answers without Redis for ``seconds``; after that the next use looks it up again
+    (and drops it if it was revoked).
     """
 
     def __init__(self, size: int, seconds: float) -> None:
@@ -86,21 +85,18 @@ class ServiceRegistry:
         #: public so that operators' tools and tests can see it stays bounded (``len(cache)``)
         self.cache = TokenCache(api.token_cache_size, api.token_cache_seconds)
 
-    def authenticate(self, token: str | None, *, before_lookup: Callable[[], None] | None = None) -> str:
+    def authenticate(self, token: str | None) -> str:
         """The service a token belongs to, or AuthError (never says which part was wrong).
 
-        ``before_lookup`` runs before a token this registry has not proven valid is looked up (and
-        before a missing token is refused): the API's throttle, which raises to refuse unheard.
-        A proven token skips it, so a throttled address's real services keep working.
+        A token proven valid less than ``api.token_cache_seconds`` ago answers from memory; any
+        other is looked up in Redis (one HGET) or the hashes services.yaml declares.
         """
-        digest = hash_token(token) if token else None
-        proven = self.cache.get(digest) if digest else None
+        if not token:
+            raise AuthError("missing service token: send 'Authorization: Bearer <token>' or 'x-api-key'")
+        digest = hash_token(token)
+        proven = self.cache.get(digest)
         if proven is not None and proven.fresh:
             return proven.service
-        if proven is None and before_lookup is not None:
-            before_lookup()
-        if digest is None:
-            raise AuthError("missing service token: send 'Authorization: Bearer <token>' or 'x-api-key'")
         service = self._declared.get(digest) or keys.text(self.connection.hget(keys.TOKENS, digest))
         if service is None:
             self.cache.discard(digest)

@@ -23,7 +23,13 @@ from gateway.api import health, jobs
 from gateway.api.dependencies import Gateway
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
-from gateway.errors import GatewayError, PayloadTooLargeError, UnavailableError, ValidationError
+from gateway.errors import (
+    GatewayError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnavailableError,
+    ValidationError,
+)
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
@@ -73,7 +79,7 @@ def _error_response(error: GatewayError) -> JSONResponse:
     retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota or auth failures
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    if isinstance(error, PayloadTooLargeError):  # the rest of the body is never read: stop the sender
+    if isinstance(error, PayloadTooLargeError | RequestTimeoutError):  # the rest is never read: cut it off
         headers["Connection"] = "close"
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
 

@@ -5,7 +5,9 @@ while reading, and a validation error names the first field in aigw's own words.
 
 Bad input stops here, as a 4xx, before anything is enqueued: a ``Content-Length`` over the
 limit is refused before a byte is read, and a body without one (chunked) is refused as soon as
-it passes the limit, so no body larger than the limit is ever held in memory. JSON nested past
+it passes the limit, so no body larger than the limit is ever held in memory. A body must also
+arrive in full within ``api.body_timeout_seconds`` (408), so a stalled sender holds its part of a
+body that long at most. JSON nested past
 ``MAX_DEPTH`` (or past the parser's own recursion limit), ``NaN`` and ``Infinity`` are not
 JSON aigw accepts (400). A string with an unpaired surrogate anywhere, key or value, cannot be
 encoded as UTF-8 and so cannot be stored, sent to a model or audited: it is a 422 naming where.
@@ -13,6 +15,7 @@ encoded as UTF-8 and so cannot be stored, sent to a model or audited: it is a 42
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
-from gateway.errors import BadJsonError, PayloadTooLargeError, ValidationError
+from gateway.errors import BadJsonError, PayloadTooLargeError, RequestTimeoutError, ValidationError
 from gateway.jobs import JobRequest
 from gateway.validation import first_error
 
@@ -43,16 +46,23 @@ def job_body_limit(max_chars: int) -> int:
     return max_chars * 4 + 65_536
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, refused (413) once it is declared or found to be over ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request's body, refused (413) once it is declared or found to be over ``limit`` bytes,
+    or (408) when it has not all arrived ``timeout`` seconds after the first read began."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"request body did not arrive within {timeout:g} s ({len(body)} bytes came)"
+        ) from None
     return bytes(body)
 
 

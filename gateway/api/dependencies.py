@@ -1,8 +1,8 @@
 """What the routes share, and the FastAPI dependencies that hand it to them.
 
 ``create_app`` builds one ``Gateway`` and puts it on ``app.state``; a route takes it (``Shared``)
-and the calling service (``Service``: the token checked, else a 401, or a 429 for an address that
-failed too often: gateway/auth_failures.py) as parameters. Both
+and the calling service (``Service``: the token checked, else a 401, or a 429 for an unknown token
+from an address that failed too often: gateway/auth_failures.py) as parameters. Both
 dependencies are ``async`` so they run on the event loop: FastAPI runs a plain ``def``
 dependency in a thread, a hop per request for a token lookup that is usually a cache hit.
 """
@@ -58,8 +58,9 @@ async def authenticated_service(
 ) -> str:
     """The service the request's token belongs to: ``Authorization: Bearer`` or ``x-api-key``.
 
-    A failure is counted against the caller's address, which past its limit is refused before
-    its next unknown token is even looked up.
+    The token is always looked up, so a valid one works from any address. A missing or unknown
+    one is a failure counted against the caller's address; past its limit, the address's next
+    ones get 429 instead of 401 (and are counted as throttled, not audited again).
     """
     token = x_api_key
     if authorization:
@@ -67,15 +68,17 @@ async def authenticated_service(
         token = value.strip() if scheme.lower() == "bearer" else None
     address = client_address(request)
     try:
-        return gw.services.authenticate(token, before_lookup=lambda: gw.auth_failures.check(address))
+        return gw.services.authenticate(token)
     except AuthError as exc:
+        gw.auth_failures.check(address)  # throttled: a 429, not one more failure
         gw.auth_failures.record(address, request.method, request.url.path, exc)
         raise
 
 
 def client_address(request: Request) -> str:
-    """The socket peer. X-Forwarded-For is not read: any caller could write it, so behind a proxy
-    every client shares the proxy's address (which is why a proven token passes the throttle)."""
+    """The socket peer, or behind a proxy listed in ``api.trusted_proxies`` the client its
+    X-Forwarded-For names (uvicorn puts it in the scope: gateway/api/server.py). From anyone
+    else X-Forwarded-For is ignored, since any caller could write it."""
     return request.client.host if request.client is not None else "unknown"
 
 

@@ -47,8 +47,9 @@ async def submit_job(
     service: Service,
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (200 if done).")] = 0,
 ) -> JSONResponse:
-    max_chars = gw.config.gateway.api.max_prompt_chars
-    job_request = parse_job_request(await read_body(request, job_body_limit(max_chars)), max_chars)
+    api = gw.config.gateway.api
+    body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
+    job_request = parse_job_request(body, api.max_prompt_chars)
     replayed = gw.store.replayed(service, job_request)
     if replayed is not None:  # a retry of an accepted request: no second admission, no rate hit
         view = await wait_for(gw, replayed, service, wait)
@@ -76,7 +77,8 @@ async def get_job(
 
 async def review_job(job_id: str, request: Request, gw: Shared, service: Service) -> JSONResponse:
     """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
-    body = parse_model(await read_body(request, REVIEW_BODY_LIMIT), ReviewRequest)
+    timeout = gw.config.gateway.api.body_timeout_seconds
+    body = parse_model(await read_body(request, REVIEW_BODY_LIMIT, timeout), ReviewRequest)
     view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
     return _json(gw.store.review(job_id, body, reviewer=service))
 

@@ -92,14 +92,17 @@ def api(
     import uvicorn
 
     from gateway.api import create_app
+    from gateway.api.server import uvicorn_config
 
     settings = settings_of(ctx)
     setup_logging(settings)
     cfg = read_config(settings, config)
-    bind_host = host or cfg.gateway.api.host
-    bind_port = port if port is not None else cfg.gateway.api.port
     app_ = create_app(cfg, redis_url(settings, cfg), settings)
-    uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn_config(app_, cfg.gateway.api, host=host, port=port))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+        server.run()
+    if not server.started:  # it could not bind, or the app's startup failed (uvicorn logged why)
+        raise typer.Exit(3)
 
 
 def worker(

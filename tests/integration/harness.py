@@ -29,6 +29,7 @@ import yaml
 
 from gateway import keys
 from gateway.api import create_app
+from gateway.api.server import uvicorn_config
 from gateway.audit import EVENT_FIELD
 from gateway.config import Config, load_config
 from gateway.redis_server import free_port
@@ -154,15 +155,23 @@ SpawnWorker = Callable[..., subprocess.Popen[bytes]]
 StartStack = Callable[..., Stack]
 
 
+def with_api_settings(config_dir: Path, gateway_config: ConfigFactory, **api: Any) -> Config:
+    """The test config with ``api`` settings written into gateway.yaml first."""
+    path = config_dir / "gateway.yaml"
+    gateway = yaml.safe_load(path.read_text())
+    gateway["api"].update(api)
+    path.write_text(yaml.safe_dump(gateway))
+    return gateway_config()
+
+
 def start_api(config: Config, redis_url: str) -> Api:
     """Serve the app on a free port of 127.0.0.1 and return once it accepts connections."""
     connection = redis.Redis.from_url(redis_url)
     token = ServiceRegistry(connection, config).create_token(SERVICE)
     connection.close()
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, redis_url), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(config, redis_url)
+    server = uvicorn.Server(uvicorn_config(app, config.gateway.api, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, "API start")

@@ -7,31 +7,27 @@ import hashlib
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
-import yaml
 from fastapi import FastAPI
 
 from gateway import keys
-from gateway.config import Config
 from gateway.services import ServiceRegistry
 from gateway.status import stack_status
-from tests.integration.harness import SERVICE, Api, ConfigFactory, StartApi, audit_events, wait_until
+from tests.integration.harness import (
+    SERVICE,
+    Api,
+    ConfigFactory,
+    StartApi,
+    audit_events,
+    wait_until,
+    with_api_settings,
+)
 
 ADDRESS = "127.0.0.1"  # the socket peer every test client connects from
 NO_JOB = "/v1/jobs/no-such-job"  # an authenticated route: 404 with a valid token, 401 without
-
-
-def _config(config_dir: Path, gateway_config: ConfigFactory, **api: Any) -> Config:
-    """The test config with ``api`` settings written into gateway.yaml first."""
-    path = config_dir / "gateway.yaml"
-    gateway = yaml.safe_load(path.read_text())
-    gateway["api"].update(api)
-    path.write_text(yaml.safe_dump(gateway))
-    return gateway_config()
 
 
 def _random_token() -> str:
@@ -80,21 +76,73 @@ def test_auth_failures_past_the_limit_get_429_with_retry_after(
 
 
 @pytest.mark.parametrize("cache_seconds", [5.0, 0.0], ids=["cached", "looked-up-every-time"])
-def test_auth_throttle_lets_a_proven_token_through_and_refuses_an_unproven_one(
+def test_auth_throttle_lets_valid_tokens_through_proven_or_not(
     config_dir: Path,
     gateway_config: ConfigFactory,
     start_api: StartApi,
     redis_client: redis.Redis,
     cache_seconds: float,
 ) -> None:
-    api = start_api(_config(config_dir, gateway_config, token_cache_seconds=cache_seconds))
+    api = start_api(with_api_settings(config_dir, gateway_config, token_cache_seconds=cache_seconds))
     assert _get(api, api.token).status_code == 404  # proven valid before the attack
     unproven = ServiceRegistry(redis_client, api.config).create_token(SERVICE)
 
     _fail(api, api.config.gateway.api.auth_failures_per_minute)
 
     assert _get(api, api.token).status_code == 404  # the real service on the same address works
-    _assert_throttled(_get(api, unproven))  # valid, but never seen: not even looked up
+    assert _get(api, unproven).status_code == 404  # valid, never seen by this process: looked up
+    _assert_throttled(_get(api, _random_token()))  # an unknown one is still refused
+
+
+def test_a_token_created_after_the_throttle_works_from_the_throttled_address(
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
+) -> None:
+    """After a restart, on another API process, after eviction or for a new service: a valid
+    token this process never saw is not locked out by someone else's guesses from its NAT."""
+    config = gateway_config()
+    first, second = start_api(config), start_api(config)
+    _fail(first, config.gateway.api.auth_failures_per_minute)
+    _assert_throttled(_get(second, _random_token()))
+
+    brand_new = ServiceRegistry(redis_client, config).create_token(SERVICE)
+
+    assert _get(second, brand_new).status_code == 404
+    assert _get(first, brand_new).status_code == 404
+    with httpx.Client(base_url=second.url) as anonymous:  # a missing token is still throttled
+        _assert_throttled(anonymous.get(NO_JOB))
+    _assert_throttled(_get(second, _random_token()))
+
+
+def test_forged_x_forwarded_for_does_not_escape_the_throttle(
+    gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
+) -> None:
+    api = start_api(gateway_config())
+    limit = api.config.gateway.api.auth_failures_per_minute
+    statuses = []
+    with api.client() as client:
+        for i in range(limit + 5):
+            forged = {"Authorization": f"Bearer {_random_token()}", "X-Forwarded-For": f"198.51.100.{i + 1}"}
+            statuses.append(client.get(NO_JOB, headers=forged).status_code)
+
+    assert statuses == [401] * limit + [429] * 5
+    lines = [e for e in audit_events(redis_client) if e["error_type"] == "auth_failed"]
+    assert len(lines) == 1 and ADDRESS in lines[0]["error_message"]  # the socket peer, one line
+
+
+def test_x_forwarded_for_is_the_client_address_behind_a_trusted_proxy(
+    config_dir: Path, gateway_config: ConfigFactory, start_api: StartApi
+) -> None:
+    api = start_api(with_api_settings(config_dir, gateway_config, trusted_proxies=[ADDRESS]))
+    limit = api.config.gateway.api.auth_failures_per_minute
+
+    def get(client_address: str) -> int:
+        with api.client() as client:
+            headers = {"Authorization": f"Bearer {_random_token()}", "X-Forwarded-For": client_address}
+            return client.get(NO_JOB, headers=headers).status_code
+
+    assert [get("203.0.113.7") for _ in range(limit)] == [401] * limit
+    assert get("203.0.113.7") == 429
+    assert get("203.0.113.8") == 401  # another client behind the same proxy
 
 
 def test_auth_throttle_holds_across_api_processes(gateway_config: ConfigFactory, start_api: StartApi) -> None:
@@ -110,7 +158,9 @@ def test_token_cache_stays_bounded_under_random_tokens(
     config_dir: Path, gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     size = 4
-    config = _config(config_dir, gateway_config, token_cache_size=size, auth_failures_per_minute=10_000)
+    config = with_api_settings(
+        config_dir, gateway_config, token_cache_size=size, auth_failures_per_minute=10_000
+    )
     api = start_api(config)
     registry = _registry(api)
 
@@ -152,7 +202,7 @@ def test_revoked_token_stops_working_within_the_cache_ttl(
     config_dir: Path, gateway_config: ConfigFactory, start_api: StartApi, redis_client: redis.Redis
 ) -> None:
     ttl = 1.0
-    api = start_api(_config(config_dir, gateway_config, token_cache_seconds=ttl))
+    api = start_api(with_api_settings(config_dir, gateway_config, token_cache_seconds=ttl))
     assert _get(api, api.token).status_code == 404  # cached now
 
     revoked_at = time.monotonic()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.jobs import JobRequest
-from tests.integration.harness import Api, ConfigFactory, StartApi
+from tests.integration.harness import Api, ConfigFactory, StartApi, wait_until, with_api_settings
 
 CHUNK = b" " * 65_536  # JSON whitespace: a body that is valid as far as it has come
 MB = 1_048_576
@@ -139,6 +141,51 @@ def test_content_length_over_the_limit_is_refused_before_the_body_is_sent(
     assert status_line.startswith(b"HTTP/1.1 413"), answer
     assert b"connection: close" in headers.lower()
     assert json.loads(payload)["error"]["type"] == "payload_too_large"
+
+
+def _raw_answer(sock: socket.socket) -> tuple[bytes, bytes, bytes]:
+    """Status line, headers and payload of the one answer before the server closes."""
+    answer = b"".join(iter(lambda: sock.recv(65_536), b""))
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    return status_line, headers, payload
+
+
+def test_a_stalled_body_is_a_408_within_the_body_timeout(
+    config_dir: Path, gateway_config: ConfigFactory, start_api: StartApi
+) -> None:
+    timeout = 1.0
+    api = start_api(with_api_settings(config_dir, gateway_config, body_timeout_seconds=timeout))
+    url = urlsplit(api.url)
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {api.token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 800000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=timeout + 5) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + b'{"prompt": "' + b"x" * 500_000)  # and then nothing more
+        status_line, headers, payload = _raw_answer(sock)
+        took = time.monotonic() - started
+    assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    assert b"connection: close" in headers.lower()
+    assert json.loads(payload)["error"]["type"] == "request_timeout"
+    assert timeout <= took < timeout + 2
+
+
+def test_connections_past_max_connections_get_a_503(
+    config_dir: Path, gateway_config: ConfigFactory, start_api: StartApi
+) -> None:
+    limit = 4
+    api = start_api(with_api_settings(config_dir, gateway_config, max_connections=limit))
+    url = urlsplit(api.url)
+    assert url.hostname is not None and url.port is not None
+    idle = [socket.create_connection((url.hostname, url.port), timeout=5) for _ in range(limit)]
+    try:
+        wait_until(lambda: httpx.get(f"{api.url}/healthz").status_code == 503, "a 503 past the limit", 5)
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: httpx.get(f"{api.url}/healthz").status_code == 200, "a 200 under the limit", 5)
 
 
 # -- fuzz: whatever the body, a 4xx envelope or a job ----------------------------------------------

@@ -219,3 +219,26 @@ def test_config_sandbox_none_is_the_explicit_opt_out(config_dir: Path) -> None:
     assert load_config(config_dir).gateway.skills.sandbox.mode == "none"
     _write(config_dir, "gateway.yaml", {})
     assert load_config(config_dir).gateway.skills.sandbox.mode == "bwrap"
+
+
+def test_api_trusted_proxies_are_addresses_or_networks_never_a_wildcard(config_dir: Path) -> None:
+    from gateway.api.server import uvicorn_config
+
+    shipped = load_config(config_dir).gateway.api
+    served = uvicorn_config(object(), shipped)
+    assert shipped.trusted_proxies == [] and served.proxy_headers is False  # X-Forwarded-For ignored
+    assert served.limit_concurrency == shipped.max_connections
+
+    gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
+    gateway["api"]["trusted_proxies"] = ["10.1.2.3/8", "::1", "192.0.2.7"]
+    _write(config_dir, "gateway.yaml", gateway)
+    api = load_config(config_dir).gateway.api
+    assert api.trusted_proxies == ["10.0.0.0/8", "::1", "192.0.2.7"]
+    served = uvicorn_config(object(), api)
+    assert served.proxy_headers is True and served.forwarded_allow_ips == api.trusted_proxies
+
+    for bad in ("*", "proxy.internal", "10.0.0.0/99"):
+        gateway["api"]["trusted_proxies"] = [bad]
+        _write(config_dir, "gateway.yaml", gateway)
+        with pytest.raises(ConfigError, match=r"gateway.yaml: api.trusted_proxies"):
+            load_config(config_dir)
