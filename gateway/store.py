@@ -143,10 +143,10 @@ class JobStore:
             fields, results, review = pipe.execute()
         raw = dict(zip(_FIELDS, fields, strict=True))
         if raw["status"] is None:
-            raise NotFoundError(f"no job {job_id}")
+            raise NotFoundError(f"no job {shown_id(job_id)}")
         meta = json.loads(raw["meta"]) if raw["meta"] else {}
         if service is not None and meta.get("service") != service:
-            raise NotFoundError(f"no job {job_id}")
+            raise NotFoundError(f"no job {shown_id(job_id)}")
         status = RQ_STATUS_TO_STATE.get(raw["status"].decode(), JobState.QUEUED)
         view = JobView(
             id=job_id,
@@ -339,3 +339,15 @@ def _same_request(noted: str, request: JobRequest) -> str:
             "different request; use a new key for a new request"
         )
     return job_id
+
+
+#: the most of a job id a message shows; a real one (uuid4 hex) is 32 characters
+_SHOWN_ID_CHARS = 64
+
+
+def shown_id(job_id: str) -> str:
+    """``job_id`` fit for a message: at most 64 characters, control and non-ASCII ones escaped
+    (``\\n``, ``\\u2028``), so whatever a client puts in the URL comes back short and inert."""
+    cut = job_id[:_SHOWN_ID_CHARS]
+    shown = json.dumps(cut)[1:-1]
+    return shown + (f"... ({len(job_id)} characters)" if len(job_id) > len(cut) else "")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -243,3 +243,25 @@ def test_random_bodies_get_a_4xx_envelope_or_a_job_never_a_5xx(
             assert_envelope_or_job(client.post("/v1/jobs", content=body))
 
         check()
+
+
+def test_an_idempotency_key_over_200_characters_is_a_422(
+    gateway_config: ConfigFactory, start_api: StartApi
+) -> None:
+    api = start_api(gateway_config())
+    body = json.dumps({"prompt": "x", "idempotency_key": "k" * 201}).encode()
+    assert "idempotency_key" in assert_refused(post(api, body), 422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "job_id", ["a\x1b[31m\r\nX-Injected: 1", "j" * 9_000, "\u2028\x00"], ids=["control", "long", "separators"]
+)
+def test_a_404_does_not_echo_a_raw_job_id(
+    gateway_config: ConfigFactory, start_api: StartApi, job_id: str
+) -> None:
+    api = start_api(gateway_config())
+    with api.client() as client:
+        response = client.get("/v1/jobs/" + quote(job_id, safe=""))
+    message = assert_refused(response, 404, "not_found")
+    assert len(message) < 120, message
+    assert message.isascii() and message.isprintable(), message
