@@ -347,15 +347,18 @@ class AsyncWorker(BaseWorker):
             if self._fail(job, execution, error):
                 self._final(job, "failed", error.to_dict())
         else:
-            outcome = value if isinstance(value, Outcome) else Outcome(value)
-            try:
-                self._succeed(job, execution, outcome)
-            except redis.RedisError:
-                raise
-            except Exception as exc:
-                self._store_failed(job, execution, outcome, exc)
-                return
-            self._final(job, "succeeded", outcome.value)
+            self._store(job, execution, value if isinstance(value, Outcome) else Outcome(value))
+
+    def _store(self, job: Job, execution: Execution, outcome: Outcome) -> None:
+        """Store a runner's outcome; one that cannot be stored fails the job (``_store_failed``)."""
+        try:
+            self._succeed(job, execution, outcome)
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            self._store_failed(job, execution, outcome, exc)
+            return
+        self._final(job, "succeeded", outcome.value)
 
     def _store_failed(self, job: Job, execution: Execution, outcome: Outcome, exc: Exception) -> None:
         """The result could not be stored (e.g. a text Redis cannot encode): nothing of the finish

@@ -41,7 +41,7 @@ class Fault:
     seconds: float = 0.0
     body: Any = None
     text: str = ""
-    raw: bytes = b""
+    content: bytes = b""
     size: int = 0
 
     @classmethod
@@ -63,7 +63,7 @@ class Fault:
     def raw(cls, body: bytes, code: int = 200) -> Fault:
         """200 with these exact bytes as an ``application/json`` body (e.g. a lone ``\\ud800`` escape,
         which ``json`` only writes with ``ensure_ascii``, or nesting no encoder would produce)."""
-        return cls("raw", raw=body, code=code)
+        return cls("raw", content=body, code=code)
 
     @classmethod
     def huge(cls, size: int) -> Fault:
@@ -378,7 +378,7 @@ class FakeProvider:
         if fault.kind == "json":
             return JSONResponse(fault.body)
         if fault.kind == "raw":
-            return Response(fault.raw, fault.code, media_type="application/json")
+            return Response(fault.content, fault.code, media_type="application/json")
         if fault.kind == "huge":
             return StreamingResponse(_huge_body(fault.size), media_type="application/json")
         if fault.kind == "reset":

@@ -131,7 +131,7 @@ def _audit_of(connection: redis.Redis, job_id: str) -> list[tuple[str, str | Non
 
 
 # a lone high surrogate, as a JSON escape: what a model sends when an emoji is cut in half
-_LONE = rb'\ud800'
+_LONE = rb"\ud800"
 
 
 def _openai_raw(content: bytes, model: bytes = b"gpt-fake", reason: bytes = b"stop") -> bytes:
@@ -217,7 +217,6 @@ def test_an_answer_past_max_response_bytes_fails_and_the_worker_goes_on(
     follow_up = _view(api, _submit(api, {"prompt": "again", "model": "openai"}), wait=10)
     assert follow_up["status"] == "succeeded", follow_up
     assert follow_up["result"]["output"] == "echo: again"
-
 
 
 def test_a_result_redis_cannot_encode_fails_the_job_through_the_failure_path(
