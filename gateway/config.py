@@ -180,6 +180,9 @@ class RedisConfig(Strict):
 
 #: seconds (``jobs.max_retry_after``); also the providers' cap when no config is handed in (tests, CLI)
 DEFAULT_MAX_RETRY_AFTER = 300
+#: bytes (``jobs.max_response_bytes``): the largest provider answer a worker reads; also the
+#: providers' cap when no config is handed in (tests, CLI)
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 class QueueConfig(Strict):
@@ -198,6 +201,8 @@ class JobsConfig(Strict):
     max_provider_calls: int = Field(8, ge=1, le=100)
     #: the longest a provider's Retry-After may push the next attempt out; a longer one is capped
     max_retry_after: int = Field(DEFAULT_MAX_RETRY_AFTER, ge=1, le=86_400)
+    #: the largest provider answer (body bytes) a worker reads; a larger one fails the call
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
     max_output_tokens: int = Field(1024, ge=1)
 
 

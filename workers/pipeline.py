@@ -10,6 +10,8 @@ audit writer drops a re-delivered duplicate).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +53,7 @@ from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
 from workers.skill_runner import PreparedSkill, SkillRunner, provider_key_names
-from workers.worker import Outcome, will_retry
+from workers.worker import Outcome, unexpected_error, will_retry
 
 
 class JobPipeline:
@@ -97,6 +99,7 @@ class JobPipeline:
                         step.deployment,
                         settings.environ,
                         max_retry_after=config.gateway.jobs.max_retry_after,
+                        max_response_bytes=config.gateway.jobs.max_response_bytes,
                     )
         breakers = Breakers(connection, config.gateway.breaker, list(providers))
         return cls(config, connection, providers, breakers, settings)
@@ -111,8 +114,9 @@ class JobPipeline:
         attempt = self._begin(job, queued.service, number, queued.request, list(queued.admission))
         try:
             if queued.apply is not None:  # a reviewer approved a draft: its held side-effect steps run now
-                return await self._apply_approved(attempt, queued.apply)
-            return await self._run(attempt)
+                outcome = await self._apply_approved(attempt, queued.apply)
+            else:
+                outcome = await self._run(attempt)
         except GatewayError as exc:
             self._failed(attempt, job, exc)
             raise
@@ -120,6 +124,17 @@ class JobPipeline:
             # canceled by its caller, past its timeout, or cut short by shutdown: still audited
             self._interrupted(attempt, job)
             raise
+        except redis.RedisError:
+            raise  # no audit line can be written; the worker leaves the job for the reaper
+        except Exception as exc:
+            # a bug or a shape nobody handled: the same failure path as any GatewayError (audited,
+            # holds released, failed for good); the traceback goes to the log only
+            logger.exception("job {}: unexpected error in attempt {}", job.id, attempt.number)
+            error = unexpected_error(exc)
+            self._failed(attempt, job, error)  # masks the message first
+            raise error from exc
+        # if the worker cannot store the result, the attempt is audited as failed instead
+        return dataclasses.replace(outcome, failed=functools.partial(self._failed, attempt, job))
 
     def _begin(
         self, job: Job, service: str, number: int, request: JobRequest, admission: list[dict[str, Any]]

@@ -60,6 +60,28 @@ def will_retry(job: Job, error: GatewayError) -> bool:
     return error.retryable and job.should_retry
 
 
+#: the most of an unexpected exception's first line that reaches a job record and its audit line
+MAX_UNEXPECTED_CHARS = 300
+
+
+def unexpected_error(exc: BaseException, *, detail: bool = True) -> GatewayError:
+    """A ``gateway_error`` for an exception nobody raised on purpose (a bug, an unhandled shape).
+
+    It says the exception's type and, with ``detail``, the first line of its message, clipped:
+    never the traceback or its locals (those may hold the prompt), which only the log gets. A
+    caller that can mask PII (the pipeline) masks the message before it is stored or audited;
+    one that cannot passes ``detail=False``. Not retryable: nothing says another try would differ.
+    """
+    text = f"unexpected error: {type(exc).__name__}"
+    lines = str(exc).strip().splitlines() if detail else []
+    if lines:
+        text += f": {lines[0]}"
+    if len(text) > MAX_UNEXPECTED_CHARS:
+        text = text[: MAX_UNEXPECTED_CHARS - 3] + "..."
+    # an exception can quote the very text that could not be encoded (a lone surrogate)
+    return GatewayError(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def _report_failed_commands(job_id: str, commands: list[str], replies: list[Any]) -> None:
     """Say loudly which commands of a job's finish transaction Redis refused.
 
@@ -80,6 +102,9 @@ class Outcome:
 
     value: Any
     commit: Callable[[Pipeline], None] | None = None
+    #: called when the outcome could not be stored (an error inside ``_succeed`` other than Redis
+    #: itself): the runner settles and audits the attempt as failed, before the job is failed
+    failed: Callable[[GatewayError], None] | None = None
 
 
 @dataclass
@@ -314,14 +339,42 @@ class AsyncWorker(BaseWorker):
         except redis.RedisError:
             raise  # not the job's fault: _execute leaves it for the reaper to recover
         except Exception as exc:
+            # The pipeline turns its own unexpected errors into a GatewayError (audited, holds
+            # released); what gets here came from outside an attempt (an unreadable job record) or
+            # from its failure path, so there is no attempt to audit. The job still ends.
             logger.exception("job {} raised an unexpected error", job.id)
-            error = GatewayError(f"{type(exc).__name__}: {exc}")
+            error = unexpected_error(exc, detail=False)  # unmasked text stays in the log
             if self._fail(job, execution, error):
                 self._final(job, "failed", error.to_dict())
         else:
-            outcome = value if isinstance(value, Outcome) else Outcome(value)
+            self._store(job, execution, value if isinstance(value, Outcome) else Outcome(value))
+
+    def _store(self, job: Job, execution: Execution, outcome: Outcome) -> None:
+        """Store a runner's outcome; one that cannot be stored fails the job (``_store_failed``)."""
+        try:
             self._succeed(job, execution, outcome)
-            self._final(job, "succeeded", outcome.value)
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            self._store_failed(job, execution, outcome, exc)
+            return
+        self._final(job, "succeeded", outcome.value)
+
+    def _store_failed(self, job: Job, execution: Execution, outcome: Outcome, exc: Exception) -> None:
+        """The result could not be stored (e.g. a text Redis cannot encode): nothing of the finish
+        transaction was sent (redis-py encodes every command before it sends one), so the job fails
+        like any attempt: the runner audits it and settles its holds, then RQ fails or retries it."""
+        logger.exception("job {}: storing its result failed", job.id)
+        error = unexpected_error(exc, detail=outcome.failed is not None)
+        if outcome.failed is not None:
+            try:
+                outcome.failed(error)
+            except redis.RedisError:
+                raise
+            except Exception:
+                logger.exception("job {}: auditing the failure to store its result failed too", job.id)
+        if self._fail(job, execution, error):
+            self._final(job, "failed", error.to_dict())
 
     def _final(self, job: Job, status: str, detail: Any) -> None:
         """Tell ``on_final`` (the notification outbox) that a job is final and stored."""
@@ -331,6 +384,10 @@ class AsyncWorker(BaseWorker):
             self.on_final(self.connection, job, status, detail)
         except redis.RedisError as exc:
             logger.warning("worker {}: could not queue job {}'s notification: {}", self.name, job.id, exc)
+        except Exception:
+            # the job is already stored and final: a notification that cannot be built is lost, and
+            # said loudly, but it does not undo the job or kill its task
+            logger.exception("worker {}: could not queue job {}'s notification", self.name, job.id)
 
     def _start(self, job: Job) -> Execution:
         """RQ's prepare_execution and prepare_job_execution in one round trip.

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 REDACTED = "<redacted>"
@@ -34,13 +34,15 @@ _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 class Fault:
     """One scripted answer, consumed by one request."""
 
-    kind: Literal["status", "garbage", "json", "reset", "timeout", "reply"]
+    kind: Literal["status", "garbage", "json", "raw", "huge", "reset", "timeout", "reply"]
     code: int = 200
     retry_after: float | str | None = None
     message: str = "scripted failure"
     seconds: float = 0.0
     body: Any = None
     text: str = ""
+    content: bytes = b""
+    size: int = 0
 
     @classmethod
     def status(cls, code: int, *, retry_after: float | str | None = None, message: str = "") -> Fault:
@@ -56,6 +58,18 @@ class Fault:
     def json(cls, body: Any) -> Fault:
         """200 with any JSON body, e.g. one that lacks the wire format's fields."""
         return cls("json", body=body)
+
+    @classmethod
+    def raw(cls, body: bytes, code: int = 200) -> Fault:
+        """200 with these exact bytes as an ``application/json`` body (e.g. a lone ``\\ud800`` escape,
+        which ``json`` only writes with ``ensure_ascii``, or nesting no encoder would produce)."""
+        return cls("raw", content=body, code=code)
+
+    @classmethod
+    def huge(cls, size: int) -> Fault:
+        """200 with a chunked JSON-looking body of ``size`` bytes, generated as it is sent (never
+        held in memory whole): a runaway or hostile provider."""
+        return cls("huge", size=size)
 
     @classmethod
     def reset(cls) -> Fault:
@@ -363,6 +377,10 @@ class FakeProvider:
             return Response(b"<html><body>502 Bad Gateway</body></html>", media_type="text/html")
         if fault.kind == "json":
             return JSONResponse(fault.body)
+        if fault.kind == "raw":
+            return Response(fault.content, fault.code, media_type="application/json")
+        if fault.kind == "huge":
+            return StreamingResponse(_huge_body(fault.size), media_type="application/json")
         if fault.kind == "reset":
             self._abort(request)
             await request.receive()  # returns once the server has noticed the disconnect
@@ -391,6 +409,18 @@ class FakeProvider:
         except TimeoutError:
             return False
         return True
+
+
+async def _huge_body(size: int, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """``{"pad": "xxxx...`` up to ``size`` bytes, one chunk at a time (never a valid end)."""
+    head = b'{"pad": "'
+    yield head
+    sent = len(head)
+    block = b"x" * chunk
+    while sent < size:
+        piece = block[: size - sent]
+        yield piece
+        sent += len(piece)
 
 
 def _main(argv: list[str] | None = None) -> None:

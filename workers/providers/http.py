@@ -5,16 +5,19 @@ lookup, and the single place where transport errors and HTTP statuses become ``P
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import itertools
+import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from gateway.config import DEFAULT_MAX_RETRY_AFTER, Deployment
+from gateway.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRY_AFTER, Deployment
 from gateway.errors import (
     BadProviderResponseError,
     ProviderAuthError,
@@ -32,6 +35,10 @@ RATE_LIMITED_STATUSES = frozenset({429, 529})
 AUTH_STATUSES = frozenset({401, 403})
 #: How much of a provider's own error message reaches a job record.
 MAX_DETAIL_CHARS = 200
+#: Half of a UTF-16 surrogate pair. JSON may carry one as an escape (``"\\ud800"``), and Python's
+#: decoder keeps it (a whole pair it joins into one character, so whatever matches here is alone);
+#: such a string cannot be encoded as UTF-8, so it could not be stored in Redis.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 #: httpcore scans its whole pool on every request event, so no client holds more than this;
@@ -131,6 +138,7 @@ def error_for_status(
     if status in AUTH_STATUSES:
         # Only the provider's error *type*: some providers quote the offending key in the message.
         kind = _error_field(response, "type")
+        kind = None if kind is None else clean_text(kind)
         what = f"HTTP {status}" + (f", {kind}" if kind else "")
         fix = f"check the key in {key_env}" if key_env else "this deployment sends no key; set api_key_env"
         return ProviderAuthError(f"provider rejected the credentials ({what}); {fix}", deployment=deployment)
@@ -159,7 +167,7 @@ def _error_field(response: httpx.Response, field: str) -> str | None:
     """``error.<field>`` (OpenAI, Anthropic) or a bare ``error`` string (Ollama) from an error body."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's recursion limit
         return None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get(field), str):
@@ -169,8 +177,29 @@ def _error_field(response: httpx.Response, field: str) -> str | None:
     return None
 
 
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (the replacement character).
+
+    Models emit half a surrogate pair when an answer is cut inside an emoji (at ``max_tokens``, or by
+    a buggy proxy). The rest of the answer is still useful, so it is kept with U+FFFD where the half
+    character was, as a UTF-8 decoder does with a broken byte, rather than refused.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def clean_completion(completion: Completion) -> Completion:
+    """``completion`` with ``clean_text`` applied to every text in it (all of them end up in Redis)."""
+    return dataclasses.replace(
+        completion,
+        text=clean_text(completion.text),
+        provider_model=clean_text(completion.provider_model),
+        finish_reason=None if completion.finish_reason is None else clean_text(completion.finish_reason),
+        extra={clean_text(k): clean_text(v) for k, v in completion.extra.items()},
+    )
+
+
 def _scrub(text: str, secret: str | None) -> str:
-    flat = " ".join(text.split())
+    flat = clean_text(" ".join(text.split()))
     if secret:
         flat = flat.replace(secret, "***")
     return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 3] + "..."
@@ -213,10 +242,12 @@ class HttpProvider:
         environ: Mapping[str, str],
         *,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.name = name
         self.deployment = deployment
         self.max_retry_after = max_retry_after
+        self.max_response_bytes = max_response_bytes  # jobs.max_response_bytes
         self._environ = environ  # the key is looked up by name on every call, so a rotation is seen
         self.api_base = (deployment.api_base or self.default_api_base).rstrip("/")
         default_env = self.default_key_env if deployment.api_base is None else None
@@ -245,7 +276,7 @@ class HttpProvider:
         key = self._key()
         data = await self._post(self.payload(request), self.headers(key), key)
         try:
-            return self.parse(data)
+            return clean_completion(self.parse(data))
         except (LookupError, TypeError, ValueError) as exc:
             raise BadProviderResponseError(
                 f"not a valid {self.kind} response: {type(exc).__name__}: {_scrub(str(exc), key)}",
@@ -271,7 +302,8 @@ class HttpProvider:
             async with asyncio.timeout(total):
                 async with self._slots:
                     client = next(self._next_client)
-                    response = await client.post(url, json=payload, headers=headers)
+                    async with client.stream("POST", url, json=payload, headers=headers) as streamed:
+                        body = await self._read_capped(streamed)
         except TimeoutError as exc:
             raise ProviderUnavailableError(
                 f"no answer within {total:g}s (timeouts.total)", deployment=self.name
@@ -291,6 +323,7 @@ class HttpProvider:
             ) from exc
         except httpx.DecodingError as exc:
             raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
+        response = _with_body(streamed, body)
         error = error_for_status(
             response,
             deployment=self.name,
@@ -301,9 +334,48 @@ class HttpProvider:
         if error is not None:
             raise error
         try:
-            return response.json()
+            return json.loads(body)
+        except RecursionError as exc:
+            raise BadProviderResponseError(
+                f"response JSON is nested too deeply to read (HTTP {response.status_code})",
+                deployment=self.name,
+            ) from exc
         except ValueError as exc:
             snippet = _scrub(response.text, key)[:60]
             raise BadProviderResponseError(
                 f"response is not JSON (HTTP {response.status_code}): {snippet!r}", deployment=self.name
             ) from exc
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, read as it arrives and given up past ``max_response_bytes``: a provider that
+        answers without end (a chunked stream, a decompression bomb) costs at most that much memory.
+
+        The cap counts decoded bytes (after any Content-Encoding); a Content-Length already past it
+        is refused before anything is read.
+        """
+        cap = self.max_response_bytes
+        declared = _non_negative(response.headers.get("content-length"))
+        if declared is not None and declared > cap:
+            raise self._too_large(response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(response.status_code)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, status: int) -> BadProviderResponseError:
+        return BadProviderResponseError(
+            f"answer larger than {self.max_response_bytes:,} bytes (HTTP {status}; "
+            "jobs.max_response_bytes); not read further",
+            deployment=self.name,
+        )
+
+
+def _with_body(streamed: httpx.Response, body: bytes) -> httpx.Response:
+    """A complete response holding ``body`` (already decoded), for the status and error helpers."""
+    framing = {"content-encoding", "content-length", "transfer-encoding"}
+    headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in framing]
+    return httpx.Response(streamed.status_code, headers=headers, content=body, request=streamed.request)

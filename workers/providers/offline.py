@@ -51,9 +51,10 @@ class OfflineProvider:
         environ: Mapping[str, str] | None = None,
         *,
         max_retry_after: float = 0.0,
+        max_response_bytes: int = 0,
     ) -> None:
-        """``environ`` and ``max_retry_after`` are accepted like every provider kind's; the offline
-        provider has no key and is never rate limited."""
+        """``environ``, ``max_retry_after`` and ``max_response_bytes`` are accepted like every
+        provider kind's; the offline provider has no key, is never rate limited and reads no answer."""
         self.name = name
         self.deployment = deployment
 
