@@ -5,7 +5,7 @@ shows only itself, and when it exits the namespace and everything still running 
 network unless the skill declares ``requires.network``, uid and gid 65534 inside. The filesystem
 is a read-only root holding the system directories and a few files of ``/etc``, the skill's
 bundle (a copy, read-only, at ``/skill``), the run's working directory (read-write, at ``/work``,
-also ``/tmp``), a fresh ``/dev`` whose ``/dev/shm`` is a tmpfs of ``SHM_BYTES``, and the operator's
+also ``/tmp``), a fresh read-only ``/dev`` whose ``/dev/shm`` is a tmpfs of ``SHM_BYTES``, and the operator's
 ``read_paths``; nothing else of the host exists in there. bwrap starts with an empty environment,
 since the sandbox's PID 1 is bwrap itself and its environ is readable; the script's variables are
 set with ``--setenv`` options that bwrap reads from a file descriptor (``--args FD``,
@@ -119,8 +119,9 @@ class Sandbox:
         argv += ["--share-net"] if run.network else []
         argv += ["--die-with-parent", "--new-session", "--uid", "65534", "--gid", "65534"]
         argv += [*_system_binds(), *_etc_binds(run.network), "--proc", "/proc", "--dev", "/dev"]
-        # --dev's tmpfs has no size: /dev/shm on it would be uncapped host RAM
-        argv += ["--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        # --dev's tmpfs has no size and the sandbox's uid owns it: writable, it would be uncapped host
+        # RAM; so it is read-only, with a small tmpfs at /dev/shm
+        argv += ["--remount-ro", "/dev", "--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm"]
         argv += ["--ro-bind", str(run.bundle), SKILL_DIR, "--bind", str(run.workdir), WORK_DIR]
         argv += ["--bind", str(run.workdir / ".tmp"), "/tmp"]
         for path in self.read_paths:

@@ -246,10 +246,11 @@ def test_skill_sandbox_default_limits_allow_few_processes(worker: Worker) -> Non
     assert int(facts["processes"].rsplit(" ", 1)[1]) < 16
 
 
-def test_skill_sandbox_dev_shm_is_a_small_tmpfs(worker: Worker) -> None:
+def test_skill_sandbox_dev_is_read_only_and_dev_shm_a_small_tmpfs(worker: Worker) -> None:
     facts = worker.run({"attack": "shm", "size_mb": 64})[0]["facts"]
     assert facts["shm"].startswith("OSError after "), facts  # ENOSPC: host RAM is not up for grabs
     assert int(facts["shm"].rsplit(" ", 2)[1]) <= 16
+    assert facts["dev"] == "OSError after 0 MiB"  # EROFS
 
 
 @pytest.mark.parametrize("sleep", [0, 30])
