@@ -243,12 +243,16 @@ class SandboxLimits(Strict):
 
     #: CPU seconds (SIGXCPU, then SIGKILL a second later); wall time is the script's timeout
     cpu_seconds: int = Field(60, ge=1, le=3600)
-    #: address space (RLIMIT_AS): an allocation past it fails (Python: MemoryError)
-    memory_mb: int = Field(1024, ge=64, le=1_048_576)
+    #: address space per process (RLIMIT_AS): an allocation past it fails (Python: MemoryError).
+    #: Per process, not per sandbox: a script's bound is ``processes`` x ``memory_mb``
+    memory_mb: int = Field(512, ge=64, le=1_048_576)
     #: processes and threads the sandbox may run at once (RLIMIT_NPROC, counted per sandbox)
-    processes: int = Field(64, ge=4, le=4096)
+    processes: int = Field(16, ge=4, le=4096)
     #: the largest file a script may write (RLIMIT_FSIZE; SIGXFSZ past it)
     file_size_mb: int = Field(64, ge=1, le=1_048_576)
+    #: what one run's scripts may keep in their working directory (/work and /tmp) together; past
+    #: it the script is killed and the job fails (checked while it runs and after it ends)
+    disk_mb: int = Field(256, ge=1, le=1_048_576)
 
 
 class SandboxConfig(Strict):

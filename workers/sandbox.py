@@ -5,14 +5,19 @@ shows only itself, and when it exits the namespace and everything still running 
 network unless the skill declares ``requires.network``, uid and gid 65534 inside. The filesystem
 is a read-only root holding the system directories and a few files of ``/etc``, the skill's
 bundle (a copy, read-only, at ``/skill``), the run's working directory (read-write, at ``/work``,
-also ``/tmp``) and the operator's ``read_paths``; nothing else of the host exists in there. bwrap
-starts with an empty environment, since the sandbox's PID 1 is bwrap itself and its environ is
-readable; the script's variables are set with ``--setenv``. ``prlimit`` (util-linux), inside the
-sandbox, sets CPU, memory, process and file-size limits before the script starts: set there,
-RLIMIT_NPROC counts only the sandbox's own processes.
+also ``/tmp``), a fresh read-only ``/dev`` whose ``/dev/shm`` is a tmpfs of ``SHM_BYTES``, and the operator's
+``read_paths``; nothing else of the host exists in there. bwrap starts with an empty environment,
+since the sandbox's PID 1 is bwrap itself and its environ is readable; the script's variables are
+set with ``--setenv`` options that bwrap reads from a file descriptor (``--args FD``,
+``hidden_args``), so no input or ``requires.env`` value is on a command line that every local
+user can read in ``/proc/<pid>/cmdline``. ``prlimit`` (util-linux), inside the sandbox, sets CPU,
+memory, process and file-size limits before the script starts: set there, RLIMIT_NPROC counts
+only the sandbox's own processes.
 
-A worker running as root starts bwrap as ``run_as`` (65534 by default): RLIMIT_NPROC does not
-apply to root, and an unprivileged host uid reads nothing the sandbox can reach by mistake.
+A worker running as root starts bwrap through ``setpriv`` (util-linux) as ``run_as`` (65534 by
+default), its groups cleared: RLIMIT_NPROC does not apply to root, and an unprivileged host uid
+reads nothing the sandbox can reach by mistake. (``setpriv`` rather than the ``user=`` arguments
+of ``create_subprocess_exec``, which uvloop, the workers' loop, does not accept.)
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ _ETC = (
 #: added for a skill that declares ``requires.network``
 _ETC_NETWORK = ("resolv.conf", "hosts", "host.conf", "gai.conf", "services", "protocols")
 _MIB = 1_048_576
+#: the size of the sandbox's /dev/shm (a tmpfs: host RAM outside every rlimit, so kept small)
+SHM_BYTES = 16 * _MIB
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class Sandbox:
 
     bwrap: str | None
     prlimit: str | None
+    #: ``setpriv`` (util-linux): how a root worker drops to ``run_as`` before bwrap starts
+    setpriv: str | None = None
     limits: SandboxLimits = SandboxLimits()
     read_paths: tuple[str, ...] = ()
     run_as: int = 65534
@@ -72,6 +81,7 @@ class Sandbox:
         return cls(
             bwrap=shutil.which("bwrap", path=environ.get("PATH", os.defpath)),
             prlimit=shutil.which("prlimit", path=SANDBOX_PATH),
+            setpriv=shutil.which("setpriv", path=SANDBOX_PATH + ":/usr/sbin:/sbin"),
             limits=config.limits,
             read_paths=tuple(config.read_paths),
             run_as=config.run_as,
@@ -83,6 +93,8 @@ class Sandbox:
             reason = f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
         elif self.prlimit is None:
             reason = "prlimit (util-linux) is not installed in /usr/bin or /bin"
+        elif self.setpriv is None and self.host_user() is not None:
+            reason = "setpriv (util-linux) is not installed: a root worker needs it to drop privileges"
         else:
             return
         raise SkillUnavailableError(
@@ -95,21 +107,36 @@ class Sandbox:
         """The uid (and gid) bwrap is started as: ``run_as`` when the worker is root, else its own."""
         return self.run_as if os.geteuid() == 0 else None
 
-    def command(self, run: SandboxRun) -> list[str]:
-        """bwrap's argv for ``run``; start it with an empty environment."""
+    def command(self, run: SandboxRun, args_fd: int) -> list[str]:
+        """bwrap's argv for ``run``; start it with an empty environment and ``hidden_args(run)``
+        readable from ``args_fd`` (passed to it, at its start offset)."""
         assert self.bwrap is not None and self.prlimit is not None, "call check() first"
-        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        argv: list[str] = []
+        if (uid := self.host_user()) is not None:
+            assert self.setpriv is not None, "call check() first"
+            argv += [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        argv += [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--share-net"] if run.network else []
         argv += ["--die-with-parent", "--new-session", "--uid", "65534", "--gid", "65534"]
         argv += [*_system_binds(), *_etc_binds(run.network), "--proc", "/proc", "--dev", "/dev"]
+        # --dev's tmpfs has no size and the sandbox's uid owns it: writable, it would be uncapped host
+        # RAM; so it is read-only, with a small tmpfs at /dev/shm
+        argv += ["--remount-ro", "/dev", "--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm"]
         argv += ["--ro-bind", str(run.bundle), SKILL_DIR, "--bind", str(run.workdir), WORK_DIR]
         argv += ["--bind", str(run.workdir / ".tmp"), "/tmp"]
         for path in self.read_paths:
             argv += ["--ro-bind-try", path, path]
-        argv += ["--chdir", WORK_DIR, "--remount-ro", "/", "--clearenv"]
-        for name, value in run.env.items():
-            argv += ["--setenv", name, value]
+        argv += ["--chdir", WORK_DIR, "--remount-ro", "/", "--clearenv", "--args", str(args_fd)]
         return [*argv, "--", *self._limited(run.argv)]
+
+    @staticmethod
+    def hidden_args(run: SandboxRun) -> bytes:
+        """The ``--setenv`` options for ``run``, NUL-separated, for bwrap's ``--args FD``: inputs and
+        ``requires.env`` values never appear on its command line."""
+        options: list[str] = []
+        for name, value in run.env.items():
+            options += ["--setenv", name, value]
+        return b"".join(os.fsencode(option) + b"\0" for option in options)
 
     def _limited(self, argv: Sequence[str]) -> list[str]:
         limits = self.limits

@@ -57,6 +57,8 @@ MAX_FACT_DEPTH = 64
 DEFAULT_SANDBOX = SandboxConfig()
 #: how long a killed script's pipes get to close before aigw closes them itself
 _SETTLE_SECONDS = 2.0
+#: how often a running script's working directory is measured against ``limits.disk_mb``
+_DISK_POLL_SECONDS = 0.25
 
 ModelCall = Callable[["PreparedSkill"], Awaitable[str]]
 
@@ -260,6 +262,10 @@ class SkillRunner:
         duration_ms = (time.monotonic() - started) * 1000
         if self.sandbox is None:
             await self._check_writes(skill, name, before, space.outer)
+        elif launch.disk_cap is not None:  # what it left, hidden in unreadable folders included
+            used = await _disk_used(space.workdir, fix_modes=True)
+            if used > launch.disk_cap:
+                raise SkillFailedError(_disk_message(where, launch.disk_cap))
         stderr_tail = result.stderr.decode("utf-8", "replace")[-_STDERR_TAIL:]
         if result.returncode != 0:
             how = _how_it_ended(result.returncode, sandboxed=self.sandbox is not None)
@@ -278,10 +284,19 @@ class SkillRunner:
         argv = self._argv(skill, index, context, space.skill_dir)
         env = self._env(skill, context, space)
         if self.sandbox is None:
-            return _Launch(argv, env, space.workdir, None)
+            return _Launch(lambda _fd: argv, env, space.workdir)
+        sandbox = self.sandbox
         run = SandboxRun(argv, env, space.bundle, space.workdir, network=skill.spec.aigw.requires.network)
-        # an empty environment: bwrap is the sandbox's PID 1, and its environ is readable in there
-        return _Launch(self.sandbox.command(run), {}, Path("/"), self.sandbox.host_user())
+        # an empty environment: bwrap is the sandbox's PID 1, and its environ is readable in there;
+        # the script's variables reach bwrap through a file descriptor, off its command line
+        return _Launch(
+            lambda fd: sandbox.command(run, fd),
+            {},
+            Path("/"),
+            hidden=sandbox.hidden_args(run),
+            workdir=space.workdir,
+            disk_cap=sandbox.limits.disk_mb * 1_048_576,
+        )
 
     def _argv(self, skill: Skill, index: int, context: dict[str, Any], skill_dir: str) -> list[str]:
         script = skill.spec.aigw.scripts[index]
@@ -354,22 +369,25 @@ class SkillRunner:
             )
 
     async def _execute(self, where: str, launch: _Launch, stdin: bytes, timeout: float) -> _Completed:
-        as_user: dict[str, Any] = {}
-        if launch.uid is not None:
-            as_user = {"user": launch.uid, "group": launch.uid, "extra_groups": []}
+        # no user=/group= arguments (a root worker's bwrap drops privileges through setpriv): uvloop's
+        # subprocess_exec refuses them
+        args_fd = _memfd(launch.hidden) if launch.hidden is not None else None
         try:
             proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
+                *launch.argv(-1 if args_fd is None else args_fd),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=launch.cwd,
                 env=launch.env,
                 start_new_session=True,  # its own process group, so everything it starts can be killed
-                **as_user,
+                pass_fds=() if args_fd is None else (args_fd,),
             )
         except OSError as exc:
             raise SkillFailedError(f"{where} could not start: {exc.strerror or exc}") from None
+        finally:
+            if args_fd is not None:
+                os.close(args_fd)  # the child has its own copy
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         cap = self.max_output_bytes
         out = asyncio.create_task(_read_capped(proc.stdout, cap, "stdout"))
@@ -377,9 +395,13 @@ class SkillRunner:
         feed = asyncio.create_task(_feed(proc.stdin, stdin))
         exited = asyncio.create_task(proc.wait())
         pending: set[asyncio.Task[Any]] = {out, err, feed, exited}
+        watch = None
+        if launch.workdir is not None and launch.disk_cap is not None:
+            watch = asyncio.create_task(_watch_disk(launch.workdir, launch.disk_cap))
+            pending.add(watch)
         try:
             async with asyncio.timeout(timeout):
-                while pending:
+                while pending - {watch}:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()  # an output flood raises here
@@ -391,6 +413,8 @@ class SkillRunner:
             raise SkillFailedError(
                 f"{where} wrote more than {cap} bytes to {exc.stream} and was killed"
             ) from None
+        except _DiskFullError as exc:
+            raise SkillFailedError(_disk_message(where, exc.cap) + " and was killed") from None
         finally:
             await _stop(proc, pending)
         return _Completed(proc.returncode if proc.returncode is not None else -1, out.result(), err.result())
@@ -410,11 +434,15 @@ class _Workspace:
 
 @dataclass(frozen=True)
 class _Launch:
-    argv: list[str]
+    #: the argv, given the number of the descriptor that holds ``hidden`` (-1 without one)
+    argv: Callable[[int], list[str]]
     env: dict[str, str]
     cwd: Path
-    #: the host uid to start as (a root worker starting bwrap), else None
-    uid: int | None
+    #: bytes the child reads from a descriptor passed to it (bwrap's ``--args``), else None
+    hidden: bytes | None = None
+    #: the run's working directory on the host, and how many bytes it may hold (sandboxed only)
+    workdir: Path | None = None
+    disk_cap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -428,6 +456,61 @@ class _FloodError(Exception):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.stream = stream
+
+
+class _DiskFullError(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(cap)
+        self.cap = cap
+
+
+def _memfd(data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, at offset 0 (close-on-exec until passed on)."""
+    fd = os.memfd_create("aigw-bwrap-args", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def _disk_used(workdir: Path, *, fix_modes: bool = False) -> int:
+    """Bytes of disk under ``workdir`` (GNU ``du``: any depth, hard links once, one filesystem).
+
+    ``fix_modes`` first makes every folder readable to the worker, so none is left uncounted (a
+    script of a non-root worker owns its files on the host and may chmod a folder to 000).
+    """
+    argvs = [["chmod", "-R", "u+rwX", "--", str(workdir)]] if fix_modes else []
+    argvs.append(["du", "-s", "-x", "-B1", "--", str(workdir)])
+    out = b""
+    for argv in argvs:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+    try:
+        return int(out.split()[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+async def _watch_disk(workdir: Path, cap: int) -> None:
+    """Raises _DiskFullError once the working directory holds more than ``cap`` bytes."""
+    while True:
+        await asyncio.sleep(_DISK_POLL_SECONDS)
+        if await _disk_used(workdir) > cap:
+            raise _DiskFullError(cap)
+
+
+def _disk_message(where: str, cap: int) -> str:
+    return f"{where} wrote more than {cap // 1_048_576} MiB into its working directory (/work and /tmp)"
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int, label: str) -> bytes:

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import redis
+from loguru import logger
 from pydantic import BaseModel, ConfigDict
 from redis.client import Pipeline
 
@@ -273,10 +275,25 @@ def _write_files(root: Path, files: list[BundleFile]) -> None:
 
 
 def remove_tree(root: Path) -> None:
-    """Delete a materialised bundle, read-only directories included."""
-    for dirpath, _, _ in os.walk(root):
-        os.chmod(dirpath, 0o700)
-    shutil.rmtree(root, ignore_errors=True)
+    """Delete a folder (a materialised bundle, a script's workspace), read-only directories included.
+
+    Total: never raises, and any depth is fine (GNU ``chmod -R`` and ``rm -rf`` walk without recursion
+    or path-length limits, and do not follow symlinks); a folder that could not be removed is logged.
+    """
+    try:
+        if not os.path.lexists(root):
+            return
+        for argv in (
+            ["chmod", "-R", "u+rwX", "--", str(root)],
+            ["rm", "-rf", "--one-file-system", "--", str(root)],
+        ):
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if os.path.lexists(root):
+            shutil.rmtree(root, ignore_errors=True)
+        if os.path.lexists(root):
+            logger.warning("could not remove {} completely", root)
+    except Exception:  # cleanup runs in finally blocks: it must not replace the run's own outcome
+        logger.exception("could not remove {}", root)
 
 
 def _record(raw: bytes | str | None) -> SkillVersion | None:

@@ -7,13 +7,16 @@ as a real worker's does, so ``/proc/<parent>/environ`` would give them away with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import redis
 
 from gateway.config import SandboxConfig, SandboxLimits
 from gateway.errors import SkillUnavailableError
-from gateway.skills import DiskSkills
+from gateway.skills import DiskSkills, remove_tree
 from workers.skill_runner import SkillRunner
 
 EVIL = Path(__file__).resolve().parents[1] / "fixtures" / "skills" / "evil"
@@ -39,10 +42,20 @@ from gateway.skills import DiskSkills
 from workers.skill_runner import SkillRunner
 
 args = json.loads(sys.argv[1])
-runner = SkillRunner(environ=os.environ, sandbox=SandboxConfig.model_validate(args["sandbox"]))
+work_root = Path(args["work_root"]) if args["work_root"] else None
+sandbox = SandboxConfig.model_validate(args["sandbox"])
+runner = SkillRunner(environ=os.environ, sandbox=sandbox, work_root=work_root)
 skill = DiskSkills(Path(args["skills"])).load("evil")
+if args["loop"] == "uvloop":  # as workers/main.py runs a worker
+    import uvloop
+
+    loop_factory = uvloop.new_event_loop
+else:
+    loop_factory = None
 try:
-    print(json.dumps({"facts": asyncio.run(runner.prepare(skill, args["inputs"])).facts}))
+    with asyncio.Runner(loop_factory=loop_factory) as loop:
+        prepared = loop.run(runner.prepare(skill, args["inputs"]))
+    print(json.dumps({"facts": prepared.facts}))
 except GatewayError as exc:
     print(json.dumps({"error": exc.type, "message": exc.message}))
 """
@@ -60,22 +73,47 @@ class Worker:
             "REDIS_URL": redis_url,
         }
 
-    def run(
-        self, inputs: dict[str, Any], sandbox: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """(the parsed answer, the raw stdout, to search for leaked secrets)."""
-        args = {"skills": str(self.skills), "inputs": inputs, "sandbox": sandbox or {}}
-        done = subprocess.run(
+    def start(
+        self,
+        inputs: dict[str, Any],
+        sandbox: dict[str, Any] | None = None,
+        *,
+        loop: str = "asyncio",
+        work_root: Path | None = None,
+    ) -> subprocess.Popen[str]:
+        args = {
+            "skills": str(self.skills),
+            "inputs": inputs,
+            "sandbox": sandbox or {},
+            "loop": loop,
+            "work_root": str(work_root) if work_root else None,
+        }
+        return subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps(args)],
             env=self.env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=90,
             cwd=ROOT,
         )
-        assert done.returncode == 0, done.stderr
-        answer: dict[str, Any] = json.loads(done.stdout)
-        return answer, done.stdout
+
+    def run(
+        self,
+        inputs: dict[str, Any],
+        sandbox: dict[str, Any] | None = None,
+        *,
+        loop: str = "asyncio",
+        work_root: Path | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """(the parsed answer, the raw stdout, to search for leaked secrets)."""
+        return self.result(self.start(inputs, sandbox, loop=loop, work_root=work_root))
+
+    @staticmethod
+    def result(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], str]:
+        stdout, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 0, stderr
+        answer: dict[str, Any] = json.loads(stdout)
+        return answer, stdout
 
 
 @pytest.fixture
@@ -83,6 +121,16 @@ def worker(tmp_path: Path, redis_url: str) -> Worker:
     skills = tmp_path / "skills"
     shutil.copytree(EVIL, skills / "evil")
     return Worker(skills, redis_url)
+
+
+@pytest.fixture
+def work_root() -> Iterator[Path]:
+    """An empty folder for the runner's workspaces that run_as (65534) can pass through, unlike
+    pytest's tmp_path (below a 0700 folder of root's)."""
+    folder = Path(tempfile.mkdtemp(prefix="aigw-test-work-"))
+    folder.chmod(0o755)
+    yield folder
+    remove_tree(folder)
 
 
 def redis_port(url: str) -> int:
@@ -190,6 +238,121 @@ def test_skill_sandbox_cpu_time_is_limited(worker: Worker) -> None:
     assert "was killed by signal 24 (SIGXCPU, its CPU time limit)" in answer["message"]
 
 
+def test_skill_sandbox_default_limits_allow_few_processes(worker: Worker) -> None:
+    """Memory is per process: the defaults keep processes x memory_mb small (16 x 512 MiB)."""
+    facts = worker.run({"attack": "limits"})[0]["facts"]
+    assert facts["memory"] == "MemoryError"  # 2 GiB in one process
+    assert facts["processes"].startswith("BlockingIOError after ")
+    assert int(facts["processes"].rsplit(" ", 1)[1]) < 16
+
+
+def test_skill_sandbox_dev_is_read_only_and_dev_shm_a_small_tmpfs(worker: Worker) -> None:
+    facts = worker.run({"attack": "shm", "size_mb": 64})[0]["facts"]
+    assert facts["shm"].startswith("OSError after "), facts  # ENOSPC: host RAM is not up for grabs
+    assert int(facts["shm"].rsplit(" ", 2)[1]) <= 16
+    assert facts["dev"] == "OSError after 0 MiB"  # EROFS
+
+
+@pytest.mark.parametrize("sleep", [0, 30])
+def test_skill_sandbox_disk_written_by_a_run_is_capped(worker: Worker, work_root: Path, sleep: int) -> None:
+    """Past ``disk_mb`` (in /work and /tmp together) the job fails; a script that keeps running is
+    killed at once, long before its timeout."""
+    started = time.monotonic()
+    answer, _ = worker.run(
+        {"attack": "disk", "size_mb": 24, "sleep": sleep}, {"limits": {"disk_mb": 8}}, work_root=work_root
+    )
+    assert answer["error"] == "skill_failed", answer
+    assert "wrote more than 8 MiB into its working directory" in answer["message"]
+    assert time.monotonic() - started < 15
+    assert list(work_root.iterdir()) == []
+
+
+# --- privileges, cleanup, command lines -------------------------------------------------------------
+
+
+def test_skill_sandbox_runs_on_uvloop_like_a_worker(worker: Worker, work_root: Path) -> None:
+    """The workers' loop is uvloop, whose subprocess_exec takes no user=/group=: a root worker's scripts
+    still start, unprivileged inside and (as run_as) on the host: every process below the worker."""
+    proc = worker.start({"attack": "whoami", "sleep": 2}, loop="uvloop", work_root=work_root)
+    host_uids: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            for pid in descendants(proc.pid):  # the worker's own du (the disk check) aside
+                with contextlib.suppress(OSError, StopIteration):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    script = any(arg.endswith(b"/attack.py") for arg in argv)
+                    what = "bwrap" if argv[0].endswith(b"bwrap") else "script" if script else None
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+                    if what is not None:
+                        host_uids[what] = int(uid_line.split()[1])
+            time.sleep(0.05)
+    finally:
+        answer, _ = worker.result(proc)
+    assert answer == {"facts": {"uid": 65534}}
+    expected = 65534 if os.geteuid() == 0 else os.geteuid()
+    assert host_uids == {"bwrap": expected, "script": expected}
+
+
+def test_skill_sandbox_a_deep_tree_in_work_is_cleaned_up(worker: Worker, work_root: Path) -> None:
+    answer, _ = worker.run({"attack": "deep"}, work_root=work_root)
+    assert answer == {"facts": {"depth": 1500}}
+    assert list(work_root.iterdir()) == []
+
+
+def test_skill_sandbox_a_deep_tree_in_aigw_skill_test_is_a_row(tmp_path: Path, work_root: Path) -> None:
+    skills = tmp_path / "skills"
+    shutil.copytree(EVIL, skills / "evil")
+    for kind, data in {
+        "fixtures": {"inputs": {"attack": "deep"}, "model_response": "ok"},
+        "expected": {"risk_flags": [], "facts": {"depth": 1500}, "outputs": {"answer": "ok"}},
+    }.items():
+        (skills / "evil" / "test" / kind).mkdir(parents=True)
+        (skills / "evil" / "test" / kind / "deep.json").write_text(json.dumps(data))
+    temp = work_root
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(tmp_path),
+        "AIGW_HOME": str(tmp_path / "home"),
+        "TMPDIR": str(temp),
+        "COLUMNS": "300",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "aigw"), "skill", "test", "evil", "--dir", str(skills)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert done.returncode == 0, done.stdout
+    assert "evil@1.0.0" in done.stdout and "deep" in done.stdout and "1 passed, 0 failed" in done.stdout
+    assert list(temp.iterdir()) == []
+
+
+def test_skill_sandbox_inputs_and_env_are_not_on_a_command_line(worker: Worker, work_root: Path) -> None:
+    """/proc/<pid>/cmdline is readable by every local user: bwrap gets the variables from an fd."""
+    token = f"tok-{uuid.uuid4().hex}"
+    setting = f"set-{uuid.uuid4().hex}"
+    worker.env["EVIL_SETTING"] = setting
+    proc = worker.start({"attack": "wait", "token": token, "sleep": 3}, work_root=work_root)
+    seen_bwrap = False
+    deadline = time.monotonic() + 20
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            for pid, cmdline in command_lines().items():
+                if pid == proc.pid:
+                    continue  # the test's worker got the inputs on its own argv
+                assert token.encode() not in cmdline and setting.encode() not in cmdline, cmdline
+                seen_bwrap |= b"bwrap" in cmdline and str(work_root).encode() in cmdline
+            time.sleep(0.05)
+    finally:
+        answer, _ = worker.result(proc)
+    assert seen_bwrap, "the script ended before its sandbox was looked at"
+    assert answer == {"facts": {"token": token, "setting": setting}}
+
+
 # --- without bubblewrap ----------------------------------------------------------------------------
 
 
@@ -222,6 +385,33 @@ def test_skill_sandbox_missing_bwrap_in_aigw_skill_test_says_what_to_install(tmp
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, from the parent pids in /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def command_lines() -> dict[int, bytes]:
+    lines = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+    return lines
 
 
 def processes_with(token: str) -> list[int]:
