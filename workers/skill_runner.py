@@ -598,6 +598,12 @@ def parse_script_output(where: str, stdout: bytes) -> tuple[list[dict[str, str]]
         raise SkillFailedError(f"{where}: the JSON on stdout is nested deeper than {MAX_FACT_DEPTH} levels")
     if not isinstance(facts, dict):
         raise SkillFailedError(f"{where}: the JSON on stdout must be an object, got {type(facts).__name__}")
+    try:  # a lone surrogate escape ("\ud83d") survives json.loads but can be neither stored nor shown
+        json.dumps(facts, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise SkillFailedError(
+            f"{where}: the JSON on stdout has an unpaired surrogate (\\ud800-\\udfff)"
+        ) from None
     if "risk_flags" in facts:
         raise SkillFailedError(
             f"{where}: 'risk_flags' is reserved; raise flags with 'flag:<id> — <text>' lines"

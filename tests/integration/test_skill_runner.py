@@ -301,6 +301,10 @@ def test_skill_runner_nonzero_exit_fails_with_code_and_stderr(tmp_path: Path) ->
         ("echo 'flag:'", "malformed flag line"),
         ("echo '{\"risk_flags\": []}'", "'risk_flags' is reserved"),
         ("printf '\\xff\\xfe'", "not UTF-8"),
+        (
+            """echo '{"fact": "\\ud83d"}'""",
+            "unpaired surrogate",
+        ),  # half an emoji: the job view could not show it
         ("printf '%*s' 100000 '' | tr ' ' '['", "nested deeper than 64 levels"),  # RecursionError
         (
             "printf '{\"a\": %s1%s}' $(printf '%*s' 70 '' | tr ' ' '[') $(printf '%*s' 70 '' | tr ' ' ']')",
