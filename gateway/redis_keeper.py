@@ -14,14 +14,14 @@ stops Redis itself and then this keeper, which finds Redis gone and exits.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import signal
 import sys
 import threading
 import time
 
 import redis
+
+from gateway.supervisor import pid_alive, stop_pid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write("ready\n")  # the starter waits for this: a SIGTERM before it would kill us
     sys.stdout.flush()
     while not parent_gone.wait(0.5):
-        if not _alive(args.pid):  # Redis ended on its own (or `aigw up` stopped it): nothing to keep
+        if not pid_alive(args.pid):  # Redis ended on its own (or `aigw up` stopped it): nothing to keep
             return
     wait_for_drain(args.port, args.pid, args.grace)
-    stop(args.pid)
+    stop_pid(args.pid)
 
 
 def wait_for_drain(port: int, pid: int, grace: float) -> None:
@@ -47,22 +47,10 @@ def wait_for_drain(port: int, pid: int, grace: float) -> None:
     deadline = time.monotonic() + grace
     client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=2)
     try:
-        while _alive(pid) and time.monotonic() < deadline and _other_clients(client) > 0:
+        while pid_alive(pid) and time.monotonic() < deadline and _other_clients(client) > 0:
             time.sleep(0.2)
     finally:
         client.close()
-
-
-def stop(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM (redis-server's SHUTDOWN, AOF fsynced), then SIGKILL at the deadline."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _other_clients(client: redis.Redis) -> int:
@@ -71,16 +59,6 @@ def _other_clients(client: redis.Redis) -> int:
     except (redis.ConnectionError, redis.TimeoutError):
         return 0  # gone already: nothing left to drain into
     return max(0, len(listed) - 1)  # minus this connection
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":

@@ -13,12 +13,10 @@ that directory finds the lock taken and adopts the live server (its port is in
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -29,6 +27,7 @@ import redis
 
 from gateway.errors import ConfigError, UnavailableError
 from gateway.home import read_note
+from gateway.supervisor import pid_alive, stop_pid
 
 
 def find_redis_server_binary() -> str:
@@ -158,7 +157,7 @@ class RedisServer:
                 server = cls(int(noted["port"]), data_dir, None, pid=int(noted["pid"]), adopted=True)
             except (OSError, ValueError, KeyError, TypeError):
                 server = None
-            if server is not None and _pid_alive(server.pid) and ping(server.url, timeout=0.2):
+            if server is not None and pid_alive(server.pid) and ping(server.url, timeout=0.2):
                 return server
             if time.monotonic() >= deadline:
                 held_by = f" (pid {server.pid}, port {server.port})" if server else ""
@@ -196,14 +195,7 @@ class RedisServer:
 
     def _stop_adopted(self, timeout: float) -> None:
         """Not our child: signal it and wait for its pid to go (no ``wait()`` on a stranger's child)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(self.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        stop_pid(self.pid, timeout)
 
 
 def _unlocked_server_on(data_dir: Path) -> int | None:
@@ -224,18 +216,6 @@ def _unlocked_server_on(data_dir: Path) -> int | None:
 
 def _server_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def embedded_url_file(home: Path) -> Path:
