@@ -1,14 +1,21 @@
 """pydantic at the edges: ``Strict``, the base of every model aigw validates input with, and
-``first_error``, the first problem of a failed validation in the words aigw's messages use.
+``first_error``, the first problem of a failed validation in the words aigw's messages use; and
+``LONE_SURROGATE``, the text no input or answer may carry into Redis.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+#: Half of a UTF-16 surrogate pair. JSON may carry one as an escape (``"\\ud800"``) and Python's
+#: decoder keeps it (a whole pair it joins into one character, so whatever matches is alone);
+#: such a string cannot be encoded as UTF-8, so it can be neither stored in Redis nor shown.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Strict(BaseModel):

@@ -45,6 +45,7 @@ from gateway.skills import (
     remove_tree,
     validate_inputs,
 )
+from gateway.validation import LONE_SURROGATE
 from workers.sandbox import SANDBOX_PATH, SKILL_DIR, WORK_DIR, Sandbox, SandboxRun, hand_over, stage_bundle
 
 #: a line ``flag:<id> — <text>`` on a script's stdout raises a risk flag (an em dash, "--" or "-")
@@ -598,12 +599,8 @@ def parse_script_output(where: str, stdout: bytes) -> tuple[list[dict[str, str]]
         raise SkillFailedError(f"{where}: the JSON on stdout is nested deeper than {MAX_FACT_DEPTH} levels")
     if not isinstance(facts, dict):
         raise SkillFailedError(f"{where}: the JSON on stdout must be an object, got {type(facts).__name__}")
-    try:  # a lone surrogate escape ("\ud83d") survives json.loads but can be neither stored nor shown
-        json.dumps(facts, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise SkillFailedError(
-            f"{where}: the JSON on stdout has an unpaired surrogate (\\ud800-\\udfff)"
-        ) from None
+    if LONE_SURROGATE.search(json.dumps(facts, ensure_ascii=False)):  # survives json.loads, not Redis
+        raise SkillFailedError(f"{where}: the JSON on stdout has an unpaired surrogate (\\ud800-\\udfff)")
     if "risk_flags" in facts:
         raise SkillFailedError(
             f"{where}: 'risk_flags' is reserved; raise flags with 'flag:<id> — <text>' lines"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from starlette.requests import Request
 
 from gateway.errors import BadJsonError, PayloadTooLargeError, RequestTimeoutError, ValidationError
 from gateway.jobs import JobRequest
-from gateway.validation import first_error
+from gateway.validation import LONE_SURROGATE, first_error
 
 _Body = TypeVar("_Body", bound=BaseModel)
 
@@ -35,8 +34,6 @@ _Body = TypeVar("_Body", bound=BaseModel)
 MAX_DEPTH = 64
 #: The bytes a review body may take: a decision and a comment of at most 2,000 characters.
 REVIEW_BODY_LIMIT = 16_384
-#: Every UTF-16 surrogate code point; ``json.loads`` joins a valid pair, so any left is unpaired.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _Path = tuple[str | int, ...]
 
@@ -101,7 +98,7 @@ def load_json(body: bytes) -> Any:
 def refuse_surrogates(data: Any) -> None:
     """A ValidationError (422) naming the first key or string value with an unpaired surrogate."""
     for path, text, is_key in _strings(data):
-        if found := _SURROGATE.search(text):
+        if found := LONE_SURROGATE.search(text):
             where = ".".join(str(part) for part in path) or "body"
             what = "a key contains" if is_key else "contains"
             raise ValidationError(f"{where}: {what} an unpaired surrogate (\\u{ord(found.group()):04x})")

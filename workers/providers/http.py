@@ -10,7 +10,6 @@ import email.utils
 import itertools
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from gateway.validation import LONE_SURROGATE
 from workers.providers.base import Completion, CompletionRequest
 
 #: 409 is a provider-side lock (e.g. a concurrent update), worth another try like a 5xx.
@@ -35,10 +35,6 @@ RATE_LIMITED_STATUSES = frozenset({429, 529})
 AUTH_STATUSES = frozenset({401, 403})
 #: How much of a provider's own error message reaches a job record.
 MAX_DETAIL_CHARS = 200
-#: Half of a UTF-16 surrogate pair. JSON may carry one as an escape (``"\\ud800"``), and Python's
-#: decoder keeps it (a whole pair it joins into one character, so whatever matches here is alone);
-#: such a string cannot be encoded as UTF-8, so it could not be stored in Redis.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 #: httpcore scans its whole pool on every request event, so no client holds more than this;
@@ -184,7 +180,7 @@ def clean_text(text: str) -> str:
     a buggy proxy). The rest of the answer is still useful, so it is kept with U+FFFD where the half
     character was, as a UTF-8 decoder does with a broken byte, rather than refused.
     """
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def clean_completion(completion: Completion) -> Completion:
