@@ -16,7 +16,8 @@ import yaml
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from gateway.errors import ConfigError, ValidationError
+from gateway.chat import Capability
+from gateway.errors import ConfigError, ModelNotFoundError, ValidationError
 from gateway.validation import Strict, first_error
 
 ProviderKind = Literal["anthropic", "openai", "ollama", "offline"]
@@ -56,6 +57,23 @@ class Deployment(Strict):
     pricing: Pricing = Pricing()
     max_connections: int = Field(50, ge=1, le=1000)
     weight: int = Field(1, ge=1)
+    #: what this deployment can do beyond text, over its kind's defaults (``KIND_CAPABILITIES``):
+    #: an OpenAI-compatible server without vision says ``{images: false}``
+    capabilities: dict[Capability, bool] = {}
+
+    def supports(self, capability: Capability) -> bool:
+        return self.capabilities.get(capability, capability in KIND_CAPABILITIES[self.provider])
+
+
+#: What each provider kind's API can do. Anthropic's Messages API has no seed, no JSON mode and no
+#: embeddings; the offline stand-in honours everything (deterministically) so a keyless stack
+#: serves every request shape.
+KIND_CAPABILITIES: dict[str, frozenset[Capability]] = {
+    "openai": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
+    "anthropic": frozenset({"images", "tools"}),
+    "ollama": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
+    "offline": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
+}
 
 
 _DEPLOYMENT_FIELDS = set(Deployment.model_fields)
@@ -100,13 +118,20 @@ class ModelsFile(Strict):
         return self
 
     def resolve_alias(self, model: str | None, task: str | None) -> str:
-        """The alias a request asks for: its model, else the alias serving its task, else the default."""
+        """The alias a request asks for: its model, else the alias serving its task, else the default.
+
+        ``model`` may also be ``auto`` (the default, then the policies, decide), a ``use_for`` task
+        tag, or a provider's model name that an alias serves (``gpt-4o-mini``), so code written
+        against a vendor's SDK works unchanged. An unknown name is a ``NotFoundError`` (404).
+        """
         if model is not None:
-            if model not in self.models:
-                raise ValidationError(
-                    f"unknown model alias {model!r}; known: {', '.join(sorted(self.models))}"
+            alias = self.alias_for_model(model)
+            if alias is None:
+                raise ModelNotFoundError(
+                    f"unknown model {model!r}: not an alias ({', '.join(sorted(self.models))}), "
+                    "a task tag, 'auto', or a provider model an alias serves"
                 )
-            return model
+            return alias
         if task is not None:
             alias = self.alias_for_task(task)
             if alias is None:
@@ -114,6 +139,24 @@ class ModelsFile(Strict):
                 raise ValidationError(f"no model serves task {task!r}; known tasks: {', '.join(tags)}")
             return alias
         return self.default_model
+
+    def alias_for_model(self, model: str) -> str | None:
+        """The alias a ``model`` value names: an alias, ``auto``, a task tag, or the first alias (in
+        file order) whose first deployment serves that provider model, else any deployment of it."""
+        if model in self.models:
+            return model
+        if model == "auto":
+            return self.default_model
+        by_task = self.alias_for_task(model)
+        if by_task is not None:
+            return by_task
+        for name, alias in self.models.items():
+            if alias.deployments[0].model == model:
+                return name
+        return next(
+            (name for name, alias in self.models.items() if any(d.model == model for d in alias.deployments)),
+            None,
+        )
 
     def alias_for_task(self, task: str) -> str | None:
         """The first alias whose ``use_for`` lists this task tag."""

@@ -6,8 +6,11 @@ GatewayError                  .type (stable string), .http_status, .retryable, .
 ├── TooManyAuthFailuresError  429: bad token, throttled address (gateway/auth_failures.py); .retry_after
 ├── ForbiddenError            403
 ├── NotFoundError             404
+│   └── ModelNotFoundError         no alias, task tag or provider model of that name
 ├── ValidationError           422 (bad job request)
-│   └── IdempotencyKeyReusedError  the key already names a job with another body
+│   ├── IdempotencyKeyReusedError  the key already names a job with another body
+│   └── UnsupportedContentError    the routed model cannot take this content (images); .param
+├── UnsupportedFieldError     400: a field aigw cannot honour for the routed model; .param
 ├── PayloadTooLargeError      413
 ├── RequestTimeoutError       408 (a body that did not arrive within api.body_timeout_seconds)
 ├── BadJsonError              400 (a request body that is not JSON)
@@ -20,6 +23,7 @@ GatewayError                  .type (stable string), .http_status, .retryable, .
 ├── CallBoundError            a job reached jobs.max_provider_calls
 ├── NoDeploymentError         503: every deployment skipped; retryable when a circuit is open
 ├── InterruptedAttemptError   an attempt canceled or cut short by shutdown (audit only)
+├── StreamInterruptedError    a provider's stream broke after its first token: never retried
 ├── ProviderError             .deployment
 │   ├── ProviderUnavailableError   transport error or 5xx; retryable
 │   ├── RateLimitedError           429/529; retryable; .retry_after, .retry_after_capped
@@ -94,9 +98,42 @@ class NotFoundError(GatewayError):
     http_status = 404
 
 
+class ModelNotFoundError(NotFoundError):
+    type = "model_not_found"
+
+
 class ValidationError(GatewayError):
     type = "invalid_request"
     http_status = 422
+
+
+class UnsupportedContentError(ValidationError):
+    """The routed model cannot take part of the content (an image to a text-only model)."""
+
+    type = "unsupported_content"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class UnsupportedFieldError(GatewayError):
+    """A request field aigw cannot honour for the routed model: refused, never silently dropped."""
+
+    type = "unsupported_field"
+    http_status = 400
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class StreamInterruptedError(GatewayError):
+    """A streamed answer broke after the client had its first token: the job fails (a retry would
+    send a second, different answer down a stream the client has half read)."""
+
+    type = "stream_interrupted"
+    http_status = 502
 
 
 class PayloadTooLargeError(GatewayError):

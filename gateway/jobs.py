@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.chat import Capability, Message, ResponseFormat, Tool, ToolCall, ToolChoice, request_needs
+
+__all__ = ["Message"]  # re-exported: the job contract's messages are gateway.chat's
+
 #: The dotted path RQ stores on every aigw job; the API never imports workers.
 JOB_FUNC = "workers.pipeline.run_job"
 
@@ -45,13 +49,6 @@ RQ_STATUS_TO_STATE: dict[str, JobState] = {
 }
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
-
-
 class JobRequest(BaseModel):
     """The body of ``POST /v1/jobs``. The service comes from the token, never from here."""
 
@@ -66,8 +63,20 @@ class JobRequest(BaseModel):
     system: str | None = None
     model: str | None = Field(None, description="A model alias from models.yaml.")
     task: str | None = Field(None, description="A task tag matched against models' use_for.")
+    embed: list[str] | None = Field(
+        None, min_length=1, max_length=2048, description="Texts to embed instead of a prompt."
+    )
+    dimensions: int | None = Field(None, ge=1, le=65_536, description="Embedding size, where the model can.")
     max_tokens: int | None = Field(None, ge=1, le=200_000)
     temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    stop: list[str] | None = Field(None, max_length=16)
+    seed: int | None = None
+    user: str | None = Field(None, max_length=256, description="The end user the service acts for.")
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool = Field(False, description="Relay the answer's tokens as they come (the API's SSE routes).")
     queue: Literal["interactive", "batch"] | None = None
     priority: Literal["normal", "high"] = "normal"
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
@@ -88,8 +97,15 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> JobRequest:
-        if sum(x is not None for x in (self.prompt, self.messages, self.skill)) != 1:
-            raise ValueError("give exactly one of 'prompt', 'messages' or 'skill'")
+        if sum(x is not None for x in (self.prompt, self.messages, self.skill, self.embed)) != 1:
+            raise ValueError("give exactly one of 'prompt', 'messages', 'skill' or 'embed'")
+        if self.embed is not None and any(not text for text in self.embed):
+            raise ValueError("embed: every text must be non-empty")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("'tool_choice' goes with 'tools'")
+        if self.tool_choice is not None and self.tool_choice.name is not None and self.tools:
+            if self.tool_choice.name not in {t.name for t in self.tools}:
+                raise ValueError(f"tool_choice names {self.tool_choice.name!r}, which is not in 'tools'")
         if self.inputs is not None and self.skill is None:
             raise ValueError("'inputs' go with a 'skill'")
         if self.messages is not None and not self.messages:
@@ -107,14 +123,27 @@ class JobRequest(BaseModel):
             out.extend(self.messages or [])
         return out
 
+    def needs(self) -> set[Capability]:
+        """What a deployment must be able to do to serve this request (images, tools, ...)."""
+        if self.embed is not None:
+            return {"embeddings"}
+        return request_needs(self.all_messages(), self.tools, self.response_format, self.seed)
+
     def size_bytes(self) -> int:
         """UTF-8 bytes of what will be sent (an upper bound of its input tokens)."""
-        inputs = len(json.dumps(self.inputs, ensure_ascii=False).encode()) if self.inputs else 0
-        return sum(len(m.content.encode()) for m in self.all_messages()) + inputs
+        return len(self._sent_text().encode())
 
     def size_chars(self) -> int:
-        inputs = len(json.dumps(self.inputs, ensure_ascii=False)) if self.inputs else 0
-        return sum(len(m.content) for m in self.all_messages()) + inputs
+        return len(self._sent_text())
+
+    def _sent_text(self) -> str:
+        pieces = [text for m in self.all_messages() for _, text in m.texts()]
+        pieces.extend(self.embed or [])
+        if self.inputs:
+            pieces.append(json.dumps(self.inputs, ensure_ascii=False))
+        if self.tools:
+            pieces.extend(t.model_dump_json() for t in self.tools)
+        return "".join(pieces)
 
 
 class ApprovedDraft(BaseModel):
@@ -216,6 +245,12 @@ class JobResult(BaseModel):
     outputs: dict[str, Any] | None = None
     #: a skill job: name, version, bundle_sha256, source, risk_flags, scripts
     skill: dict[str, Any] | None = None
+    #: the calls the model asked for (finish_reason "tool_calls")
+    tool_calls: list[ToolCall] | None = None
+    #: an embedding job's vectors, one per text in ``embed``
+    embeddings: list[list[float]] | None = None
+    #: the job streamed its answer (the API relayed it as it came)
+    streamed: bool = False
 
 
 class JobView(BaseModel):

@@ -96,7 +96,11 @@ class Subject:
         if request.prompt is not None:
             texts.append(("prompt", request.prompt))
         for i, message in enumerate(request.messages or []):
-            texts.append((f"messages[{i}].content", message.content))
+            texts.extend((f"messages[{i}].{where}", text) for where, text in message.texts())
+        for i, text in enumerate(request.embed or []):
+            texts.append((f"embed[{i}]", text))
+        for i, tool in enumerate(request.tools or []):  # a tool's description and schema leave too
+            texts.append((f"tools[{i}]", tool.model_dump_json()))
         for name, value in (request.inputs or {}).items():  # a skill's inputs
             if value is not None:
                 texts.append(

@@ -334,12 +334,19 @@ class JobPipeline:
             messages.append(Message(role="user", content=prepared.prompt))
         skill_tokens = prepared.skill.spec.aigw.max_tokens if prepared is not None else None
         return CompletionRequest(
-            messages=[Message(role=m.role, content=plan.outgoing(m.content)) for m in messages],
+            messages=[m.map_text(plan.outgoing) for m in messages],
             max_tokens=plan.max_tokens
             or request.max_tokens
             or skill_tokens
             or self.config.gateway.jobs.max_output_tokens,
             temperature=request.temperature,
+            top_p=request.top_p,
+            stop=tuple(request.stop or ()),
+            seed=request.seed,
+            user=request.user,
+            tools=tuple(request.tools or ()),
+            tool_choice=request.tool_choice,
+            response_format=request.response_format,
         )
 
     def _scripts_only(self, attempt: JobAttempt, outputs: dict[str, Any]) -> Outcome:
@@ -425,7 +432,9 @@ class JobPipeline:
             "model": result.model,
             "max_tokens": sent.max_tokens,
             "temperature": sent.temperature,
-            "messages": [{"role": m.role, "content": clip(m.content)} for m in sent.messages],
+            "messages": [
+                m.map_text(clip).model_dump(mode="json", exclude_defaults=True) for m in sent.messages
+            ],
         }
         return request, {"output": clip(result.output), "finish_reason": result.finish_reason}
 
@@ -491,7 +500,7 @@ class JobPipeline:
             return
         self.quotas.release(attempt.holds)
         sent = attempt.outgoing
-        input_bytes = sum(len(m.content.encode()) for m in sent.messages)
+        input_bytes = sent.input_bytes()
         attempt.holds = self.quotas.before_call(
             attempt.attempt_id, attempt.service, attempt.plan, step.alias, step.deployment.pricing,
             input_bytes, sent.max_tokens, attempt.hold_seconds, attempt.decisions,

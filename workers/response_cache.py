@@ -9,14 +9,17 @@ each job restores its own values into the cached answer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from redis.client import Pipeline
 
 from gateway import keys
+from gateway.chat import ToolCall
 from gateway.policies import Plan
 from workers.providers.base import Completion, CompletionRequest
 from workers.routing import RouteStep
@@ -29,9 +32,11 @@ class CachedAnswer:
     provider_model: str
     finish_reason: str | None
     sensitive: bool
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def completion(self) -> Completion:
-        return Completion(self.text, 0, 0, self.provider_model, self.finish_reason)
+        calls = tuple(ToolCall.model_validate(c) for c in self.tool_calls)
+        return Completion(self.text, 0, 0, self.provider_model, self.finish_reason, tool_calls=calls)
 
 
 class ResponseCache:
@@ -39,14 +44,14 @@ class ResponseCache:
         self.connection = connection
 
     def key(self, service: str, plan: Plan, request: CompletionRequest) -> str:
+        sent = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+        sent["messages"] = [m.model_dump(mode="json", exclude_defaults=True) for m in request.messages]
+        sent["tools"] = [t.model_dump(mode="json") for t in request.tools]
+        for name in ("tool_choice", "response_format"):
+            value = sent[name]
+            sent[name] = None if value is None else value.model_dump(mode="json")
         canonical = json.dumps(
-            {
-                "model": plan.alias,
-                "sensitive": plan.sensitive_only,
-                "messages": [[m.role, m.content] for m in request.messages],
-                "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
-            },
+            {"model": plan.alias, "sensitive": plan.sensitive_only, **sent},
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -73,5 +78,6 @@ class ResponseCache:
             "provider_model": completion.provider_model,
             "finish_reason": completion.finish_reason,
             "sensitive": plan.sensitive_only,
+            "tool_calls": [c.model_dump() for c in completion.tool_calls],
         }
         pipe.set(key, json.dumps(answer, separators=(",", ":"), ensure_ascii=False), ex=ttl)

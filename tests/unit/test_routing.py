@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from gateway.config import ModelsFile
-from gateway.errors import ValidationError
+from gateway.errors import ModelNotFoundError, ValidationError
 from workers.routing import Balancer, build_chain
 
 
@@ -45,14 +45,19 @@ def test_routing_resolves_model_task_and_default() -> None:
     assert models.resolve_alias(None, None) == "general"
 
 
-@pytest.mark.parametrize(
-    ("model", "task", "needle"), [("gpt-9", None, "gpt-9"), (None, "juggling", "juggling")]
-)
-def test_routing_unknown_alias_or_task_is_a_validation_error(
-    model: str | None, task: str | None, needle: str
-) -> None:
-    with pytest.raises(ValidationError, match=needle):
-        _models().resolve_alias(model, task)
+def test_routing_unknown_model_is_not_found_and_unknown_task_a_validation_error() -> None:
+    with pytest.raises(ModelNotFoundError, match="gpt-9"):
+        _models().resolve_alias("gpt-9", None)
+    with pytest.raises(ValidationError, match="juggling"):
+        _models().resolve_alias(None, "juggling")
+
+
+def test_routing_model_may_be_auto_a_task_tag_or_a_provider_model_an_alias_serves() -> None:
+    models = _models()
+    assert models.resolve_alias("auto", None) == models.default_model
+    assert models.resolve_alias("drafting", None) == "general"
+    served = models.models["cheap"].deployments[0].model
+    assert models.resolve_alias(served, None) == "cheap"
 
 
 def test_routing_chain_lists_deployments_then_fallbacks_without_repeats() -> None:

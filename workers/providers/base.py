@@ -7,49 +7,18 @@ not here. Providers own a long-lived ``httpx.AsyncClient`` with a capped pool (t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.jobs import Message
+from gateway.chat import (
+    MAX_TOKENS_PER_CALL,
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Emit,
+)
 
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    messages: list[Message]
-    max_tokens: int
-    temperature: float | None = None
-
-
-#: The most tokens one call may report on either side. No model's context comes near it; a larger
-#: count is a broken or hostile answer, and would overflow the spend and token counters (HINCRBY).
-MAX_TOKENS_PER_CALL = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One answer. Its usage is checked here, once, for every provider kind: the budget and the
-    tokens-per-minute window are charged from it, so a count that is negative, not a whole number
-    or absurd is refused (``ValueError``) before anything is counted."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    provider_model: str
-    finish_reason: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("input_tokens", "output_tokens"):
-            _check_token_count(name, getattr(self, name))
-
-
-def _check_token_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS_PER_CALL:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise ValueError(
-            f"usage {name} is {shown}; a call's token counts must be whole numbers "
-            f"from 0 to {MAX_TOKENS_PER_CALL:,}"
-        )
+__all__ = ["MAX_TOKENS_PER_CALL", "Completion", "CompletionRequest", "Provider"]
 
 
 class Provider(Protocol):
@@ -65,5 +34,15 @@ class Provider(Protocol):
         ...
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    async def stream(self, request: CompletionRequest, emit: Emit) -> Completion:
+        """The same call, streamed: every delta goes to ``emit`` as soon as it is decoded, and the
+        whole answer (with the provider's own usage) is returned once the stream ended cleanly.
+        A stream that breaks raises a ``ProviderError`` like ``complete`` does."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One vector per input; ``ProviderRequestError`` from a kind that has no embeddings."""
+        ...
 
     async def aclose(self) -> None: ...

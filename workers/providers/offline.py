@@ -26,13 +26,13 @@ def estimate_tokens(text: str) -> int:
 
 def request_digest(request: CompletionRequest) -> str:
     """sha256 of the conversation (roles and contents), stable across processes."""
-    canonical = json.dumps([[m.role, m.content] for m in request.messages], ensure_ascii=False)
+    canonical = json.dumps([[m.role, m.text] for m in request.messages], ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _preview(request: CompletionRequest) -> str:
     users = [m for m in request.messages if m.role == "user"] or request.messages
-    words = users[-1].content.split() if users else []
+    words = users[-1].text.split() if users else []
     preview = " ".join(words[:_PREVIEW_WORDS])
     if len(preview) > _PREVIEW_CHARS:
         preview = preview[: _PREVIEW_CHARS - 3] + "..."
@@ -74,7 +74,7 @@ class OfflineProvider:
             text, finish_reason = text[:limit], "length"
         return Completion(
             text=text,
-            input_tokens=estimate_tokens("".join(m.content for m in request.messages)),
+            input_tokens=estimate_tokens("".join(m.text for m in request.messages)),
             output_tokens=estimate_tokens(text),
             provider_model=self.deployment.model,
             finish_reason=finish_reason,
