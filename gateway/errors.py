@@ -342,3 +342,38 @@ class InterruptedAttemptError(GatewayError):
     """An attempt canceled by its caller or cut short by shutdown, as its audit line records it."""
 
     type = "interrupted"
+
+
+class RecordedError(GatewayError):
+    """A job's stored failure raised again where its caller waits (the drop-in endpoints), with the
+    type, status and Retry-After its class had when the worker raised it."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(str(record.get("message") or "the job failed"))
+        self.type = str(record.get("type") or "job_failed")
+        self.http_status = status_for_type(self.type)
+        wait = record.get("retry_after")
+        self.retry_after = float(wait) if isinstance(wait, int | float) else None
+        self.record = record
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message}
+
+
+#: statuses of job states that are not an error class of their own
+_STATE_STATUSES = {"canceled": 409, "job_failed": 500}
+
+
+def status_for_type(error_type: str) -> int:
+    """The HTTP status of the error class whose ``type`` this is (500 for one aigw never raises)."""
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("type") == error_type:
+            return cls.http_status
+        pending.extend(cls.__subclasses__())
+    return _STATE_STATUSES.get(error_type, 500)
+
+
+def error_from_record(record: dict[str, Any]) -> GatewayError:
+    return RecordedError(record)

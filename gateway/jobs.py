@@ -103,9 +103,9 @@ class JobRequest(BaseModel):
             raise ValueError("embed: every text must be non-empty")
         if self.tool_choice is not None and not self.tools:
             raise ValueError("'tool_choice' goes with 'tools'")
-        if self.tool_choice is not None and self.tool_choice.name is not None and self.tools:
-            if self.tool_choice.name not in {t.name for t in self.tools}:
-                raise ValueError(f"tool_choice names {self.tool_choice.name!r}, which is not in 'tools'")
+        named = self.tool_choice.name if self.tool_choice is not None else None
+        if named is not None and named not in {t.name for t in self.tools or []}:
+            raise ValueError(f"tool_choice names {named!r}, which is not in 'tools'")
         if self.inputs is not None and self.skill is None:
             raise ValueError("'inputs' go with a 'skill'")
         if self.messages is not None and not self.messages:

@@ -127,3 +127,8 @@ def auth_audit_unwritten(address: str) -> str:
 def auth_failure_counts(minute: int) -> str:
     """Hash of one minute (unix time // 60), all addresses: "refused" (401) and "throttled" (429)."""
     return f"{PREFIX}:auth-failures:{minute}"
+
+
+def job_stream(job_id: str) -> str:
+    """A streamed job's events (a Redis stream): the worker appends deltas, the API relays them."""
+    return f"{PREFIX}:job:{job_id}:stream"

@@ -23,6 +23,7 @@ from rq.job import Job
 
 from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
+from gateway.chat import CAPABILITY_FIELDS, Capability, Delta, EmbeddingRequest, StreamAccumulator, TextDelta
 from gateway.config import Config
 from gateway.errors import (
     BadProviderResponseError,
@@ -36,7 +37,9 @@ from gateway.errors import (
     ProviderError,
     SkillFailedError,
     SkillTimeoutError,
+    StreamInterruptedError,
 )
+from gateway.job_stream import StreamWriter
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
 from gateway.limits import MAX_INCREMENT, MICRO, fits_increment
 from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
@@ -49,6 +52,7 @@ from workers.channels import Notifier
 from workers.error_text import ErrorMasker, explain_local_failure
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.http import HttpProvider
+from workers.providers.offline import estimate_tokens
 from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
@@ -156,6 +160,7 @@ class JobPipeline:
             hold_seconds=float(job.timeout or 300) + 60.0,
             admission=admission,
             earlier_calls=earlier,
+            stream=StreamWriter(self.connection, job.id) if request.stream else None,
         )
 
     async def _run(self, attempt: JobAttempt) -> Outcome:
@@ -181,6 +186,8 @@ class JobPipeline:
         status: Status = "retrying" if will_retry(job, error) else "failed"
         self._remember_calls(attempt)
         append_event(self.connection, _failure_event(attempt, status, error, attempt.policy_record()))
+        if attempt.stream is not None:
+            attempt.stream.error(error.to_dict(), final=status == "failed")
 
     def _interrupted(self, attempt: JobAttempt, job: Job) -> None:
         """An attempt cut short (cancel, timeout, shutdown): settled, kept and audited like a failure.
@@ -195,9 +202,13 @@ class JobPipeline:
             # the worker's deadline: the job fails as job_timeout, and the audit says the same
             timed_out = JobTimeoutError(f"job ran past its timeout of {job.timeout}s")
             append_event(self.connection, _failure_event(attempt, "failed", timed_out, policy))
+            if attempt.stream is not None:
+                attempt.stream.error(timed_out.to_dict(), final=True)
             return
         interrupted = InterruptedAttemptError("the attempt was interrupted (canceled or shut down)")
         append_event(self.connection, _failure_event(attempt, "canceled", interrupted, policy))
+        if attempt.stream is not None:
+            attempt.stream.close()  # a shutdown requeues the job, a cancel ends it: the API reads which
 
     def _succeeded(self, attempt: JobAttempt, answer: Answer, outputs: dict[str, Any] | None) -> Outcome:
         result = self._result(attempt, answer, outputs)
@@ -206,6 +217,8 @@ class JobPipeline:
         def commit(pipe: redis.client.Pipeline) -> None:
             # lands in the same transaction as the result (worker._succeed)
             append_event(pipe, event)
+            if attempt.stream is not None:
+                attempt.stream.end(pipe, _stream_end(result))
             _announce(pipe, attempt, result)  # the outbox entry lands with the result it announces
             if not answer.cached:
                 self._charge(pipe, attempt, answer)
@@ -229,7 +242,13 @@ class JobPipeline:
         attempt.plan = plan = self.engine.plan(await self._subject(attempt))
         if plan.denial is not None:
             raise plan.denial
-        attempt.outgoing = self._completion_request(attempt.request, plan, attempt.prepared)
+        request = attempt.request
+        if request.embed is not None:
+            texts = [plan.outgoing(text) for text in request.embed]
+            attempt.embedding = EmbeddingRequest(texts, request.dimensions)
+            attempt.outgoing = CompletionRequest([Message(role="user", content=t) for t in texts], 1)
+            return
+        attempt.outgoing = self._completion_request(request, plan, attempt.prepared)
 
     async def _subject(self, attempt: JobAttempt) -> Subject:
         """The job as the policies judge it; a skill job's scripts run first, and what they found counts."""
@@ -388,7 +407,11 @@ class JobPipeline:
                 attempt.cache_key, sensitive_route=plan.sensitive_only or self._sensitive(chain)
             )
             if hit is not None:
-                return Answer(_cached_step(hit, chain), hit.completion(), cached=True)
+                answer = Answer(_cached_step(hit, chain), hit.completion(), cached=True)
+                if attempt.stream is not None:  # the whole answer as one delta
+                    attempt.stream.begin(self._stream_facts(attempt, answer.step, hit.provider_model))
+                    attempt.stream.delta(TextDelta(answer.completion.text))
+                return answer
         limit = attempt.prepared.skill.spec.aigw.timeouts.model if attempt.prepared is not None else None
         try:
             async with asyncio.timeout(limit):
@@ -460,7 +483,7 @@ class JobPipeline:
         last_error: GatewayError | None = None
         for step in chain:
             provider = self.providers[step.name]
-            reason = self._skip_reason(step, provider)
+            reason = self._skip_reason(step, provider, attempt.needs)
             if reason:
                 attempt.calls.append(
                     _call_record(attempt, step, provider, "skipped", error={"reason": reason})
@@ -481,8 +504,13 @@ class JobPipeline:
             raise last_error
         raise _no_deployment(chain, attempt.calls)
 
-    def _skip_reason(self, step: RouteStep, provider: Provider) -> str | None:
-        """Why a deployment is skipped without a call: its key variable unset, or its circuit open."""
+    def _skip_reason(self, step: RouteStep, provider: Provider, needs: set[Capability]) -> str | None:
+        """Why a deployment is skipped without a call: it cannot honour the request (images, tools,
+        seed, ...: models.yaml ``capabilities``), its key variable is unset, or its circuit is open."""
+        lacking = sorted(c for c in needs if not step.deployment.supports(c))
+        if lacking:
+            fields = ", ".join(sorted({CAPABILITY_FIELDS[c] for c in lacking}))
+            return f"cannot honour {fields} ({', '.join(lacking)}: models.yaml capabilities)"
         reason = provider.unavailable_reason()
         if reason is None and self.breakers.is_open(step.name):
             reason = _CIRCUIT_OPEN
@@ -509,9 +537,17 @@ class JobPipeline:
     async def _call(self, attempt: JobAttempt, step: RouteStep, provider: Provider) -> Answer:
         """One provider call, recorded in the attempt's calls whether it answers or fails."""
         began = time.monotonic()
+        embeddings: list[list[float]] | None = None
         with self.balancer.in_flight(step.name):
             try:
-                completion = await provider.complete(attempt.outgoing)
+                if attempt.embedding is not None:
+                    vectors = await provider.embed(attempt.embedding)
+                    embeddings = vectors.vectors
+                    completion = Completion("", vectors.input_tokens, 0, vectors.provider_model)
+                elif attempt.stream is not None:
+                    completion = await self._streamed_call(attempt, step, provider)
+                else:
+                    completion = await provider.complete(attempt.outgoing)
                 _check_countable(step, completion)
             except ProviderError as exc:
                 latency = (time.monotonic() - began) * 1000
@@ -520,10 +556,60 @@ class JobPipeline:
                     _call_record(attempt, step, provider, "error", error=exc.to_dict(), latency_ms=latency)
                 )
                 logger.info("deployment {} failed: {} ({})", step.name, exc.type, exc.message)
+                if attempt.stream is not None and attempt.stream.started:
+                    raise self._stream_broke(attempt, step, exc) from exc
                 raise
         latency = (time.monotonic() - began) * 1000
         attempt.calls.append(_call_record(attempt, step, provider, "ok", latency_ms=round(latency, 2)))
-        return Answer(step, completion, latency)
+        return Answer(step, completion, latency, embeddings=embeddings)
+
+    async def _streamed_call(self, attempt: JobAttempt, step: RouteStep, provider: Provider) -> Completion:
+        """The provider's stream relayed to the API as it is decoded; the whole answer returned."""
+        writer = attempt.stream
+        assert writer is not None
+        streamed = attempt.streamed = StreamAccumulator()
+
+        def emit(delta: Delta) -> None:
+            if not writer.started:  # the first delta: this deployment is the one answering
+                writer.begin(self._stream_facts(attempt, step, step.deployment.model))
+            streamed.add(delta)
+            writer.delta(delta)
+
+        try:
+            return await provider.stream(attempt.outgoing, emit)
+        finally:
+            writer.flush()
+
+    def _stream_broke(
+        self, attempt: JobAttempt, step: RouteStep, exc: ProviderError
+    ) -> StreamInterruptedError:
+        """A stream that broke after its first delta: the job fails (a retry would send a second,
+        different answer down a half-read stream). What was streamed is charged as an estimate."""
+        streamed = attempt.streamed or StreamAccumulator()
+        sent = streamed.text + "".join(c.arguments for c in streamed.tool_calls())
+        estimate = Completion(
+            sent, estimate_tokens("x" * attempt.outgoing.input_bytes()), estimate_tokens(sent or "x"),
+            step.deployment.model, extra={"usage": "estimated"},
+        )  # fmt: skip
+        attempt.paid = Answer(step, estimate, 0.0)
+        deltas = attempt.stream.deltas if attempt.stream is not None else 0
+        return StreamInterruptedError(
+            f"the stream from {step.name} broke after {deltas} deltas: {exc.message}"
+        )
+
+    def _stream_facts(self, attempt: JobAttempt, step: RouteStep, provider_model: str) -> dict[str, Any]:
+        """What the ``start`` event tells the API for the response headers: never a value."""
+        return {
+            "model": step.alias,
+            "deployment": step.name,
+            "provider": step.deployment.provider,
+            "provider_model": provider_model,
+            "offline": step.deployment.provider == "offline",
+            "draft": attempt.plan.draft,
+            "policy": [
+                {"policy": d.get("policy"), "outcome": d.get("outcome")} for d in attempt.policy_record()
+            ],
+        }
 
     def _result(self, attempt: JobAttempt, answer: Answer, outputs: dict[str, Any] | None) -> JobResult:
         """The stored result; the answer's placeholders (redact_pii) are restored here, after the cache."""
@@ -549,6 +635,9 @@ class JobPipeline:
             policy=attempt.policy_record(),
             outputs=outputs,
             skill=attempt.skill,
+            tool_calls=list(completion.tool_calls) or None,
+            embeddings=answer.embeddings,
+            streamed=attempt.stream is not None,
         )
 
 
@@ -560,6 +649,7 @@ class Answer:
     completion: Completion
     latency_ms: float = 0.0
     cached: bool = False
+    embeddings: list[list[float]] | None = None
 
     def usage(self) -> Usage:
         """Tokens the job is charged for: none for an answer from the cache."""
@@ -607,6 +697,15 @@ class JobAttempt:
     cache_ttl: int = 0
     #: the provider call that answered (not from the cache): its cost counts even if the attempt fails
     paid: Answer | None = None
+    #: an embedding job's request (``outgoing`` then holds its texts, for budgets and audit)
+    embedding: EmbeddingRequest | None = None
+    #: a streamed job's relay to the API, and what the current call has streamed so far
+    stream: StreamWriter | None = None
+    streamed: StreamAccumulator | None = None
+
+    @property
+    def needs(self) -> set[Capability]:
+        return {"embeddings"} if self.embedding is not None else self.outgoing.needs()
 
     @property
     def attempt_id(self) -> str:
@@ -721,6 +820,17 @@ def _failure_event(
         error_type=error.type,
         error_message=error.message,
     )
+
+
+def _stream_end(result: JobResult) -> dict[str, Any]:
+    """The ``end`` event of a streamed job: what the client's last chunks say."""
+    return {
+        "finish_reason": result.finish_reason,
+        "usage": result.usage.model_dump(),
+        "cost_usd": result.cost_usd,
+        "draft": result.draft,
+        "cached": result.cached,
+    }
 
 
 def _announce(pipe: redis.client.Pipeline, attempt: JobAttempt, result: JobResult) -> None:

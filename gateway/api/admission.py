@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 from gateway.api.dependencies import Gateway
 from gateway.audit import append_event, refusal_event
+from gateway.chat import CAPABILITY_FIELDS
 from gateway.config import Config
-from gateway.errors import PolicyDeniedError, QuotaExceededError, ValidationError
+from gateway.errors import (
+    PolicyDeniedError,
+    QuotaExceededError,
+    UnsupportedContentError,
+    UnsupportedFieldError,
+    ValidationError,
+)
 from gateway.jobs import JobRequest
 from gateway.policies import Decision, Plan, Subject
 from gateway.skills import Skill, SkillCatalog, parse_ref, routed_request, validate_inputs
@@ -35,6 +42,8 @@ def admit(gw: Gateway, service: str, request: JobRequest) -> Admission:
     routed = routed_request(request, skill) if skill is not None else request
     plan = gw.engine.plan(Subject.from_request(service, queue, routed, skill=skill.name if skill else None))
     decisions: list[Decision] = []
+    if plan.denial is None:
+        check_capabilities(gw.config, plan.alias, request)
     try:
         if plan.denial is not None:
             raise plan.denial
@@ -45,6 +54,32 @@ def admit(gw: Gateway, service: str, request: JobRequest) -> Admission:
         append_event(gw.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
         raise
     return Admission(plan, decisions)
+
+
+def check_capabilities(config: Config, alias: str, request: JobRequest) -> None:
+    """Refuse what the routed model cannot honour (a 400 naming the field; images a 422), rather
+    than drop it: one of the alias's own deployments must do everything the request asks.
+    Fallbacks that cannot are skipped by the worker, never sent a request cut down to fit."""
+    needs = request.needs()
+    deployments = config.models.models[alias].deployments
+    if not needs or any(all(d.supports(c) for c in needs) for d in deployments):
+        return
+    lacking = sorted(c for c in needs if not any(d.supports(c) for d in deployments)) or sorted(
+        c for c in needs if not deployments[0].supports(c)
+    )
+    kinds = sorted({d.provider for d in deployments})
+    where = f"model {alias!r} ({', '.join(kinds)})"
+    if "images" in lacking:
+        raise UnsupportedContentError(
+            f"{where} cannot take images; send text only or pick a model whose deployments take images",
+            param=CAPABILITY_FIELDS["images"],
+        )
+    field = CAPABILITY_FIELDS[lacking[0]]
+    raise UnsupportedFieldError(
+        f"{where} cannot honour '{field}' ({', '.join(lacking)}); remove it or pick another model "
+        "(models.yaml capabilities say what each deployment can do)",
+        param=field,
+    )
 
 
 def _check_notify(config: Config, request: JobRequest) -> None:

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.api import health, jobs
+from gateway.api import anthropic_routes, health, jobs, openai_routes
 from gateway.api.dependencies import Gateway
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
@@ -30,6 +31,7 @@ from gateway.errors import (
     UnavailableError,
     ValidationError,
 )
+from gateway.job_stream import StreamReader
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
@@ -38,6 +40,8 @@ from gateway.skills import SkillCatalog
 from gateway.store import JobStore
 from gateway.validation import first_error
 from gateway.waiter import CompletionWaiter
+from gateway.wire import anthropic as anthropic_wire
+from gateway.wire import openai as openai_wire
 
 
 def create_app(config: Config, redis_url: str, settings: Settings | None = None) -> FastAPI:
@@ -56,6 +60,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         quotas=Quotas(connection, config),
         skills=SkillCatalog(config, connection, settings.home / "skill-cache"),
         auth_failures=AuthFailures(connection, config.gateway.api.auth_failures_per_minute),
+        streams=StreamReader(redis_url, max_connections=config.gateway.api.max_connections),
     )
 
     @asynccontextmanager
@@ -63,6 +68,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         await gw.waiter.start()
         yield
         await gw.waiter.stop()
+        await gw.streams.aclose()
         connection.close()
 
     app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
@@ -70,42 +76,65 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     _install_error_handlers(app)
     app.include_router(jobs.router())
     app.include_router(health.router())
+    app.include_router(openai_routes.router())
+    app.include_router(anthropic_routes.router())
     jobs.publish_job_request_schema(app)
     return app
 
 
-def _error_response(error: GatewayError) -> JSONResponse:
+def _error_response(error: GatewayError, path: str = "") -> JSONResponse:
+    """The error in the shape of the API the path belongs to: a drop-in route's vendor SDK gets its
+    own format (and so raises its own typed error), every other route aigw's envelope."""
     headers = {}
     retry_after = error.retry_after  # 503 while Redis is down, 429 over a quota or auth failures
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if isinstance(error, PayloadTooLargeError | RequestTimeoutError):  # the rest is never read: cut it off
         headers["Connection"] = "close"
-    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
+    body = wire_error_body(error, path)
+    return JSONResponse(body, status_code=error.http_status, headers=headers)
+
+
+def wire_error_body(error: GatewayError, path: str) -> dict[str, Any]:
+    if path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/models")):
+        return openai_wire.error_body(error)
+    if path.startswith("/v1/messages"):
+        return anthropic_wire.error_body(error)
+    return {"error": error.to_dict()}
+
+
+class _HttpError(GatewayError):
+    """A routing error (unknown path, wrong method) in the same shapes as aigw's own errors."""
+
+    def __init__(self, kind: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.type, self.http_status = kind, status
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
-        return _error_response(exc)
+        return _error_response(exc, request.url.path)
 
-    async def redis_down(_request: Request, _exc: Exception) -> JSONResponse:
-        return _error_response(UnavailableError("Redis is unreachable; try again shortly", retry_after=1.0))
+    async def redis_down(request: Request, _exc: Exception) -> JSONResponse:
+        down = UnavailableError("Redis is unreachable; try again shortly", retry_after=1.0)
+        return _error_response(down, request.url.path)
 
-    async def bad_params(_request: Request, exc: Exception) -> JSONResponse:
+    async def bad_params(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = first_error(exc)
-        return _error_response(ValidationError(f"{first.where or 'request'}: {first.msg}"))
+        return _error_response(ValidationError(f"{first.where or 'request'}: {first.msg}"), request.url.path)
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         kinds = {404: "not_found", 405: "method_not_allowed"}
-        body = {"error": {"type": kinds.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
+        error = _HttpError(kinds.get(exc.status_code, "http_error"), exc.status_code, str(exc.detail))
+        body = wire_error_body(error, request.url.path)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
         # a bug, not bad input; still the envelope (uvicorn logs the traceback after this answer)
-        body = {"error": {"type": "internal_error", "message": "internal error"}}
+        body = wire_error_body(_HttpError("internal_error", 500, "internal error"), request.url.path)
         return JSONResponse(body, status_code=500)
 
     app.add_exception_handler(Exception, unexpected)

@@ -65,9 +65,20 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 def parse_job_request(body: bytes, max_chars: int) -> JobRequest:
     job_request = parse_model(body, JobRequest)
+    check_size(job_request, max_chars)
+    return job_request
+
+
+def parse_json(body: bytes) -> Any:
+    """A drop-in body: strict JSON (400 otherwise) without unpaired surrogates (422)."""
+    data = load_json(body)
+    refuse_surrogates(data)
+    return data
+
+
+def check_size(job_request: JobRequest, max_chars: int) -> None:
     if (size := job_request.size_chars()) > max_chars:
         raise PayloadTooLargeError(f"prompt is {size} characters; the limit is {max_chars}")
-    return job_request
 
 
 def parse_model(body: bytes, model: type[_Body]) -> _Body:

@@ -9,7 +9,8 @@ dependency in a thread, a hop per request for a token lookup that is usually a c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import redis
@@ -18,6 +19,7 @@ from fastapi import Depends, Header, Request
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
 from gateway.errors import AuthError
+from gateway.job_stream import StreamReader
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
 from gateway.services import ServiceRegistry
@@ -39,6 +41,9 @@ class Gateway:
     quotas: Quotas
     skills: SkillCatalog
     auth_failures: AuthFailures
+    streams: StreamReader
+    #: when this API process started (the ``created`` of the models /v1/models lists)
+    started_at: int = field(default_factory=lambda: int(time.time()))
 
 
 async def shared_gateway(request: Request) -> Gateway:

@@ -5,17 +5,20 @@ lookup, and the single place where transport errors and HTTP statuses become ``P
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+import httpx_sse
 
+from gateway.chat import Delta, EmbeddingRequest, Embeddings, Emit, TextDelta, ToolCallDelta
 from gateway.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRY_AFTER, Deployment
 from gateway.errors import (
     BadProviderResponseError,
@@ -194,6 +197,35 @@ def clean_completion(completion: Completion) -> Completion:
     )
 
 
+def clean_delta(delta: Delta) -> Delta:
+    if isinstance(delta, TextDelta):
+        return TextDelta(clean_text(delta.text))
+    return ToolCallDelta(
+        delta.index,
+        None if delta.id is None else clean_text(delta.id),
+        None if delta.name is None else clean_text(delta.name),
+        clean_text(delta.arguments),
+    )
+
+
+class StreamDecoder(Protocol):
+    """A wire module's stream decoder, as ``HttpProvider.stream`` drives it."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def completion(self) -> Completion: ...
+
+
+class InStreamError(Exception):
+    """A provider's own error event inside a stream, as a subclass turns it into one (``feed``)."""
+
+    def __init__(self, message: str, *, overloaded: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.overloaded = overloaded
+
+
 def _scrub(text: str, secret: str | None) -> str:
     flat = clean_text(" ".join(text.split()))
     if secret:
@@ -262,22 +294,150 @@ class HttpProvider:
     def headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def payload(self, request: CompletionRequest) -> dict[str, Any]:
+    #: where embeddings are posted; None: the kind has none
+    embed_path: str | None = None
+    #: how a streamed answer is framed: server-sent events, or one JSON object per line (Ollama)
+    stream_framing: str = "sse"
+
+    def payload(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
     def parse(self, data: Any) -> Completion:
         raise NotImplementedError
 
+    def stream_decoder(self) -> Any:
+        """A fresh decoder of this kind's stream (a wire module's ``...StreamDecoder``)."""
+        raise NotImplementedError
+
+    def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
+        """One SSE event (or NDJSON line, ``event`` empty) through the decoder; an in-stream error
+        event becomes ``InStreamError``."""
+        raise NotImplementedError
+
+    def finish_stream(self, decoder: Any, request: CompletionRequest) -> Completion:
+        """The whole answer once the stream ended cleanly."""
+        result: Completion = decoder.completion()
+        return result
+
+    def embed_payload(self, request: EmbeddingRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse_embeddings(self, data: Any) -> Embeddings:
+        raise NotImplementedError
+
     async def complete(self, request: CompletionRequest) -> Completion:
         key = self._key()
         data = await self._post(self.payload(request), self.headers(key), key)
+        return self._parsed(self.parse, data, key)
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        if self.embed_path is None:
+            raise ProviderRequestError(f"{self.kind} has no embeddings API", deployment=self.name)
+        key = self._key()
+        data = await self._post(self.embed_payload(request), self.headers(key), key, path=self.embed_path)
+        embeddings = self._parsed(self.parse_embeddings, data, key)
+        if len(embeddings.vectors) != len(request.inputs):
+            raise BadProviderResponseError(
+                f"{len(embeddings.vectors)} vectors for {len(request.inputs)} inputs", deployment=self.name
+            )
+        return embeddings
+
+    def _parsed(self, parse: Any, data: Any, key: str | None) -> Any:
         try:
-            return clean_completion(self.parse(data))
+            parsed = parse(data)
         except (LookupError, TypeError, ValueError) as exc:
             raise BadProviderResponseError(
                 f"not a valid {self.kind} response: {type(exc).__name__}: {_scrub(str(exc), key)}",
                 deployment=self.name,
             ) from exc
+        return clean_completion(parsed) if isinstance(parsed, Completion) else parsed
+
+    async def stream(self, request: CompletionRequest, emit: Emit) -> Completion:
+        """The call with the answer streamed: each delta goes to ``emit`` as it is decoded.
+
+        A stream that ends without its format's end marker ([DONE], message_stop, done: true) is
+        broken, never a short answer: it raises like a reset connection, and the pipeline decides
+        (fail over before the first delta, fail the job after it).
+        """
+        key = self._key()
+        payload = self.payload(request, stream=True)
+        decoder = self.stream_decoder()
+        url = self.api_base + self.path
+        with self._transport_errors(url, key, reading="reading the stream from"):
+            async with asyncio.timeout(self.deployment.timeouts.total), self._slots:
+                client = next(self._next_client)
+                async with client.stream("POST", url, json=payload, headers=self.headers(key)) as response:
+                    if not 200 <= response.status_code < 300:
+                        raise self._status_error(response, await self._read_capped(response), key)
+                    async for event, data in self._frames(response):
+                        for delta in self.feed(decoder, event, data):
+                            emit(clean_delta(delta))
+                        if decoder.done:
+                            break
+            if not decoder.done:
+                raise ProviderUnavailableError(
+                    f"the stream from {url} ended before its end marker (cut short)", deployment=self.name
+                )
+            return clean_completion(self.finish_stream(decoder, request))
+
+    @contextlib.contextmanager
+    def _transport_errors(self, url: str, key: str | None, *, reading: str) -> Iterator[None]:
+        """Every way an exchange can fail, as the ProviderError it means (the key scrubbed out)."""
+        total = self.deployment.timeouts.total
+        try:
+            yield
+        except InStreamError as exc:
+            detail = _scrub(exc.message, key)
+            kind = RateLimitedError if exc.overloaded else ProviderUnavailableError
+            raise kind(f"provider error mid-stream: {detail}", deployment=self.name) from exc
+        except TimeoutError as exc:
+            raise ProviderUnavailableError(
+                f"no answer within {total:g}s (timeouts.total)", deployment=self.name
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailableError(
+                f"{type(exc).__name__} {reading} {url}", deployment=self.name
+            ) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ProviderRequestError(
+                f"bad api_base {self.api_base!r}: {exc}", deployment=self.name
+            ) from exc
+        except httpx.TransportError as exc:
+            detail = _scrub(str(exc), key) or "connection failed or was closed"
+            raise ProviderUnavailableError(
+                f"{type(exc).__name__} {reading} {url}: {detail}", deployment=self.name
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
+        except (LookupError, TypeError, ValueError) as exc:  # a wire module's decoder refused a piece
+            raise BadProviderResponseError(
+                f"not a valid {self.kind} stream: {type(exc).__name__}: {_scrub(str(exc), key)}",
+                deployment=self.name,
+            ) from exc
+
+    def _status_error(self, response: httpx.Response, body: bytes, key: str | None) -> ProviderError:
+        error = error_for_status(
+            _with_body(response, body), deployment=self.name, key_env=self.key_env, secret=key,
+            max_retry_after=self.max_retry_after,
+        )  # fmt: skip
+        return error or BadProviderResponseError("no answer", deployment=self.name)
+
+    async def _frames(self, response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+        """(event, data) of each SSE event, or ("", line) of each NDJSON line, within the byte cap."""
+        size = 0
+        cap = self.max_response_bytes
+        if self.stream_framing == "ndjson":
+            async for line in response.aiter_lines():
+                size += len(line) + 1
+                if size > cap:
+                    raise self._too_large(response.status_code)
+                yield "", line
+            return
+        async for sse in httpx_sse.EventSource(response).aiter_sse():
+            size += len(sse.data) + len(sse.event) + 8
+            if size > cap:
+                raise self._too_large(response.status_code)
+            yield sse.event, sse.data
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self._clients))
@@ -290,35 +450,16 @@ class HttpProvider:
             raise ProviderAuthError(f"{self.key_env} is not set", deployment=self.name)
         return key
 
-    async def _post(self, payload: dict[str, Any], headers: dict[str, str], key: str | None) -> Any:
+    async def _post(
+        self, payload: dict[str, Any], headers: dict[str, str], key: str | None, *, path: str | None = None
+    ) -> Any:
         """One HTTP exchange; every way it can fail leaves as a ProviderError."""
-        total = self.deployment.timeouts.total
-        url = self.api_base + self.path
-        try:
-            async with asyncio.timeout(total):
-                async with self._slots:
-                    client = next(self._next_client)
-                    async with client.stream("POST", url, json=payload, headers=headers) as streamed:
-                        body = await self._read_capped(streamed)
-        except TimeoutError as exc:
-            raise ProviderUnavailableError(
-                f"no answer within {total:g}s (timeouts.total)", deployment=self.name
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ProviderUnavailableError(
-                f"{type(exc).__name__} talking to {url}", deployment=self.name
-            ) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ProviderRequestError(
-                f"bad api_base {self.api_base!r}: {exc}", deployment=self.name
-            ) from exc
-        except httpx.TransportError as exc:
-            detail = _scrub(str(exc), key) or "connection failed or was closed"
-            raise ProviderUnavailableError(
-                f"{type(exc).__name__} talking to {url}: {detail}", deployment=self.name
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise BadProviderResponseError(f"undecodable response body: {exc}", deployment=self.name) from exc
+        url = self.api_base + (path or self.path)
+        with self._transport_errors(url, key, reading="talking to"):
+            async with asyncio.timeout(self.deployment.timeouts.total), self._slots:
+                client = next(self._next_client)
+                async with client.stream("POST", url, json=payload, headers=headers) as streamed:
+                    body = await self._read_capped(streamed)
         response = _with_body(streamed, body)
         error = error_for_status(
             response,

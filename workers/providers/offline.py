@@ -2,26 +2,32 @@
 
 It lets a fresh install answer every job end to end; the text says what it is, and the request's
 digest in it proves which request it answered. Token counts are estimates (about 4 chars each).
+It honours every request shape so a keyless stack serves the drop-in endpoints too: it streams
+(a word per delta), answers JSON mode with a JSON object, never calls a tool, and embeds with
+deterministic unit vectors derived from each text's SHA-256 (equal texts, equal vectors; nothing
+semantic about them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import struct
 from collections.abc import Mapping
 
+from gateway.chat import CHARS_PER_TOKEN, EmbeddingRequest, Embeddings, Emit, TextDelta, estimate_tokens
 from gateway.config import Deployment
 from workers.providers.base import Completion, CompletionRequest
 
 LABEL = "[aigw offline provider]"
-CHARS_PER_TOKEN = 4
+__all__ = ["LABEL", "OfflineProvider", "estimate_tokens"]
 _PREVIEW_WORDS = 12
 _PREVIEW_CHARS = 80
-
-
-def estimate_tokens(text: str) -> int:
-    """A deterministic stand-in for a tokenizer: about one token per 4 characters, at least 1."""
-    return max(1, -(-len(text) // CHARS_PER_TOKEN))
+#: the size of an offline embedding when the request names none
+EMBEDDING_DIMENSIONS = 256
+_PIECES = re.compile(r"\S+\s*|\s+")
 
 
 def request_digest(request: CompletionRequest) -> str:
@@ -69,7 +75,11 @@ class OfflineProvider:
         )
         finish_reason = "stop"
         limit = request.max_tokens * CHARS_PER_TOKEN
-        if len(text) > limit:
+        fmt = request.response_format
+        if fmt is not None and fmt.type != "text":
+            # JSON mode: the same words as a JSON object (a schema's fields are not invented)
+            text = json.dumps({"aigw_offline": text}, ensure_ascii=False)
+        elif len(text) > limit:
             # Same contract as a real provider that hits max_tokens: cut short, say so.
             text, finish_reason = text[:limit], "length"
         return Completion(
@@ -81,5 +91,32 @@ class OfflineProvider:
             extra={"offline": "true"},
         )
 
+    async def stream(self, request: CompletionRequest, emit: Emit) -> Completion:
+        """The same answer as ``complete``, a word (with its trailing space) per delta."""
+        completion = await self.complete(request)
+        for piece in _PIECES.findall(completion.text):
+            emit(TextDelta(piece))
+        return completion
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        size = request.dimensions or EMBEDDING_DIMENSIONS
+        return Embeddings(
+            vectors=[_vector(text, size) for text in request.inputs],
+            input_tokens=sum(estimate_tokens(text) for text in request.inputs),
+            provider_model=self.deployment.model,
+        )
+
     async def aclose(self) -> None:
         return None
+
+
+def _vector(text: str, size: int) -> list[float]:
+    """A unit vector of ``size`` floats from SHA-256 in counter mode over ``text``."""
+    raw = bytearray()
+    counter = 0
+    while len(raw) < size * 4:
+        raw += hashlib.sha256(counter.to_bytes(4, "big") + text.encode()).digest()
+        counter += 1
+    values = [(n / 0xFFFFFFFF) * 2 - 1 for n in struct.unpack(f">{size}I", bytes(raw[: size * 4]))]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]

@@ -1,11 +1,13 @@
-"""Ollama's native chat API (``/api/chat``, one JSON answer rather than a stream); no key needed."""
+"""Ollama's native API (``/api/chat``, ``/api/embed``); no key needed. The translation is
+``gateway.wire.ollama``; a stream is NDJSON, one object per line."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from workers.providers.base import Completion, CompletionRequest
-from workers.providers.http import HttpProvider, optional_str, require_int, require_str
+from gateway.chat import Completion, CompletionRequest, Delta, EmbeddingRequest, Embeddings
+from gateway.wire import ollama as wire
+from workers.providers.http import HttpProvider, InStreamError
 
 OLLAMA_API_BASE = "http://127.0.0.1:11434"
 
@@ -16,24 +18,27 @@ class OllamaProvider(HttpProvider):
     kind = "ollama"
     default_api_base = OLLAMA_API_BASE
     path = "/api/chat"
+    embed_path = "/api/embed"
+    stream_framing = "ndjson"
 
-    def payload(self, request: CompletionRequest) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_predict": request.max_tokens}
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        return {
-            "model": self.deployment.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": False,
-            "options": options,
-        }
+    def payload(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
+        return wire.chat_payload(request, self.deployment.model, stream=stream)
 
     def parse(self, data: Any) -> Completion:
-        return Completion(
-            text=require_str(data["message"]["content"]),
-            # Ollama omits prompt_eval_count when the whole prompt came from its cache.
-            input_tokens=require_int(data.get("prompt_eval_count", 0)),
-            output_tokens=require_int(data["eval_count"]),
-            provider_model=optional_str(data.get("model")) or self.deployment.model,
-            finish_reason=optional_str(data.get("done_reason")),
-        )
+        return wire.parse_chat(data, self.deployment.model)
+
+    def stream_decoder(self) -> wire.ChatStreamDecoder:
+        return wire.ChatStreamDecoder(self.deployment.model)
+
+    def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
+        try:
+            deltas: list[Delta] = decoder.feed(data)
+        except wire.StreamError as exc:
+            raise InStreamError(exc.message) from exc
+        return deltas
+
+    def embed_payload(self, request: EmbeddingRequest) -> dict[str, Any]:
+        return wire.embed_payload(request, self.deployment.model)
+
+    def parse_embeddings(self, data: Any) -> Embeddings:
+        return wire.parse_embed(data, self.deployment.model)

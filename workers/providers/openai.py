@@ -1,11 +1,17 @@
-"""OpenAI Chat Completions, and any OpenAI-compatible server reached through ``api_base``."""
+"""OpenAI Chat Completions and Embeddings, and any OpenAI-compatible server reached through ``api_base``.
+
+The translation is ``gateway.wire.openai``'s upstream half; this class adds where to post and how
+a stream's usage is counted when a compatible server sends none.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from workers.providers.base import Completion, CompletionRequest
-from workers.providers.http import HttpProvider, optional_str, require_int, require_str
+from gateway.chat import Completion, CompletionRequest, Delta, EmbeddingRequest, Embeddings
+from gateway.wire import openai as wire
+from workers.providers.http import HttpProvider, InStreamError
+from workers.providers.offline import estimate_tokens
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 
@@ -15,31 +21,51 @@ class OpenAIProvider(HttpProvider):
     default_api_base = OPENAI_API_BASE
     default_key_env = "OPENAI_API_KEY"
     path = "/chat/completions"
+    embed_path = "/embeddings"
 
-    def payload(self, request: CompletionRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.deployment.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        }
+    @property
+    def limit_field(self) -> Literal["max_tokens", "max_completion_tokens"]:
         # OpenAI itself deprecated max_tokens (its reasoning models reject it); compatible servers
         # (vLLM, llama.cpp, LM Studio, Ollama's /v1) widely know only the older name.
-        limit_field = "max_completion_tokens" if self.api_base == OPENAI_API_BASE else "max_tokens"
-        body[limit_field] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        return body
+        return "max_completion_tokens" if self.api_base == OPENAI_API_BASE else "max_tokens"
+
+    def payload(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
+        return wire.chat_payload(request, self.deployment.model, stream=stream, limit_field=self.limit_field)
 
     def parse(self, data: Any) -> Completion:
-        choice = data["choices"][0]
-        # content is null when the model refuses or calls a tool: an empty answer, not a bad body.
-        content = choice["message"].get("content")
-        usage = data["usage"]
-        response_id = data.get("id")
+        return wire.parse_chat(data, self.deployment.model)
+
+    def stream_decoder(self) -> wire.ChatStreamDecoder:
+        return wire.ChatStreamDecoder(self.deployment.model)
+
+    def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
+        try:
+            deltas: list[Delta] = decoder.feed(data)
+        except wire.StreamError as exc:
+            raise InStreamError(exc.message) from exc
+        return deltas
+
+    def finish_stream(self, decoder: Any, request: CompletionRequest) -> Completion:
+        completion: Completion = decoder.completion()
+        if decoder.usage_reported:
+            return completion
+        # a compatible server that ignores stream_options.include_usage: estimated, and said so
         return Completion(
-            text="" if content is None else require_str(content),
-            input_tokens=require_int(usage["prompt_tokens"]),
-            output_tokens=require_int(usage["completion_tokens"]),
-            provider_model=optional_str(data.get("model")) or self.deployment.model,
-            finish_reason=optional_str(choice.get("finish_reason")),
-            extra={"response_id": response_id} if isinstance(response_id, str) else {},
+            text=completion.text,
+            input_tokens=estimate_tokens("x" * request.input_bytes()),
+            output_tokens=estimate_tokens(_answered(completion)),
+            provider_model=completion.provider_model,
+            finish_reason=completion.finish_reason,
+            extra={**completion.extra, "usage": "estimated"},
+            tool_calls=completion.tool_calls,
         )
+
+    def embed_payload(self, request: EmbeddingRequest) -> dict[str, Any]:
+        return wire.embeddings_payload(request, self.deployment.model)
+
+    def parse_embeddings(self, data: Any) -> Embeddings:
+        return wire.parse_embeddings(data, self.deployment.model)
+
+
+def _answered(completion: Completion) -> str:
+    return completion.text + "".join(c.arguments for c in completion.tool_calls)

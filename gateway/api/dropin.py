@@ -1,0 +1,344 @@
+"""What the drop-in endpoints (OpenAI's and Anthropic's wire formats) share: one call through the queue.
+
+A vendor SDK expects a synchronous answer, so a drop-in call is a job enqueued like any other
+(idempotency, admission: policies, budgets, limits) and then waited for: the whole answer, or its
+stream relayed from the worker through Redis (``gateway/job_stream.py``). The wire modules
+(``gateway/wire/``) parse the body and write the answer; this module owns the queue side, the
+``x-aigw-*`` headers, and a failed job raised again as the error the SDK expects.
+
+Options a vendor body has no field for come as headers: ``x-aigw-queue``, ``x-aigw-priority``,
+``x-aigw-cache``, ``Idempotency-Key`` (or ``x-aigw-idempotency-key``), ``x-aigw-notify`` (channels,
+comma-separated) and ``x-aigw-on-disconnect`` (``cancel``, the default, or ``finish``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gateway.api.admission import admit
+from gateway.api.bodies import check_size
+from gateway.api.dependencies import Gateway
+from gateway.chat import Delta, TextDelta, ToolCallDelta, delta_from_dict
+from gateway.errors import GatewayError, ValidationError, error_from_record
+from gateway.jobs import JobRequest, JobResult, JobState, JobView, Usage
+
+#: how often a relay with no event checks whether the job ended some other way (canceled, reaped)
+POLL_SECONDS = 1.0
+#: how long past the queue's job timeout a caller waits before it is told to poll instead
+WAIT_MARGIN = 30.0
+_ON_DISCONNECT = ("cancel", "finish")
+
+
+class StreamEncoder(Protocol):
+    """A wire module's stream encoder (``ChatStreamEncoder``, ``MessagesStreamEncoder``)."""
+
+    def start(self) -> bytes: ...
+
+    def delta(self, delta: Delta) -> bytes: ...
+
+    def finish(self, *, finish_reason: str | None, usage: Usage, aigw: dict[str, Any]) -> bytes: ...
+
+    def error(self, *, type: str, message: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Call:
+    """One drop-in call: the job to run, the model name the client used, what to do on disconnect."""
+
+    job: JobRequest
+    asked_model: str
+    on_disconnect: str = "cancel"
+
+
+def prepare(gw: Gateway, request: Request, job: JobRequest) -> Call:
+    """The job with its model resolved to an alias (404 if none) and the ``x-aigw-*`` options applied."""
+    check_size(job, gw.config.gateway.api.max_prompt_chars)
+    headers = request.headers
+    asked = job.model or "auto"
+    alias = gw.config.models.resolve_alias(asked, None)
+    update: dict[str, Any] = {"model": alias}
+    queue = headers.get("x-aigw-queue")
+    if queue is not None:
+        update["queue"] = _choice("x-aigw-queue", queue, ("interactive", "batch"))
+    priority = headers.get("x-aigw-priority")
+    if priority is not None:
+        update["priority"] = _choice("x-aigw-priority", priority, ("normal", "high"))
+    cache = headers.get("x-aigw-cache")
+    if cache is not None:
+        update["cache"] = _choice("x-aigw-cache", cache.lower(), ("true", "false")) == "true"
+    key = headers.get("idempotency-key") or headers.get("x-aigw-idempotency-key")
+    if key is not None:
+        if not 1 <= len(key) <= 200:
+            raise ValidationError("Idempotency-Key: 1 to 200 characters")
+        update["idempotency_key"] = key
+    notify = headers.get("x-aigw-notify")
+    if notify:
+        update["notify"] = [name.strip() for name in notify.split(",") if name.strip()]
+    on_disconnect = _choice(
+        "x-aigw-on-disconnect", headers.get("x-aigw-on-disconnect", "cancel"), _ON_DISCONNECT
+    )
+    try:
+        routed = JobRequest.model_validate({**job.model_dump(exclude_none=True), **update})
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValidationError(f"x-aigw options: {exc}") from None
+    return Call(routed, asked, on_disconnect)
+
+
+def _choice(header: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValidationError(f"{header}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def submit(gw: Gateway, service: str, job: JobRequest) -> tuple[str, JobView | None]:
+    """Enqueue (or find the job an idempotency key names); the view of a job just enqueued."""
+    replayed = gw.store.replayed(service, job)
+    if replayed is not None:
+        return replayed, None
+    admission = admit(gw, service, job)
+    job_id, created = gw.store.enqueue(
+        service,
+        job,
+        admission=[d.to_dict() for d in admission.decisions],
+        rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
+    )
+    return job_id, gw.store.queued_view(job_id, service, job) if created else None
+
+
+def wait_seconds(gw: Gateway, service: str, job: JobRequest) -> float:
+    """How long a drop-in caller waits: the queue's job timeout and a margin (the worker fails a job
+    at its timeout, so a job is final by then unless no worker is running)."""
+    queue = gw.store.queue_for(service, job)
+    return gw.config.gateway.queues[queue].timeout + WAIT_MARGIN  # type: ignore[index]
+
+
+async def answer(gw: Gateway, service: str, call: Call) -> JobView:
+    """The job's final view once it succeeded; its failure raised as the error it was."""
+    job_id, view = submit(gw, service, call.job)
+    deadline = time.monotonic() + wait_seconds(gw, service, call.job)
+    view = view or gw.store.view(job_id, service)
+    while not view.status.is_final:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StillRunningError(job_id)
+        await gw.waiter.wait(job_id, left)
+        view = gw.store.view(job_id, service)
+    raise_for_failure(view)
+    return view
+
+
+class StillRunningError(GatewayError):
+    """The wait ran out (no worker took the job): the job is not lost; its id says where to look."""
+
+    type = "still_running"
+    http_status = 504
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is still waiting or running; poll GET /v1/jobs/{job_id}")
+
+
+def raise_for_failure(view: JobView) -> None:
+    if view.status == JobState.SUCCEEDED:
+        return
+    if view.status == JobState.CANCELED:
+        raise error_from_record({"type": "canceled", "message": f"job {view.id} was canceled"})
+    raise error_from_record(view.error or {"type": "job_failed", "message": f"job {view.id} failed"})
+
+
+def facts(view: JobView) -> dict[str, Any]:
+    """aigw's own facts about a finished job, for the ``aigw`` key of a drop-in body."""
+    result = view.result
+    assert result is not None
+    return {
+        "job_id": view.id,
+        "model": result.model,
+        "provider": result.provider,
+        "draft": result.draft,
+        "offline": result.offline,
+        "cached": result.cached,
+        "cost_usd": result.cost_usd,
+        "policy": policy_outcomes(result.policy),
+        **({"review": view.review} if view.review else {}),
+    }
+
+
+def policy_outcomes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The policy decisions as names and outcomes only (never the values a rule matched)."""
+    return [{"policy": d.get("policy"), "outcome": d.get("outcome")} for d in decisions]
+
+
+def headers_for(
+    job_id: str, *, model: str, draft: bool, offline: bool, policy: list[dict[str, Any]]
+) -> dict[str, str]:
+    """The ``x-aigw-*`` response headers: the job, the alias that answered, the flags, the decisions."""
+    out = {
+        "x-aigw-job-id": job_id,
+        "x-aigw-model": model,
+        "x-aigw-draft": "true" if draft else "false",
+        "x-aigw-offline": "true" if offline else "false",
+    }
+    decided = ", ".join(f"{d['policy']}={d['outcome']}" for d in policy if d.get("policy"))
+    if decided:
+        out["x-aigw-policy"] = decided
+    return out
+
+
+def result_headers(view: JobView) -> dict[str, str]:
+    result = view.result
+    assert result is not None
+    return headers_for(
+        view.id,
+        model=result.model,
+        draft=result.draft,
+        offline=result.offline,
+        policy=policy_outcomes(result.policy),
+    )
+
+
+def json_answer(body: dict[str, Any], view: JobView) -> JSONResponse:
+    return JSONResponse(body, headers=result_headers(view))
+
+
+async def stream(
+    gw: Gateway,
+    service: str,
+    request: Request,
+    call: Call,
+    encoder: Callable[[str, dict[str, Any]], StreamEncoder],
+) -> StreamingResponse:
+    """The job's answer as server-sent events in the client's format, relayed as the worker streams it.
+
+    The HTTP status and headers wait for the first delta (or the job's end): a job refused or failed
+    before its first token answers with an HTTP error the SDK raises as its own type. After the
+    first delta a failure is an error event with no end marker. A client that hangs up cancels the
+    job unless it asked ``x-aigw-on-disconnect: finish``.
+    """
+    job_id, _queued = submit(gw, service, call.job)
+    deadline = time.monotonic() + wait_seconds(gw, service, call.job)
+    events = gw.streams.events(job_id, poll=POLL_SECONDS, deadline=deadline)
+    try:
+        start = await _first_event(gw, service, request, job_id, events, call)
+    except BaseException:
+        await events.aclose()
+        raise
+    if start.get("type") == "replay":  # the job ended and its stream is gone: replay the result
+        return _replayed(job_id, start["view"], encoder)
+    enc = encoder(job_id, start)
+    headers = headers_for(
+        job_id, model=start["model"], draft=bool(start.get("draft")), offline=bool(start.get("offline")),
+        policy=start.get("policy") or [],
+    )  # fmt: skip
+    return StreamingResponse(
+        _relay(gw, service, job_id, events, enc, call), media_type="text/event-stream",
+        headers={**headers, "cache-control": "no-cache"},
+    )  # fmt: skip
+
+
+async def _first_event(
+    gw: Gateway,
+    service: str,
+    request: Request,
+    job_id: str,
+    events: AsyncIterator[dict[str, Any] | None],
+    call: Call,
+) -> dict[str, Any]:
+    async for event in events:
+        if event is None:  # nothing yet: did the job end without streaming, or the client leave?
+            view = gw.store.view(job_id, service)
+            if view.status.is_final:
+                raise_for_failure(view)
+                return {"type": "replay", "view": view}
+            if await request.is_disconnected():
+                _client_left(gw, service, job_id, call)
+                raise StillRunningError(job_id)
+            continue
+        kind = event.get("type")
+        if kind == "start":
+            return event
+        if kind == "error":
+            raise error_from_record(event.get("error") or {})
+    raise StillRunningError(job_id)
+
+
+async def _relay(
+    gw: Gateway,
+    service: str,
+    job_id: str,
+    events: AsyncIterator[dict[str, Any] | None],
+    enc: StreamEncoder,
+    call: Call,
+) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        yield enc.start()
+        async for event in events:
+            if event is None:
+                view = gw.store.view(job_id, service)
+                if view.status in (JobState.FAILED, JobState.CANCELED):
+                    error = view.error or {"type": "canceled", "message": f"job {job_id} was canceled"}
+                    finished = True
+                    yield enc.error(type=str(error.get("type")), message=str(error.get("message")))
+                    return
+                continue
+            kind = event.get("type")
+            if kind in ("text", "tool_call"):
+                yield enc.delta(delta_from_dict(event))
+            elif kind == "end":
+                finished = True
+                usage = Usage.model_validate(event.get("usage") or {})
+                aigw = {
+                    "job_id": job_id,
+                    "draft": bool(event.get("draft")),
+                    "cost_usd": event.get("cost_usd"),
+                }
+                yield enc.finish(finish_reason=event.get("finish_reason"), usage=usage, aigw=aigw)
+                return
+            elif kind == "error":
+                finished = True
+                error = event.get("error") or {}
+                yield enc.error(type=str(error.get("type")), message=str(error.get("message")))
+                return
+        finished = True
+        yield enc.error(
+            type="still_running", message=f"job {job_id} did not finish in time; poll /v1/jobs/{job_id}"
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
+        if not finished:  # the client hung up mid-stream
+            _client_left(gw, service, job_id, call)
+
+
+def _client_left(gw: Gateway, service: str, job_id: str, call: Call) -> None:
+    """A client that hung up: its job is canceled, unless it asked to let it finish."""
+    if call.on_disconnect == "cancel":
+        with contextlib.suppress(GatewayError):
+            gw.store.cancel(job_id, service)
+
+
+def _replayed(
+    job_id: str, view: JobView, encoder: Callable[[str, dict[str, Any]], StreamEncoder]
+) -> StreamingResponse:
+    """A stream of a job that already succeeded (an idempotent replay): its whole answer at once."""
+    result = view.result
+    assert isinstance(result, JobResult)
+    start = {"model": result.model, "provider_model": result.provider_model, "draft": result.draft,
+             "offline": result.offline, "policy": policy_outcomes(result.policy)}  # fmt: skip
+    enc = encoder(job_id, start)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield enc.start()
+        if result.output:
+            yield enc.delta(TextDelta(result.output))
+        for i, call in enumerate(result.tool_calls or []):
+            yield enc.delta(ToolCallDelta(i, call.id, call.name, call.arguments))
+        yield enc.finish(finish_reason=result.finish_reason, usage=result.usage, aigw=facts(view))
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=result_headers(view))

@@ -1,0 +1,89 @@
+"""OpenAI's wire format, served through the queue: ``/v1/chat/completions``, ``/v1/embeddings``,
+``/v1/models``. A service written against the ``openai`` SDK changes its ``base_url`` and key.
+
+The body is parsed by ``gateway.wire.openai`` into a ``JobRequest``; ``gateway.api.dropin`` runs
+it as a job and waits (or relays its stream); the answer is written back in OpenAI's shape with
+aigw's facts in ``x-aigw-*`` headers and an extra ``aigw`` key. Errors leave in OpenAI's shape
+(``gateway/api/app.py`` picks it by path).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.api import dropin
+from gateway.api.bodies import job_body_limit, parse_json, read_body
+from gateway.api.dependencies import Service, Shared
+from gateway.errors import ModelNotFoundError
+from gateway.wire import openai as wire
+
+
+def router() -> APIRouter:
+    routes = APIRouter(prefix="/v1", tags=["openai"])
+    routes.add_api_route("/chat/completions", chat_completions, methods=["POST"], response_model=None)
+    routes.add_api_route("/embeddings", embeddings, methods=["POST"], response_model=None)
+    routes.add_api_route("/models", list_models, methods=["GET"], response_model=None)
+    routes.add_api_route("/models/{model_id:path}", get_model, methods=["GET"], response_model=None)
+    return routes
+
+
+async def _body(request: Request, gw: Shared) -> Any:
+    api = gw.config.gateway.api
+    raw = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
+    return parse_json(raw)
+
+
+async def chat_completions(request: Request, gw: Shared, service: Service) -> Response:
+    body = await _body(request, gw)
+    job = wire.job_request(body)
+    call = dropin.prepare(gw, request, job)
+    created = int(time.time())
+    if call.job.stream:
+        include_usage = wire.stream_options(body)
+
+        def encoder(job_id: str, start: dict[str, Any]) -> dropin.StreamEncoder:
+            model = str(start.get("provider_model") or call.asked_model)
+            return wire.ChatStreamEncoder(
+                job_id=job_id, created=created, model=model, include_usage=include_usage
+            )
+
+        return await dropin.stream(gw, service, request, call, encoder)
+    view = await dropin.answer(gw, service, call)
+    assert view.result is not None
+    answer = wire.chat_response(
+        job_id=view.id, created=created, model=view.result.provider_model, result=view.result,
+        aigw=dropin.facts(view),
+    )  # fmt: skip
+    return dropin.json_answer(answer, view)
+
+
+async def embeddings(request: Request, gw: Shared, service: Service) -> Response:
+    body = await _body(request, gw)
+    job, encoding = wire.embeddings_job_request(body)
+    call = dropin.prepare(gw, request, job)
+    view = await dropin.answer(gw, service, call)
+    assert view.result is not None
+    answer = wire.embeddings_response(model=view.result.provider_model, result=view.result, encoding=encoding)
+    return dropin.json_answer(answer, view)
+
+
+async def list_models(gw: Shared, service: Service) -> JSONResponse:
+    """The aliases a service may name (provider model names and task tags also work as ``model``)."""
+    return JSONResponse(wire.models_list(gw.config.models, created=_started(gw)))
+
+
+async def get_model(model_id: str, gw: Shared, service: Service) -> JSONResponse:
+    listed = wire.models_list(gw.config.models, created=_started(gw))
+    for entry in listed["data"]:
+        if entry["id"] == model_id:
+            return JSONResponse(entry)
+    raise ModelNotFoundError(f"unknown model {model_id!r}; GET /v1/models lists the aliases")
+
+
+def _started(gw: Shared) -> int:
+    """A stable ``created`` for the aliases: when this API process loaded its config."""
+    return gw.started_at
