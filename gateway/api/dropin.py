@@ -323,9 +323,7 @@ def _client_left(gw: Gateway, service: str, job_id: str, call: Call) -> None:
             gw.store.cancel(job_id, service)
 
 
-def _replayed(
-    job_id: str, view: JobView, encoder: Callable[[str, dict[str, Any]], StreamEncoder]
-) -> StreamingResponse:
+def _replayed(job_id: str, view: JobView, encoder: Encoders) -> StreamingResponse:
     """A stream of a job that already succeeded (an idempotent replay): its whole answer at once."""
     result = view.result
     assert isinstance(result, JobResult)

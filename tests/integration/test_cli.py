@@ -156,7 +156,7 @@ def test_cli_policy_explain_shows_decisions_and_chain_without_calling(
     bad = runner.invoke(
         app, ["policy", "explain", "--service", "billing", "--prompt", "x", "--model", "gpt9"]
     )
-    assert bad.exit_code == 1 and "unknown model alias 'gpt9'" in bad.output
+    assert bad.exit_code == 1 and "unknown model 'gpt9'" in bad.output
 
 
 def test_cli_jobs_review_approves_a_draft_once(

@@ -174,7 +174,7 @@ def test_service_sees_only_its_own_jobs(
         (json.dumps({"prompt": "   "}).encode(), None, 422, "invalid_request", "prompt"),
         (json.dumps({}).encode(), None, 422, "invalid_request", "prompt"),
         (json.dumps({"prompt": "x" * 200_001}).encode(), None, 413, "payload_too_large", "200000"),
-        (json.dumps({"prompt": "x", "model": "gpt-9"}).encode(), None, 422, "invalid_request", "gpt-9"),
+        (json.dumps({"prompt": "x", "model": "gpt-9"}).encode(), None, 404, "model_not_found", "gpt-9"),
         (json.dumps({"prompt": "x", "task": "juggling"}).encode(), None, 422, "invalid_request", "juggling"),
         (json.dumps({"prompt": "x", "queue": "bulk"}).encode(), None, 422, "invalid_request", "queue"),
         (json.dumps({"messages": []}).encode(), None, 422, "invalid_request", "messages"),
