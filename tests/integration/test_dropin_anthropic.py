@@ -44,7 +44,10 @@ def test_anthropic_sdk_messages_answer_through_the_queue(stack: StartStack) -> N
 def test_anthropic_format_served_by_an_openai_model(stack: StartStack) -> None:
     s = stack(policies=[])
     message = sdk(s).messages.create(
-        model="gpt-fake", max_tokens=50, system="short", messages=[{"role": "user", "content": "translate me"}]
+        model="gpt-fake",
+        max_tokens=50,
+        system="short",
+        messages=[{"role": "user", "content": "translate me"}],
     )
     assert message.content[0].type == "text" and message.content[0].text == "echo: translate me"
     body = s.fake.bodies_for("gpt-fake")[-1]

@@ -102,9 +102,7 @@ def test_provider_reports_truncation_as_finish_reason(fake: FakeProvider, kind: 
     request = CompletionRequest(messages=[Message(role="user", content="x" * 100)], max_tokens=3)
     completion = _complete(_deployment(kind, fake), request)
     assert len(completion.text) == 12
-    assert (
-        completion.finish_reason == "length"
-    )
+    assert completion.finish_reason == "length"
 
 
 @pytest.mark.parametrize(("kind", "header"), [("openai", "authorization"), ("anthropic", "x-api-key")])

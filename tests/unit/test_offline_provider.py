@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+from typing import Any
 
+from gateway.chat import EmbeddingRequest, ResponseFormat
 from gateway.config import Deployment
 from gateway.jobs import Message
 from workers.providers.base import Completion, CompletionRequest
-from workers.providers.offline import LABEL, OfflineProvider, estimate_tokens
+from workers.providers.offline import EMBEDDING_DIMENSIONS, LABEL, OfflineProvider, estimate_tokens
 from workers.providers.registry import build_provider
 
 DEPLOYMENT = Deployment(provider="offline", model="aigw-offline-1")
@@ -79,3 +82,30 @@ def test_offline_provider_needs_no_key() -> None:
     assert (provider.name, provider.kind) == ("offline/0:offline", "offline")
     assert provider.unavailable_reason() is None
     asyncio.run(provider.aclose())
+
+
+def test_offline_provider_streams_the_same_answer_a_word_at_a_time() -> None:
+    provider = OfflineProvider("offline/0:offline", DEPLOYMENT)
+    request = _request("stream these words please")
+    deltas: list[Any] = []
+    streamed = asyncio.run(provider.stream(request, deltas.append))
+    assert streamed == _complete(request)
+    assert len(deltas) > 5 and "".join(d.text for d in deltas) == streamed.text
+
+
+def test_offline_provider_answers_json_mode_with_a_json_object() -> None:
+    request = dataclasses.replace(
+        _request("give me json"), response_format=ResponseFormat(type="json_object")
+    )
+    answer = json.loads(_complete(request).text)
+    assert isinstance(answer, dict) and answer["aigw_offline"].startswith(LABEL)
+
+
+def test_offline_embeddings_are_deterministic_unit_vectors_of_the_size_asked() -> None:
+    provider = OfflineProvider("offline/0:offline", DEPLOYMENT)
+    first = asyncio.run(provider.embed(EmbeddingRequest(["alpha", "beta", "alpha"], dimensions=16)))
+    assert [len(v) for v in first.vectors] == [16, 16, 16]
+    assert first.vectors[0] == first.vectors[2] != first.vectors[1]
+    assert abs(sum(x * x for x in first.vectors[1]) - 1.0) < 1e-4
+    default = asyncio.run(provider.embed(EmbeddingRequest(["alpha"])))
+    assert len(default.vectors[0]) == EMBEDDING_DIMENSIONS and first.input_tokens == 6
