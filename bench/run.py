@@ -27,11 +27,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import dropin, scenarios
 from bench.procs import machine_cpu
-from bench.scenarios import SCENARIOS, Ctx
+from bench.scenarios import Ctx
 from bench.stack import REPO, BenchStack
 
 RESULTS = REPO / "bench" / "results"
+SCENARIOS = {**scenarios.SCENARIOS, "dropin": dropin.SCENARIO}
 console = Console(highlight=False)
 if not console.is_terminal:
     console = Console(highlight=False, width=160)

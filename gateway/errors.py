@@ -24,6 +24,7 @@ GatewayError                  .type (stable string), .http_status, .retryable, .
 ├── NoDeploymentError         503: every deployment skipped; retryable when a circuit is open
 ├── InterruptedAttemptError   an attempt canceled or cut short by shutdown (audit only)
 ├── StreamInterruptedError    a provider's stream broke after its first token: never retried
+├── RecordedError             a stored job failure raised again where its caller waits (drop-in)
 ├── ProviderError             .deployment
 │   ├── ProviderUnavailableError   transport error or 5xx; retryable
 │   ├── RateLimitedError           429/529; retryable; .retry_after, .retry_after_capped
@@ -116,6 +117,9 @@ class UnsupportedContentError(ValidationError):
         super().__init__(message)
         self.param = param
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "param": self.param}
+
 
 class UnsupportedFieldError(GatewayError):
     """A request field aigw cannot honour for the routed model: refused, never silently dropped."""
@@ -126,6 +130,9 @@ class UnsupportedFieldError(GatewayError):
     def __init__(self, message: str, *, param: str) -> None:
         super().__init__(message)
         self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "param": self.param}
 
 
 class StreamInterruptedError(GatewayError):

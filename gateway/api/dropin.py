@@ -80,15 +80,15 @@ def prepare(gw: Gateway, request: Request, job: JobRequest) -> Call:
         update["idempotency_key"] = key
     notify = headers.get("x-aigw-notify")
     if notify:
-        update["notify"] = [name.strip() for name in notify.split(",") if name.strip()]
+        channels = [name.strip() for name in notify.split(",") if name.strip()]
+        if len(channels) > 10:
+            raise ValidationError("x-aigw-notify: at most 10 channels")
+        update["notify"] = channels
     on_disconnect = _choice(
         "x-aigw-on-disconnect", headers.get("x-aigw-on-disconnect", "cancel"), _ON_DISCONNECT
     )
-    try:
-        routed = JobRequest.model_validate({**job.model_dump(exclude_none=True), **update})
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ValidationError(f"x-aigw options: {exc}") from None
-    return Call(routed, asked, on_disconnect)
+    # every value was checked above, so no second validation of the whole body (the hot path)
+    return Call(job.model_copy(update=update), asked, on_disconnect)
 
 
 def _choice(header: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -185,8 +185,8 @@ def headers_for(
         "x-aigw-offline": "true" if offline else "false",
     }
     decided = ", ".join(f"{d['policy']}={d['outcome']}" for d in policy if d.get("policy"))
-    if decided:
-        out["x-aigw-policy"] = decided
+    if decided:  # policy names are the operator's; a header carries Latin-1 only
+        out["x-aigw-policy"] = decided.encode("latin-1", "replace").decode("latin-1")
     return out
 
 

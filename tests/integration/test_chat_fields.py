@@ -1,0 +1,82 @@
+"""The job API's richer requests: tools, embeddings, capabilities the routed model must have."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.harness import Stack, fake_models, submit
+
+StartStack = Callable[..., Stack]
+TOOL = {"name": "lookup", "description": "find an order", "parameters": {"type": "object", "properties": {}}}
+
+
+def test_a_field_the_routed_model_cannot_honour_is_refused_naming_it(stack: StartStack) -> None:
+    s = stack(policies=[])
+    refused = submit(s.api, {"prompt": "x", "model": "general", "seed": 3})  # Anthropic has no seed
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "type": "unsupported_field",
+        "message": refused.json()["error"]["message"],
+        "param": "seed",
+    }
+    assert "seed" in refused.json()["error"]["message"] and s.fake.count() == 0
+    accepted = submit(s.api, {"prompt": "x", "model": "openai", "seed": 3})
+    assert accepted.json()["status"] == "succeeded"
+    assert s.fake.bodies_for("gpt-fake")[-1]["seed"] == 3
+
+
+def test_an_image_for_a_model_that_takes_none_is_a_422(stack: StartStack, fake: FakeProvider) -> None:
+    models: Any = fake_models(fake.base_url)
+    models["models"]["openai"]["capabilities"] = {"images": False}
+    s = stack(policies=[], models=models)
+    image = {"type": "image", "url": "https://example.com/cat.png"}
+    body = {
+        "model": "openai",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}],
+    }
+    refused = submit(s.api, body)
+    assert refused.status_code == 422 and refused.json()["error"]["type"] == "unsupported_content"
+    body["model"] = "general"  # Anthropic takes images
+    assert submit(s.api, body).json()["status"] == "succeeded"
+    sent = s.fake.bodies_for("claude-fake")[-1]["messages"][0]["content"]
+    assert {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}} in sent
+
+
+def test_a_fallback_that_cannot_honour_a_field_is_skipped_with_the_reason(
+    stack: StartStack, fake: FakeProvider
+) -> None:
+    models: Any = fake_models(fake.base_url)
+    models["models"]["openai"]["fallbacks"] = ["general"]
+    s = stack(policies=[], models=models, jobs={"max_attempts": 1})
+    s.fake.script(Fault.status(503), model="gpt-fake")
+    job = submit(s.api, {"prompt": "x", "model": "openai", "seed": 1}).json()
+    assert job["status"] == "failed"
+    skipped = [c for c in job["calls"] if c["outcome"] == "skipped"]
+    assert skipped and "seed" in skipped[0]["error"]["reason"]
+    assert s.fake.count(model="claude-fake") == 0  # never sent a request cut down to fit
+
+
+def test_tools_in_a_job_and_the_tool_calls_in_its_result(stack: StartStack) -> None:
+    s = stack(policies=[])
+    s.fake.script(Fault.tool_call("lookup", {"order": 42}), model="gpt-fake")
+    job = submit(s.api, {"prompt": "where is order 42?", "model": "openai", "tools": [TOOL],
+                         "tool_choice": {"mode": "tool", "name": "lookup"}}).json()  # fmt: skip
+    assert job["status"] == "succeeded" and job["result"]["finish_reason"] == "tool_calls"
+    call = job["result"]["tool_calls"][0]
+    assert call["name"] == "lookup" and json.loads(call["arguments"]) == {"order": 42}
+    sent = s.fake.bodies_for("gpt-fake")[-1]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
+
+
+def test_an_embedding_job_returns_one_vector_per_text_and_is_charged(stack: StartStack) -> None:
+    s = stack(policies=[])
+    job = submit(s.api, {"embed": ["first text", "second text"], "model": "openai"}).json()
+    assert job["status"] == "succeeded"
+    vectors = job["result"]["embeddings"]
+    assert len(vectors) == 2 and vectors[0] != vectors[1]
+    assert job["result"]["usage"]["input_tokens"] > 0 and job["result"]["cost_usd"] > 0
+    refused = submit(s.api, {"embed": ["x"], "model": "general"})  # Anthropic has no embeddings
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
