@@ -206,12 +206,11 @@ def json_answer(body: dict[str, Any], view: JobView) -> JSONResponse:
     return JSONResponse(body, headers=result_headers(view))
 
 
+Encoders = Callable[[str, dict[str, Any]], StreamEncoder]
+
+
 async def stream(
-    gw: Gateway,
-    service: str,
-    request: Request,
-    call: Call,
-    encoder: Callable[[str, dict[str, Any]], StreamEncoder],
+    gw: Gateway, service: str, request: Request, call: Call, encoder: Encoders
 ) -> StreamingResponse:
     """The job's answer as server-sent events in the client's format, relayed as the worker streams it.
 

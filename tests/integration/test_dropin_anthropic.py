@@ -142,9 +142,10 @@ def test_anthropic_sdk_broken_stream_raises_and_has_no_message_stop(stack: Start
     s = stack(policies=[])
     s.fake.script(Fault.break_stream(after=2), model="claude-fake")
     kinds: list[str] = []
-    with pytest.raises(anthropic.APIStatusError, match="stream"):  # noqa: PT012 (the events before it count)
-        with sdk(s).messages.stream(
-            model="general", max_tokens=100, messages=[{"role": "user", "content": "one two three four"}]
-        ) as stream:
-            kinds.extend(event.type for event in stream)
+    words = [{"role": "user", "content": "one two three four"}]
+    with (
+        pytest.raises(anthropic.APIStatusError, match="stream"),
+        sdk(s).messages.stream(model="general", max_tokens=100, messages=words) as stream,  # type: ignore[arg-type]
+    ):
+        kinds.extend(event.type for event in stream)
     assert "message_start" in kinds and "message_stop" not in kinds

@@ -21,6 +21,7 @@ from gateway.chat import (
 )
 from gateway.wire import ollama
 
+OSLO = '{"city":"Oslo"}'
 WEATHER = Tool(name="get_weather", description="weather", parameters={"type": "object", "properties": {}})
 
 
@@ -30,7 +31,7 @@ def test_chat_payload_carries_options_tools_images_and_tool_results() -> None:
             Message(role="system", content="be brief"),
             Message(role="user", content=[TextPart(text="what is this?"),
                                           ImagePart(media_type="image/png", data="aGVsbG8=")]),  # fmt: skip
-            Message(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city":"Oslo"}')]),
+            Message(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather", arguments=OSLO)]),
             Message(role="tool", tool_call_id="c1", content="sunny"),
         ],
         max_tokens=64, temperature=0.2, top_p=0.9, stop=("END",), seed=7, tools=(WEATHER,),
