@@ -119,7 +119,7 @@ def dropin(ctx: Ctx) -> dict[str, Any]:
     stack = ctx.stack
     port = stack.fake_port(0)
     with stack.aigw(concurrency=1000) as aigw:
-        ways = [
+        ways: list[tuple[Connection, Request, Check]] = [
             (Connection(port), direct_request(port), direct_ok),
             (Connection(aigw.port), aigw_request(aigw, 0), aigw_ok),
             (Connection(aigw.port), dropin_request(aigw), dropin_ok),

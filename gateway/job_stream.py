@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -37,7 +37,7 @@ STREAM_TTL = 3600
 FLUSH_INTERVAL = 0.01
 
 
-def _entry(events: list[dict[str, Any]]) -> dict[str, str]:
+def _entry(events: list[dict[str, Any]]) -> dict[Any, Any]:
     return {"e": json.dumps(events, separators=(",", ":"), ensure_ascii=False)}
 
 
@@ -119,7 +119,7 @@ class StreamReader:
 
     async def events(
         self, job_id: str, *, poll: float, deadline: float
-    ) -> AsyncIterator[dict[str, Any] | None]:
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
         """The job's events as they arrive, from the first; ``None`` every ``poll`` seconds without
         one (the caller checks whether the job ended some other way), until ``deadline``
         (``time.monotonic()``)."""
@@ -127,7 +127,7 @@ class StreamReader:
         last = "0-0"
         while time.monotonic() < deadline:
             block = max(1, int(min(poll, deadline - time.monotonic()) * 1000))
-            reply = await self._client.xread({key: last}, block=block, count=100)
+            reply = cast(list[Any], await self._client.xread({key: last}, block=block, count=100))
             if not reply:
                 yield None
                 continue

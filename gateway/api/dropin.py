@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -245,7 +245,7 @@ async def _first_event(
     service: str,
     request: Request,
     job_id: str,
-    events: AsyncIterator[dict[str, Any] | None],
+    events: AsyncGenerator[dict[str, Any] | None, None],
     call: Call,
 ) -> dict[str, Any]:
     async for event in events:
@@ -270,7 +270,7 @@ async def _relay(
     gw: Gateway,
     service: str,
     job_id: str,
-    events: AsyncIterator[dict[str, Any] | None],
+    events: AsyncGenerator[dict[str, Any] | None, None],
     enc: StreamEncoder,
     call: Call,
 ) -> AsyncIterator[bytes]:
@@ -310,7 +310,7 @@ async def _relay(
         )
     finally:
         with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
         if not finished:  # the client hung up mid-stream
             _client_left(gw, service, job_id, call)
 

@@ -11,9 +11,9 @@ import email.utils
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import httpx
 import httpx_sse
@@ -30,6 +30,8 @@ from gateway.errors import (
 )
 from gateway.validation import LONE_SURROGATE
 from workers.providers.base import Completion, CompletionRequest
+
+_Parsed = TypeVar("_Parsed", Completion, Embeddings)
 
 #: 409 is a provider-side lock (e.g. a concurrent update), worth another try like a 5xx.
 UNAVAILABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
@@ -342,7 +344,7 @@ class HttpProvider:
             )
         return embeddings
 
-    def _parsed(self, parse: Any, data: Any, key: str | None) -> Any:
+    def _parsed(self, parse: Callable[[Any], _Parsed], data: Any, key: str | None) -> _Parsed:
         try:
             parsed = parse(data)
         except (LookupError, TypeError, ValueError) as exc:
@@ -350,7 +352,9 @@ class HttpProvider:
                 f"not a valid {self.kind} response: {type(exc).__name__}: {_scrub(str(exc), key)}",
                 deployment=self.name,
             ) from exc
-        return clean_completion(parsed) if isinstance(parsed, Completion) else parsed
+        if isinstance(parsed, Completion):
+            return cast(_Parsed, clean_completion(parsed))
+        return parsed
 
     async def stream(self, request: CompletionRequest, emit: Emit) -> Completion:
         """The call with the answer streamed: each delta goes to ``emit`` as it is decoded.
