@@ -327,9 +327,19 @@ class HttpProvider:
     def parse_embeddings(self, data: Any) -> Embeddings:
         raise NotImplementedError
 
+    def _render(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+        """The upstream body; a request this kind's format cannot express (an image URL for
+        Ollama, tool arguments that are not an object for Anthropic) fails the call, unsent."""
+        try:
+            return self.payload(request, stream=stream)
+        except (TypeError, ValueError) as exc:
+            raise ProviderRequestError(
+                f"cannot send this request to {self.kind}: {exc}", deployment=self.name
+            ) from exc
+
     async def complete(self, request: CompletionRequest) -> Completion:
         key = self._key()
-        data = await self._post(self.payload(request), self.headers(key), key)
+        data = await self._post(self._render(request, stream=False), self.headers(key), key)
         return self._parsed(self.parse, data, key)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
@@ -364,7 +374,7 @@ class HttpProvider:
         (fail over before the first delta, fail the job after it).
         """
         key = self._key()
-        payload = self.payload(request, stream=True)
+        payload = self._render(request, stream=True)
         decoder = self.stream_decoder()
         url = self.api_base + self.path
         with self._transport_errors(url, key, reading="reading the stream from"):
