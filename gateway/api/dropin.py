@@ -220,6 +220,14 @@ async def stream(
     job unless it asked ``x-aigw-on-disconnect: finish``.
     """
     job_id, _queued = submit(gw, service, call.job)
+    return await relay(gw, service, request, job_id, call, encoder)
+
+
+async def relay(
+    gw: Gateway, service: str, request: Request, job_id: str, call: Call, encoder: Encoders
+) -> StreamingResponse:
+    """The events of a job already on the queue, as ``stream`` describes; a job that was not
+    streamed (or whose stream expired) is replayed from its result once it is final."""
     deadline = time.monotonic() + wait_seconds(gw, service, call.job)
     events = gw.streams.events(job_id, poll=POLL_SECONDS, deadline=deadline)
     try:

@@ -6,16 +6,19 @@ A caller sees its own service's jobs, and the drafts of the services it reviews
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from gateway.api import dropin
 from gateway.api.admission import admit
 from gateway.api.bodies import REVIEW_BODY_LIMIT, job_body_limit, parse_job_request, parse_model, read_body
 from gateway.api.dependencies import Gateway, Service, Shared
+from gateway.chat import Delta, delta_to_dict
 from gateway.errors import NotFoundError
-from gateway.jobs import JobRequest, JobView, ReviewRequest
+from gateway.jobs import JobRequest, JobView, ReviewRequest, Usage
 
 _JOB_REQUEST_SCHEMA = {
     "requestBody": {
@@ -38,6 +41,7 @@ def router() -> APIRouter:
     routes.add_api_route("/{job_id}", get_job, methods=["GET"], response_model=JobView)
     routes.add_api_route("/{job_id}/review", review_job, methods=["POST"], response_model=JobView)
     routes.add_api_route("/{job_id}", cancel_job, methods=["DELETE"], response_model=JobView)
+    routes.add_api_route("/{job_id}/stream", stream_job, methods=["GET"], response_model=None)
     return routes
 
 
@@ -88,6 +92,43 @@ async def cancel_job(job_id: str, gw: Shared, service: Service) -> JSONResponse:
     if signalled:  # a running job: its worker finalises the cancel
         view = await wait_for(gw, job_id, service, 10.0)
     return _json(view)
+
+
+async def stream_job(job_id: str, request: Request, gw: Shared, service: Service) -> StreamingResponse:
+    """A job's answer as server-sent events in aigw's own terms (``start``, ``text``,
+    ``tool_call``, ``end``, ``error``): token by token for a job submitted with ``"stream": true``,
+    else its whole answer once it is final. Hanging up does not cancel the job (DELETE does)."""
+    view = gw.store.view(job_id, service)  # its own job, else "not found"
+    job = JobRequest.model_validate(view.request or {"prompt": "?"})
+    call = dropin.Call(job, job.model or "auto", on_disconnect="finish")
+    return await dropin.relay(gw, service, request, job_id, call, NativeStreamEncoder)
+
+
+class NativeStreamEncoder:
+    """aigw's own stream format: one SSE event per stream event, named by its type."""
+
+    def __init__(self, job_id: str, start: dict[str, Any]) -> None:
+        self.job_id = job_id
+        self.facts = {k: v for k, v in start.items() if k != "type"}
+
+    @staticmethod
+    def _event(name: str, data: dict[str, Any]) -> bytes:
+        return (
+            f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+        )
+
+    def start(self) -> bytes:
+        return self._event("start", {"job_id": self.job_id, **self.facts})
+
+    def delta(self, delta: Delta) -> bytes:
+        data = delta_to_dict(delta)
+        return self._event(str(data.pop("type")), data)
+
+    def finish(self, *, finish_reason: str | None, usage: Usage, aigw: dict[str, Any]) -> bytes:
+        return self._event("end", {"finish_reason": finish_reason, "usage": usage.model_dump(), **aigw})
+
+    def error(self, *, type: str, message: str) -> bytes:
+        return self._event("error", {"error": {"type": type, "message": message}})
 
 
 def view_for(gw: Gateway, job_id: str, service: str) -> JobView:

@@ -80,3 +80,19 @@ def test_an_embedding_job_returns_one_vector_per_text_and_is_charged(stack: Star
     assert job["result"]["usage"]["input_tokens"] > 0 and job["result"]["cost_usd"] > 0
     refused = submit(s.api, {"embed": ["x"], "model": "general"})  # Anthropic has no embeddings
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
+
+
+def test_a_streamed_native_job_is_read_token_by_token_as_server_sent_events(stack: StartStack) -> None:
+    s = stack(policies=[])
+    job = submit(s.api, {"prompt": "one two three four", "model": "openai", "stream": True}, wait=0).json()
+    with s.api.client() as http, http.stream("GET", f"/v1/jobs/{job['id']}/stream") as response:
+        assert response.status_code == 200 and response.headers["x-aigw-model"] == "openai"
+        events = [
+            line.removeprefix("event: ") for line in response.iter_lines() if line.startswith("event: ")
+        ]
+    assert events[0] == "start" and events[-1] == "end" and events.count("text") > 1
+    unstreamed = submit(s.api, {"prompt": "whole", "model": "openai"}).json()
+    with s.api.client() as http, http.stream("GET", f"/v1/jobs/{unstreamed['id']}/stream") as response:
+        lines = list(response.iter_lines())
+    assert [x for x in lines if x.startswith("event: ")] == ["event: start", "event: text", "event: end"]
+    assert 'data: {"text":"echo: whole"}' in lines
