@@ -1,0 +1,1 @@
+"""Wire formats: one module per API, each translating both ways between its JSON and gateway.chat"""
