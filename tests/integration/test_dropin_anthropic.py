@@ -6,7 +6,7 @@ error into its own types. Requests go through the real API and worker to the fak
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -24,8 +24,24 @@ WEATHER = {
 }
 
 
+_OPEN: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every SDK client a test made is closed with it (an open pool would leak its sockets)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def new_client(base_url: str, key: str) -> anthropic.Anthropic:
+    _OPEN.append(anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0))
+    return _OPEN[-1]
+
+
 def sdk(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.api.url, api_key=stack.api.token, max_retries=0)
+    return new_client(stack.api.url, stack.api.token)
 
 
 def test_anthropic_sdk_messages_answer_through_the_queue(stack: StartStack) -> None:
@@ -120,18 +136,16 @@ def test_anthropic_sdk_typed_errors_and_count_tokens(stack: StartStack) -> None:
     client = sdk(s)
     hi: list[Any] = [{"role": "user", "content": "hi"}]
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=s.api.url, api_key="aigw_wrong", max_retries=0).messages.create(
-            model="general", max_tokens=10, messages=hi
-        )
+        new_client(s.api.url, "aigw_wrong").messages.create(model="general", max_tokens=10, messages=hi)
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-9", max_tokens=10, messages=hi)
     with pytest.raises(anthropic.PermissionDeniedError):
         client.messages.create(
             model="general", max_tokens=10,
-            messages=[{"role": "user", "content": "AKIAIOSFODNN7EXAMPLE is my key"}],
+            messages=[{"role": "user", "content": "my key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789AB"}],
         )  # fmt: skip
     with pytest.raises(anthropic.BadRequestError, match="top_k"):
-        client.messages.create(model="general", max_tokens=10, messages=hi, top_k=5)
+        client.messages.create(model="general", max_tokens=10, messages=hi, extra_body={"top_k": 5})
     with pytest.raises(anthropic.UnprocessableEntityError):
         client.messages.create(model="general", max_tokens=10, messages=[{"role": "wizard", "content": "x"}])  # type: ignore[typeddict-item]
     counted = client.messages.count_tokens(model="general", messages=[{"role": "user", "content": "x" * 40}])

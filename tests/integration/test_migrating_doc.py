@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.fakes.provider import FakeProvider
-from tests.integration.harness import Stack, audit_events
+from tests.integration.harness import FAKE_KEY, Stack, audit_events
 
 DOC = Path(__file__).parents[2] / "docs" / "migrating.md"
 SNIPPETS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
@@ -54,9 +54,9 @@ def test_snippet_runs(
     s = stack(policies=[], models=_models(fake.base_url))
     monkeypatch.setenv("AIGW_TOKEN", s.api.token)
     monkeypatch.setenv("OPENAI_BASE_URL", f"{s.fake.base_url}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-vendor-key")
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)  # the "vendor" key the fake accepts
     monkeypatch.setenv("ANTHROPIC_BASE_URL", s.fake.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-vendor-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
     snippet = SNIPPETS[index]
     through_aigw = AIGW_URL in snippet
     out = io.StringIO()
