@@ -17,6 +17,7 @@ from tests.fakes.provider import Fault
 from tests.integration.harness import Stack, audit_events, wait_until
 
 StartStack = Callable[..., Stack]
+LEAKED_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789AB"
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city",
@@ -109,7 +110,7 @@ def test_anthropic_tool_use_translated_to_an_openai_model_and_back(stack: StartS
         model="openai", max_tokens=100, tools=[WEATHER],  # type: ignore[list-item]
         messages=[
             {"role": "user", "content": "weather in Oslo?"},
-            {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[misc]
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[list-item,misc]
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
         ],
     )  # fmt: skip
@@ -142,12 +143,13 @@ def test_anthropic_sdk_typed_errors_and_count_tokens(stack: StartStack) -> None:
     with pytest.raises(anthropic.PermissionDeniedError):
         client.messages.create(
             model="general", max_tokens=10,
-            messages=[{"role": "user", "content": "my key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789AB"}],
+            messages=[{"role": "user", "content": f"my key is {LEAKED_KEY}"}],
         )  # fmt: skip
     with pytest.raises(anthropic.BadRequestError, match="top_k"):
         client.messages.create(model="general", max_tokens=10, messages=hi, extra_body={"top_k": 5})
     with pytest.raises(anthropic.UnprocessableEntityError):
-        client.messages.create(model="general", max_tokens=10, messages=[{"role": "wizard", "content": "x"}])  # type: ignore[typeddict-item]
+        wizard: Any = [{"role": "wizard", "content": "x"}]
+        client.messages.create(model="general", max_tokens=10, messages=wizard)
     counted = client.messages.count_tokens(model="general", messages=[{"role": "user", "content": "x" * 40}])
     assert counted.input_tokens == 10
 

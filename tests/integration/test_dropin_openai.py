@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 import redis
+from openai.types.chat import ChatCompletionChunk
 
 from gateway.redis_server import RedisServer
 from tests.fakes.provider import Fault
@@ -23,7 +24,7 @@ from tests.integration.harness import Stack, audit_events, wait_until
 StartStack = Callable[..., Stack]
 PII_LOCAL = [{"name": "pii_local", "rule": "if_context_contains_pii_use_sensitive_model"}]
 DRAFTS = [{"name": "drafts", "rule": "all_outputs_are_drafts"}]
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -109,7 +110,7 @@ def test_openai_sdk_stream_relays_tokens_and_counts_usage_exactly_as_unstreamed(
 ) -> None:
     s = stack(policies=[])
     client = sdk(s)
-    prompt = [{"role": "user", "content": "tell me three short things about streams"}]
+    prompt: Any = [{"role": "user", "content": "tell me three short things about streams"}]
     whole = client.chat.completions.create(model="openai", messages=prompt)
     chunks = list(
         client.chat.completions.create(
@@ -144,6 +145,7 @@ def test_openai_format_tool_calls_are_translated_to_an_anthropic_model_and_back(
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert call.type == "function"
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
     sent = s.fake.bodies_for("claude-fake")[-1]
     assert sent["tools"][0]["name"] == "get_weather" and "input_schema" in sent["tools"][0]
@@ -168,6 +170,7 @@ def test_openai_sdk_streamed_tool_call_arguments_reassemble(stack: StartStack) -
     )
     arguments, names, finish = "", [], None
     for chunk in stream:
+        assert isinstance(chunk, ChatCompletionChunk)
         for call in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
             names += [call.function.name] if call.function and call.function.name else []
             arguments += call.function.arguments or "" if call.function else ""
@@ -216,7 +219,8 @@ def test_openai_sdk_drafts_are_marked_in_headers_and_the_final_chunk(stack: Star
         model="openai", messages=[{"role": "user", "content": "x"}]
     )
     assert raw.headers["x-aigw-draft"] == "true"
-    assert raw.parse().model_extra is not None and raw.parse().model_extra["aigw"]["draft"] is True
+    extra = raw.parse().model_extra
+    assert extra is not None and extra["aigw"]["draft"] is True
     chunks = list(client.chat.completions.create(model="openai", messages=[{"role": "user", "content": "y"}],
                                                  stream=True))  # fmt: skip
     final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
@@ -260,7 +264,7 @@ def test_openai_sdk_typed_errors(stack: StartStack, redis_client: redis.Redis) -
         ]
     )
     client = sdk(s)
-    hi = [{"role": "user", "content": "hi"}]
+    hi: Any = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(
             base_url=f"{s.api.url}/v1", api_key="aigw_wrong", max_retries=0
@@ -272,7 +276,7 @@ def test_openai_sdk_typed_errors(stack: StartStack, redis_client: redis.Redis) -
         )
     with pytest.raises(openai.BadRequestError, match="seed") as refused:
         client.chat.completions.create(model="general", messages=hi, seed=7)
-    assert refused.value.body is not None and refused.value.body.get("param") == "seed"  # type: ignore[union-attr]
+    assert isinstance(refused.value.body, dict) and refused.value.body.get("param") == "seed"
     with pytest.raises(openai.BadRequestError, match="frequency_penalty"):
         client.chat.completions.create(model="openai", messages=hi, frequency_penalty=0.5)
     with pytest.raises(openai.UnprocessableEntityError):

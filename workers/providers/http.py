@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import httpx_sse
@@ -363,7 +363,7 @@ class HttpProvider:
                 deployment=self.name,
             ) from exc
         if isinstance(parsed, Completion):
-            return cast(_Parsed, clean_completion(parsed))
+            return clean_completion(parsed)  # type: ignore[return-value]  # (mypy narrows a TypeVar poorly)
         return parsed
 
     async def stream(self, request: CompletionRequest, emit: Emit) -> Completion:
