@@ -162,6 +162,10 @@ def _turns(messages: Iterable[Message]) -> list[dict[str, Any]]:
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
+    for turn in turns:  # a turn of one plain text block goes as a string: the smaller, usual form
+        content = turn["content"]
+        if len(content) == 1 and content[0].keys() == {"type", "text"} and content[0]["type"] == "text":
+            turn["content"] = content[0]["text"]
     return turns
 
 

@@ -140,7 +140,7 @@ def test_messages_payload_renders_every_field() -> None:
         "model": "claude-x",
         "max_tokens": 300,
         "system": "Be brief.",
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
         "temperature": 0.4,
         "top_p": 0.9,
         "stop_sequences": ["END", "STOP"],
@@ -207,7 +207,7 @@ def test_messages_payload_turns_tool_calls_and_results_into_blocks_of_alternatin
     turns = messages_payload(request, "claude-x", stream=False)["messages"]
 
     assert turns == [
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris and Oslo?"}]},
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
         {
             "role": "assistant",
             "content": [
