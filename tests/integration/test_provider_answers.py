@@ -185,12 +185,12 @@ def test_deeply_nested_json_is_a_bad_answer(
 def test_an_unexpected_error_in_the_pipeline_fails_the_job_audited_with_its_holds_released(
     stack: StartStack, fake: FakeProvider, redis_client: redis.Redis
 ) -> None:
-    # "message" as a list trips an AttributeError (``.get`` on a list) that no parser catches: the
-    # path any bug in the pipeline takes. Before: failed with no audit line, its budget hold kept.
-    answer = {"choices": [{"message": ["hi"]}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-    fake.script(Fault.json(answer), model="gpt-fake")
+    # Ollama's "message" as a list trips an AttributeError (``.get`` on a list) that no parser
+    # catches: the path any bug in the pipeline takes. Before: failed with no audit line, its budget
+    # hold kept.
+    fake.script(Fault.json({"message": ["hi"], "eval_count": 1}), model="llama-fake")
     api = stack(policies=[BUDGET, TOKENS], jobs={"max_attempts": 2}).api
-    job_id = _submit(api, {"prompt": "x", "model": "openai"})
+    job_id = _submit(api, {"prompt": "x", "model": "sensitive"})
     job = _view(api, job_id, wait=8)
     assert job["status"] == "failed", job
     assert job["error"]["type"] == "gateway_error"
@@ -199,7 +199,7 @@ def test_an_unexpected_error_in_the_pipeline_fails_the_job_audited_with_its_hold
     assert _audit_of(redis_client, job_id) == [("failed", "gateway_error")]
     ledger = _ledger(redis_client)
     assert not [f for f in ledger if f.startswith(b"hold:")], ledger
-    assert fake.count(model="gpt-fake") == 1  # not retried: nothing says another try would differ
+    assert fake.count(model="llama-fake") == 1  # not retried: nothing says another try would differ
 
 
 def test_an_answer_past_max_response_bytes_fails_and_the_worker_goes_on(
