@@ -21,6 +21,7 @@ from bench.scenarios import (
     _minus,
     aigw_ok,
     aigw_request,
+    alternating,
     direct_ok,
     direct_request,
     fmt_ms,
@@ -41,36 +42,6 @@ def dropin_request(aigw: Aigw, *, stream: bool = False) -> Request:
 
 def dropin_ok(status: int, body: bytes) -> bool:
     return status == 200 and b'"chat.completion"' in body
-
-
-async def _alternating(
-    ways: list[tuple[Connection, Request, Check]], n: int, deadline_s: float
-) -> list[LoadResult]:
-    """Each way once per round, one request at a time, so all see the same machine state."""
-    results = [LoadResult() for _ in ways]
-    started = time.perf_counter()
-    for _ in range(n):
-        if time.perf_counter() - started > deadline_s:
-            for result in results:
-                result.timed_out = True
-            break
-        for (connection, request, check), result in zip(ways, results, strict=True):
-            began = time.perf_counter()
-            try:
-                async with asyncio.timeout(35):
-                    status, body = await connection.send(request)
-            except (OSError, HttpError, TimeoutError, ValueError) as exc:
-                result.failed += 1
-                result.errors[type(exc).__name__] += 1
-                continue
-            elapsed = time.perf_counter() - began
-            result.wall_s += elapsed
-            if check(status, body):
-                result.ok += 1
-                result.latencies.append(elapsed)
-            else:
-                result.failed_answer(status, body)
-    return results
 
 
 async def _first_chunk(port: int, request: Request, marker: bytes) -> float:
@@ -125,8 +96,8 @@ def dropin(ctx: Ctx) -> dict[str, Any]:
             (Connection(aigw.port), dropin_request(aigw), dropin_ok),
         ]
         ctx.log(f"one client: warm-up, then {n} rounds of direct / native / drop-in")
-        ctx.run(_alternating(ways, warmup // 5 or 1, 60))
-        d, native1, compat1 = ctx.run(_alternating(ways, n, 180))
+        ctx.run(alternating(ways, warmup // 5 or 1, 60))
+        d, native1, compat1 = ctx.run(alternating(ways, n, 180))
         for connection, _request, _check in ways:
             ctx.run(connection.close())
 

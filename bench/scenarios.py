@@ -275,14 +275,22 @@ async def _sequential_pairs(
     direct: tuple[Connection, Request], aigw: tuple[Connection, Request], n: int, deadline_s: float
 ) -> tuple[LoadResult, LoadResult]:
     """Direct and aigw calls alternately, one at a time, so both see the same machine state."""
-    results = (LoadResult(), LoadResult())
-    checks: tuple[Check, Check] = (direct_ok, aigw_ok)
+    d, a = await alternating([(*direct, direct_ok), (*aigw, aigw_ok)], n, deadline_s)
+    return d, a
+
+
+async def alternating(
+    ways: list[tuple[Connection, Request, Check]], n: int, deadline_s: float
+) -> list[LoadResult]:
+    """Each way once per round, one request at a time, so all see the same machine state."""
+    results = [LoadResult() for _ in ways]
     started = time.perf_counter()
     for _ in range(n):
         if time.perf_counter() - started > deadline_s:
-            results[0].timed_out = results[1].timed_out = True
+            for result in results:
+                result.timed_out = True
             break
-        for (connection, request), check, result in zip((direct, aigw), checks, results, strict=True):
+        for (connection, request, check), result in zip(ways, results, strict=True):
             began = time.perf_counter()
             try:
                 async with asyncio.timeout(35):

@@ -26,13 +26,16 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 #: What a deployment may be asked to do beyond plain text (``Deployment.capabilities``).
-Capability = Literal["images", "tools", "json_mode", "json_schema", "seed", "embeddings"]
-CAPABILITIES: tuple[Capability, ...] = ("images", "tools", "json_mode", "json_schema", "seed", "embeddings")
+Capability = Literal["images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings"]
+CAPABILITIES: tuple[Capability, ...] = (
+    "images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings",
+)  # fmt: skip
 
 #: The request field each capability stands for, as a 400 names it.
 CAPABILITY_FIELDS: dict[Capability, str] = {
     "images": "messages[].content[].image",
     "tools": "tools",
+    "tool_choice": "tool_choice",
     "json_mode": "response_format",
     "json_schema": "response_format",
     "seed": "seed",
@@ -203,7 +206,7 @@ class CompletionRequest:
     response_format: ResponseFormat | None = None
 
     def needs(self) -> set[Capability]:
-        return request_needs(self.messages, self.tools, self.response_format, self.seed)
+        return request_needs(self.messages, self.tools, self.response_format, self.seed, self.tool_choice)
 
     def input_bytes(self) -> int:
         """UTF-8 bytes of every text sent (an upper bound of its input tokens) and the tools."""
@@ -212,7 +215,11 @@ class CompletionRequest:
 
 
 def request_needs(
-    messages: list[Message], tools: Any, response_format: ResponseFormat | None, seed: int | None
+    messages: list[Message],
+    tools: Any,
+    response_format: ResponseFormat | None,
+    seed: int | None,
+    tool_choice: ToolChoice | None = None,
 ) -> set[Capability]:
     """The capabilities a deployment must have to honour a request with these fields."""
     needs: set[Capability] = set()
@@ -220,6 +227,8 @@ def request_needs(
         needs.add("images")
     if tools:
         needs.add("tools")
+        if tool_choice is not None and tool_choice.mode in ("required", "tool"):
+            needs.add("tool_choice")  # forcing a call: not every API can
     if response_format is not None and response_format.capability is not None:
         needs.add(response_format.capability)
     if seed is not None:

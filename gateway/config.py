@@ -66,12 +66,14 @@ class Deployment(Strict):
 
 
 #: What each provider kind's API can do. Anthropic's Messages API has no seed, no JSON mode and no
-#: embeddings; the offline stand-in honours everything (deterministically) so a keyless stack
-#: serves every request shape.
+#: embeddings; the offline stand-in honours the rest (deterministically) so a keyless stack serves
+#: nearly every request shape.
 KIND_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "openai": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
-    "anthropic": frozenset({"images", "tools"}),
+    "openai": frozenset({"images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings"}),
+    "anthropic": frozenset({"images", "tools", "tool_choice"}),
+    # Ollama has no tool_choice: it cannot be made to call a tool
     "ollama": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
+    # the offline stand-in never calls a tool, so it cannot honour a forced one either
     "offline": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
 }
 

@@ -196,6 +196,10 @@ class QuotaExceededError(GatewayError):
         self.rule = rule
         self.retry_after = retry_after
 
+    def to_dict(self) -> dict[str, Any]:
+        """With ``retry_after``, so a job that failed on a quota in the worker still says when."""
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
 
 class BudgetExceededError(QuotaExceededError):
     type = "budget_exceeded"

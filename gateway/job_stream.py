@@ -30,6 +30,7 @@ from redis.client import Pipeline
 
 from gateway import keys
 from gateway.chat import Delta, delta_to_dict
+from gateway.errors import StreamInterruptedError
 
 #: how long a job's stream is kept after its last event (a client that reconnects, a slow API)
 STREAM_TTL = 3600
@@ -53,6 +54,9 @@ class StreamWriter:
         self.key = keys.job_stream(job_id)
         self.started = False
         self.deltas = 0
+        #: a batch the flush timer could not append (Redis failed): the stream has a gap, so the
+        #: job must not end as if its stream were whole
+        self.broken = False
         self._pending: list[dict[str, Any]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -62,12 +66,22 @@ class StreamWriter:
         self.started = True
 
     def delta(self, delta: Delta) -> None:
+        if self.broken:
+            raise StreamInterruptedError("part of the streamed answer could not be relayed (Redis failed)")
         self._pending.append(delta_to_dict(delta))
         self.deltas += 1
         if self.deltas == 1:
             self.flush()  # the first token is what a client waits for: no batching
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        """The timer's flush: nobody awaits it, so a failure is remembered, not raised."""
+        self._timer = None
+        try:
+            self.flush()
+        except redis.RedisError:
+            self.broken = True
 
     def flush(self, pipe: Pipeline | None = None) -> None:
         if self._timer is not None:
@@ -110,9 +124,11 @@ class StreamReader:
     """The API's side: one asyncio Redis pool per API process for every client being streamed to."""
 
     def __init__(self, redis_url: str, *, max_connections: int = 1000) -> None:
+        # a blocking XREAD waits at most ``poll``; the socket timeout only ends a half-open connection
         self._client = aioredis.Redis.from_url(
-            redis_url, max_connections=max_connections, socket_connect_timeout=1.0, health_check_interval=10
-        )
+            redis_url, max_connections=max_connections, socket_connect_timeout=1.0, socket_timeout=10.0,
+            health_check_interval=10,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         await self._client.aclose()

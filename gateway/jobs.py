@@ -127,7 +127,9 @@ class JobRequest(BaseModel):
         """What a deployment must be able to do to serve this request (images, tools, ...)."""
         if self.embed is not None:
             return {"embeddings"}
-        return request_needs(self.all_messages(), self.tools, self.response_format, self.seed)
+        return request_needs(
+            self.all_messages(), self.tools, self.response_format, self.seed, self.tool_choice
+        )
 
     def size_bytes(self) -> int:
         """UTF-8 bytes of what will be sent (an upper bound of its input tokens)."""

@@ -101,6 +101,10 @@ class Subject:
             texts.append((f"embed[{i}]", text))
         for i, tool in enumerate(request.tools or []):  # a tool's description and schema leave too
             texts.append((f"tools[{i}]", tool.model_dump_json()))
+        if request.user:  # the end user's id is often an email
+            texts.append(("user", request.user))
+        for i, stop in enumerate(request.stop or []):
+            texts.append((f"stop[{i}]", stop))
         for name, value in (request.inputs or {}).items():  # a skill's inputs
             if value is not None:
                 texts.append(

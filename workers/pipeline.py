@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +24,17 @@ from rq.job import Job
 
 from gateway import keys, notifications
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
-from gateway.chat import CAPABILITY_FIELDS, Capability, Delta, EmbeddingRequest, StreamAccumulator, TextDelta
+from gateway.chat import (
+    CAPABILITY_FIELDS,
+    Capability,
+    Delta,
+    EmbeddingRequest,
+    Emit,
+    StreamAccumulator,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+)
 from gateway.config import Config
 from gateway.errors import (
     BadProviderResponseError,
@@ -57,6 +68,7 @@ from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
 from workers.skill_runner import PreparedSkill, SkillRunner, provider_key_names
+from workers.stream_restore import RestoringEmit
 from workers.worker import Outcome, unexpected_error, will_retry
 
 
@@ -164,6 +176,13 @@ class JobPipeline:
         )
 
     async def _run(self, attempt: JobAttempt) -> Outcome:
+        if attempt.stream is not None and self.connection.exists(attempt.stream.key):
+            # an earlier attempt already sent part of an answer down this job's stream (then the
+            # worker died or shut down): a second, different answer after it would read as one
+            raise StreamInterruptedError(
+                "an earlier attempt of this job had already streamed part of its answer; "
+                "it is not streamed a second time"
+            )
         await self._plan(attempt)
         if attempt.prepared is not None and attempt.prepared.prompt is None:  # a scripts-only skill
             scripted = self.skill_runner.finish(attempt.prepared, None)
@@ -172,6 +191,8 @@ class JobPipeline:
         answer = await self._answer(attempt)
         if not answer.cached:
             attempt.paid = answer
+        if attempt.stream is not None and attempt.stream.broken:
+            raise StreamInterruptedError("part of the streamed answer could not be relayed (Redis failed)")
         outputs: dict[str, Any] | None = None
         if attempt.prepared is not None:  # the contract, checked on the answer with its values restored
             outputs = self.skill_runner.finish(attempt.prepared, attempt.plan.restore(answer.completion.text))
@@ -194,7 +215,10 @@ class JobPipeline:
 
         Its audit line records the admission's and the plan's decisions but not those made while it
         ran (budget checks, held steps), unlike a failure's: kept as it was, not yet decided otherwise.
+        A stream cut short this way (its client hung up) is charged for what it had streamed.
         """
+        if attempt.paid is None and attempt.streaming is not None:
+            attempt.paid = self._streamed_estimate(attempt, attempt.streaming)
         self._settle_paid_call(attempt)
         self._remember_calls(attempt)
         policy = attempt.policy_record(while_running=False)
@@ -360,10 +384,10 @@ class JobPipeline:
             or self.config.gateway.jobs.max_output_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
-            stop=tuple(request.stop or ()),
+            stop=tuple(plan.outgoing(s) for s in request.stop or ()),
             seed=request.seed,
-            user=request.user,
-            tools=tuple(request.tools or ()),
+            user=None if request.user is None else plan.outgoing(request.user),
+            tools=tuple(_masked_tool(t, plan.outgoing) for t in request.tools or ()),
             tool_choice=request.tool_choice,
             response_format=request.response_format,
         )
@@ -397,7 +421,8 @@ class JobPipeline:
         """The answer from the response cache when the job opts in and one is there, else from the chain."""
         plan = attempt.plan
         chain = self._chain(plan)
-        ttl = self._cache_ttl(attempt.service, attempt.request)
+        # an embedding is not an answer the exact-match cache holds (it stores text, not vectors)
+        ttl = 0 if attempt.embedding is not None else self._cache_ttl(attempt.service, attempt.request)
         if ttl:
             attempt.cache_key, attempt.cache_ttl = (
                 self.cache.key(attempt.service, plan, attempt.outgoing),
@@ -408,9 +433,14 @@ class JobPipeline:
             )
             if hit is not None:
                 answer = Answer(_cached_step(hit, chain), hit.completion(), cached=True)
-                if attempt.stream is not None:  # the whole answer as one delta
-                    attempt.stream.begin(self._stream_facts(attempt, answer.step, hit.provider_model))
-                    attempt.stream.delta(TextDelta(answer.completion.text))
+                if attempt.stream is not None:  # the whole answer at once, tool calls included
+                    relay = self._relay(attempt, answer.step, hit.provider_model)
+                    if answer.completion.text:
+                        relay(TextDelta(answer.completion.text))
+                    for i, call in enumerate(answer.completion.tool_calls):
+                        relay(ToolCallDelta(i, call.id, call.name, call.arguments))
+                    if isinstance(relay, RestoringEmit):
+                        relay.flush()
                 return answer
         limit = attempt.prepared.skill.spec.aigw.timeouts.model if attempt.prepared is not None else None
         try:
@@ -569,29 +599,51 @@ class JobPipeline:
         assert writer is not None
         streamed = attempt.streamed = StreamAccumulator()
 
+        attempt.streaming = step
+        relay = self._relay(attempt, step, step.deployment.model)
+
         def emit(delta: Delta) -> None:
-            if not writer.started:  # the first delta: this deployment is the one answering
-                writer.begin(self._stream_facts(attempt, step, step.deployment.model))
-            streamed.add(delta)
-            writer.delta(delta)
+            streamed.add(delta)  # as the provider sent it: what is charged if the stream breaks
+            relay(delta)
 
         try:
-            return await provider.stream(attempt.outgoing, emit)
+            completion = await provider.stream(attempt.outgoing, emit)
+            if isinstance(relay, RestoringEmit):
+                relay.flush()
+            return completion
         finally:
             writer.flush()
 
-    def _stream_broke(
-        self, attempt: JobAttempt, step: RouteStep, exc: ProviderError
-    ) -> StreamInterruptedError:
-        """A stream that broke after its first delta: the job fails (a retry would send a second,
-        different answer down a half-read stream). What was streamed is charged as an estimate."""
+    def _relay(self, attempt: JobAttempt, step: RouteStep, provider_model: str) -> Emit:
+        """What hands a delta to the job's stream: the first one announces the deployment, and
+        redact_pii's placeholders are put back first (the client sees what a whole answer says)."""
+        writer = attempt.stream
+        assert writer is not None
+
+        def send(delta: Delta) -> None:
+            if not writer.started:  # the first delta: this deployment is the one answering
+                writer.begin(self._stream_facts(attempt, step, provider_model))
+            writer.delta(delta)
+
+        return RestoringEmit(attempt.plan.restore, send) if attempt.plan.redactors else send
+
+    def _streamed_estimate(self, attempt: JobAttempt, step: RouteStep) -> Answer:
+        """What a stream cut short is charged: the provider's usage never came, so an estimate of
+        the input and of what had streamed (about 4 characters a token), never nothing."""
         streamed = attempt.streamed or StreamAccumulator()
         sent = streamed.text + "".join(c.arguments for c in streamed.tool_calls())
         estimate = Completion(
             sent, estimate_tokens("x" * attempt.outgoing.input_bytes()), estimate_tokens(sent or "x"),
             step.deployment.model, extra={"usage": "estimated"},
         )  # fmt: skip
-        attempt.paid = Answer(step, estimate, 0.0)
+        return Answer(step, estimate, 0.0)
+
+    def _stream_broke(
+        self, attempt: JobAttempt, step: RouteStep, exc: ProviderError
+    ) -> StreamInterruptedError:
+        """A stream that broke after its first delta: the job fails (a retry would send a second,
+        different answer down a half-read stream). What was streamed is charged as an estimate."""
+        attempt.paid = self._streamed_estimate(attempt, step)
         deltas = attempt.stream.deltas if attempt.stream is not None else 0
         return StreamInterruptedError(
             f"the stream from {step.name} broke after {deltas} deltas: {exc.message}"
@@ -614,6 +666,7 @@ class JobPipeline:
     def _result(self, attempt: JobAttempt, answer: Answer, outputs: dict[str, Any] | None) -> JobResult:
         """The stored result; the answer's placeholders (redact_pii) are restored here, after the cache."""
         step, completion, usage = answer.step, answer.completion, answer.usage()
+        restore, calls = attempt.plan.restore, completion.tool_calls
         return JobResult(
             output=attempt.plan.restore(completion.text),
             model=step.alias,
@@ -635,7 +688,7 @@ class JobPipeline:
             policy=attempt.policy_record(),
             outputs=outputs,
             skill=attempt.skill,
-            tool_calls=list(completion.tool_calls) or None,
+            tool_calls=[c.model_copy(update={"arguments": restore(c.arguments)}) for c in calls] or None,
             embeddings=answer.embeddings,
             streamed=attempt.stream is not None,
         )
@@ -702,6 +755,8 @@ class JobAttempt:
     #: a streamed job's relay to the API, and what the current call has streamed so far
     stream: StreamWriter | None = None
     streamed: StreamAccumulator | None = None
+    #: the deployment whose stream is being relayed (what a cut-short stream is charged to)
+    streaming: RouteStep | None = None
 
     @property
     def needs(self) -> set[Capability]:
@@ -820,6 +875,22 @@ def _failure_event(
         error_type=error.type,
         error_message=error.message,
     )
+
+
+def _masked_tool(tool: Tool, outgoing: Callable[[str], str]) -> Tool:
+    """A tool as it may leave: its description and every string in its schema masked (redact_pii)."""
+
+    def strings(value: Any) -> Any:
+        if isinstance(value, str):
+            return outgoing(value)
+        if isinstance(value, list):
+            return [strings(v) for v in value]
+        if isinstance(value, dict):
+            return {k: strings(v) for k, v in value.items()}
+        return value
+
+    description = None if tool.description is None else outgoing(tool.description)
+    return tool.model_copy(update={"description": description, "parameters": strings(tool.parameters)})
 
 
 def _stream_end(result: JobResult) -> dict[str, Any]:

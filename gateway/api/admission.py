@@ -20,7 +20,7 @@ from gateway.errors import (
     UnsupportedFieldError,
     ValidationError,
 )
-from gateway.jobs import JobRequest
+from gateway.jobs import JobRequest, JobView
 from gateway.policies import Decision, Plan, Subject
 from gateway.skills import Skill, SkillCatalog, parse_ref, routed_request, validate_inputs
 
@@ -80,6 +80,22 @@ def check_capabilities(config: Config, alias: str, request: JobRequest) -> None:
         "(models.yaml capabilities say what each deployment can do)",
         param=field,
     )
+
+
+def enqueue_admitted(gw: Gateway, service: str, job: JobRequest) -> tuple[str, JobView | None]:
+    """Admit and enqueue a job, or find the one its idempotency key already names (no second
+    admission, no second rate-limit hit); the view of a job just enqueued, None for a replay."""
+    replayed = gw.store.replayed(service, job)
+    if replayed is not None:
+        return replayed, None
+    admission = admit(gw, service, job)
+    job_id, created = gw.store.enqueue(
+        service,
+        job,
+        admission=[d.to_dict() for d in admission.decisions],
+        rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
+    )
+    return job_id, gw.store.queued_view(job_id, service, job) if created else None
 
 
 def _check_notify(config: Config, request: JobRequest) -> None:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api import dropin
-from gateway.api.bodies import job_body_limit, parse_json, read_body
+from gateway.api.bodies import read_json
 from gateway.api.dependencies import Service, Shared
 from gateway.chat import estimate_tokens
 from gateway.wire import anthropic as wire
@@ -27,14 +27,8 @@ def router() -> APIRouter:
     return routes
 
 
-async def _body(request: Request, gw: Shared) -> Any:
-    api = gw.config.gateway.api
-    raw = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
-    return parse_json(raw)
-
-
 async def messages(request: Request, gw: Shared, service: Service) -> Response:
-    job = wire.job_request(await _body(request, gw))
+    job = wire.job_request(await read_json(request, gw.config.gateway.api))
     call = dropin.prepare(gw, request, job)
     if call.job.stream:
         input_tokens = estimate_tokens("x" * call.job.size_bytes())
@@ -55,7 +49,7 @@ async def messages(request: Request, gw: Shared, service: Service) -> Response:
 async def count_tokens(request: Request, gw: Shared, service: Service) -> JSONResponse:
     """An estimate made here (about 4 characters a token: no tokenizer is downloaded), so nothing
     leaves the machine to count; ``x-aigw-estimate: true`` says so."""
-    job = wire.count_tokens_request(await _body(request, gw))
+    job = wire.count_tokens_request(await read_json(request, gw.config.gateway.api))
     gw.config.models.resolve_alias(job.model or "auto", None)  # an unknown model is a 404 here too
     body = wire.count_tokens_response(estimate_tokens("x" * job.size_bytes()))
     return JSONResponse(body, headers={"x-aigw-estimate": "true"})

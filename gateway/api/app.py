@@ -22,11 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.api import anthropic_routes, health, jobs, openai_routes
 from gateway.api.dependencies import Gateway
+from gateway.api.dropin import StillRunningError
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
 from gateway.errors import (
     GatewayError,
     PayloadTooLargeError,
+    RecordedError,
     RequestTimeoutError,
     UnavailableError,
     ValidationError,
@@ -91,6 +93,10 @@ def _error_response(error: GatewayError, path: str = "") -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if isinstance(error, PayloadTooLargeError | RequestTimeoutError):  # the rest is never read: cut it off
         headers["Connection"] = "close"
+    if isinstance(error, RecordedError | StillRunningError):
+        # a job that ran (and was retried by aigw already) or still runs: a vendor SDK's own retry
+        # would enqueue it again and pay twice, so tell the SDKs not to (both honour this header)
+        headers["x-should-retry"] = "false"
     body = wire_error_body(error, path)
     return JSONResponse(body, status_code=error.http_status, headers=headers)
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
+from gateway.config import ApiConfig
 from gateway.errors import BadJsonError, PayloadTooLargeError, RequestTimeoutError, ValidationError
 from gateway.jobs import JobRequest
 from gateway.validation import LONE_SURROGATE, first_error
@@ -38,9 +39,14 @@ REVIEW_BODY_LIMIT = 16_384
 _Path = tuple[str | int, ...]
 
 
-def job_body_limit(max_chars: int) -> int:
-    """The bytes a job body may take: ``max_chars`` characters of up to 4 bytes, plus the rest."""
-    return max_chars * 4 + 65_536
+#: what images (base64, in the body) may add to a drop-in body beyond its text: a few photos
+IMAGE_ALLOWANCE = 20 * 1024 * 1024
+
+
+def job_body_limit(max_chars: int, *, images: bool = False) -> int:
+    """The bytes a job body may take: ``max_chars`` characters of up to 4 bytes, plus the rest,
+    plus ``IMAGE_ALLOWANCE`` where a body may carry images (the drop-in chat routes)."""
+    return max_chars * 4 + 65_536 + (IMAGE_ALLOWANCE if images else 0)
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -67,6 +73,12 @@ def parse_job_request(body: bytes, max_chars: int) -> JobRequest:
     job_request = parse_model(body, JobRequest)
     check_size(job_request, max_chars)
     return job_request
+
+
+async def read_json(request: Request, api: ApiConfig) -> Any:
+    """A drop-in chat body, read within the limits (images allowed) and parsed by ``parse_json``."""
+    limit = job_body_limit(api.max_prompt_chars, images=True)
+    return parse_json(await read_body(request, limit, api.body_timeout_seconds))
 
 
 def parse_json(body: bytes) -> Any:

@@ -14,6 +14,7 @@ comma-separated) and ``x-aigw-on-disconnect`` (``cancel``, the default, or ``fin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from gateway.api.admission import admit
+from gateway.api.admission import enqueue_admitted
 from gateway.api.bodies import check_size
 from gateway.api.dependencies import Gateway
 from gateway.chat import Delta, TextDelta, ToolCallDelta, delta_from_dict
@@ -55,6 +56,9 @@ class Call:
     job: JobRequest
     asked_model: str
     on_disconnect: str = "cancel"
+    #: this request enqueued the job (not a replay of an idempotency key, not a reader of a job
+    #: submitted elsewhere): only then does hanging up cancel it
+    created: bool = False
 
 
 def prepare(gw: Gateway, request: Request, job: JobRequest) -> Call:
@@ -97,31 +101,20 @@ def _choice(header: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def submit(gw: Gateway, service: str, job: JobRequest) -> tuple[str, JobView | None]:
-    """Enqueue (or find the job an idempotency key names); the view of a job just enqueued."""
-    replayed = gw.store.replayed(service, job)
-    if replayed is not None:
-        return replayed, None
-    admission = admit(gw, service, job)
-    job_id, created = gw.store.enqueue(
-        service,
-        job,
-        admission=[d.to_dict() for d in admission.decisions],
-        rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
-    )
-    return job_id, gw.store.queued_view(job_id, service, job) if created else None
-
-
 def wait_seconds(gw: Gateway, service: str, job: JobRequest) -> float:
-    """How long a drop-in caller waits: the queue's job timeout and a margin (the worker fails a job
-    at its timeout, so a job is final by then unless no worker is running)."""
+    """How long a drop-in caller waits: every attempt's job timeout, the retry intervals between
+    them, and a margin (the worker fails an attempt at its timeout, so a job is final by then
+    unless no worker is running)."""
     queue = gw.store.queue_for(service, job)
-    return gw.config.gateway.queues[queue].timeout + WAIT_MARGIN  # type: ignore[index]
+    jobs = gw.config.gateway.jobs
+    intervals = jobs.retry_intervals + [jobs.retry_intervals[-1]] * jobs.max_attempts
+    attempts = gw.config.gateway.queues[queue].timeout * jobs.max_attempts  # type: ignore[index]
+    return attempts + sum(intervals[: jobs.max_attempts - 1]) + WAIT_MARGIN
 
 
 async def answer(gw: Gateway, service: str, call: Call) -> JobView:
     """The job's final view once it succeeded; its failure raised as the error it was."""
-    job_id, view = submit(gw, service, call.job)
+    job_id, view = enqueue_admitted(gw, service, call.job)
     deadline = time.monotonic() + wait_seconds(gw, service, call.job)
     view = view or gw.store.view(job_id, service)
     while not view.status.is_final:
@@ -142,6 +135,10 @@ class StillRunningError(GatewayError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} is still waiting or running; poll GET /v1/jobs/{job_id}")
+
+
+def _end_facts(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event.get(k) for k in ("draft", "cached", "cost_usd") if k in event}
 
 
 def raise_for_failure(view: JobView) -> None:
@@ -219,8 +216,10 @@ async def stream(
     first delta a failure is an error event with no end marker. A client that hangs up cancels the
     job unless it asked ``x-aigw-on-disconnect: finish``.
     """
-    job_id, _queued = submit(gw, service, call.job)
-    return await relay(gw, service, request, job_id, call, encoder)
+    job_id, queued = enqueue_admitted(gw, service, call.job)
+    return await relay(
+        gw, service, request, job_id, dataclasses.replace(call, created=queued is not None), encoder
+    )
 
 
 async def relay(
@@ -236,6 +235,7 @@ async def relay(
         await events.aclose()
         raise
     if start.get("type") == "replay":  # the job ended and its stream is gone: replay the result
+        await events.aclose()
         return _replayed(job_id, start["view"], encoder)
     enc = encoder(job_id, start)
     headers = headers_for(
@@ -243,7 +243,7 @@ async def relay(
         policy=start.get("policy") or [],
     )  # fmt: skip
     return StreamingResponse(
-        _relay(gw, service, job_id, events, enc, call), media_type="text/event-stream",
+        _relay(gw, service, job_id, events, enc, call, start), media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache"},
     )  # fmt: skip
 
@@ -281,8 +281,11 @@ async def _relay(
     events: AsyncGenerator[dict[str, Any] | None, None],
     enc: StreamEncoder,
     call: Call,
+    start: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     finished = False
+    # the same facts as an unstreamed answer's ``aigw`` key: the start event's, then the end's
+    facts = {"job_id": job_id, **{k: start.get(k) for k in ("model", "provider", "offline", "policy")}}
     try:
         yield enc.start()
         async for event in events:
@@ -297,15 +300,16 @@ async def _relay(
             kind = event.get("type")
             if kind in ("text", "tool_call"):
                 yield enc.delta(delta_from_dict(event))
+            elif kind == "start":  # a second start after deltas: never two answers in one stream
+                finished = True
+                yield enc.error(type="stream_interrupted", message="the job's answer started over")
+                return
             elif kind == "end":
                 finished = True
                 usage = Usage.model_validate(event.get("usage") or {})
-                aigw = {
-                    "job_id": job_id,
-                    "draft": bool(event.get("draft")),
-                    "cost_usd": event.get("cost_usd"),
-                }
-                yield enc.finish(finish_reason=event.get("finish_reason"), usage=usage, aigw=aigw)
+                yield enc.finish(
+                    finish_reason=event.get("finish_reason"), usage=usage, aigw={**facts, **_end_facts(event)}
+                )
                 return
             elif kind == "error":
                 finished = True
@@ -316,6 +320,12 @@ async def _relay(
         yield enc.error(
             type="still_running", message=f"job {job_id} did not finish in time; poll /v1/jobs/{job_id}"
         )
+    except Exception as exc:  # Redis failing under the relay: say so, and leave the job alone
+        finished = True
+        why = (
+            f"the stream could not be relayed ({type(exc).__name__}); the job goes on: GET /v1/jobs/{job_id}"
+        )
+        yield enc.error(type="relay_failed", message=why)
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()
@@ -324,8 +334,8 @@ async def _relay(
 
 
 def _client_left(gw: Gateway, service: str, job_id: str, call: Call) -> None:
-    """A client that hung up: its job is canceled, unless it asked to let it finish."""
-    if call.on_disconnect == "cancel":
+    """A client that hung up: the job it created is canceled, unless it asked to let it finish."""
+    if call.on_disconnect == "cancel" and call.created:
         with contextlib.suppress(GatewayError):
             gw.store.cancel(job_id, service)
 

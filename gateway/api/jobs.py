@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway.api import dropin
-from gateway.api.admission import admit
+from gateway.api.admission import enqueue_admitted
 from gateway.api.bodies import REVIEW_BODY_LIMIT, job_body_limit, parse_job_request, parse_model, read_body
 from gateway.api.dependencies import Gateway, Service, Shared
 from gateway.chat import Delta, delta_to_dict
@@ -54,18 +54,8 @@ async def submit_job(
     api = gw.config.gateway.api
     body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
     job_request = parse_job_request(body, api.max_prompt_chars)
-    replayed = gw.store.replayed(service, job_request)
-    if replayed is not None:  # a retry of an accepted request: no second admission, no rate hit
-        view = await wait_for(gw, replayed, service, wait)
-        return _json(view, 200 if view.status.is_final else 202)
-    admission = admit(gw, service, job_request)
-    job_id, created = gw.store.enqueue(
-        service,
-        job_request,
-        admission=[d.to_dict() for d in admission.decisions],
-        rate_limit=gw.quotas.concurrency_limit(service, admission.plan),
-    )
-    queued = gw.store.queued_view(job_id, service, job_request) if created else None
+    # a retry of an accepted request (its idempotency key) gets its job: no second admission
+    job_id, queued = enqueue_admitted(gw, service, job_request)
     view = await wait_for(gw, job_id, service, wait, queued)
     return _json(view, 200 if view.status.is_final else 202)
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api import dropin
-from gateway.api.bodies import job_body_limit, parse_json, read_body
+from gateway.api.bodies import read_json
 from gateway.api.dependencies import Service, Shared
 from gateway.errors import ModelNotFoundError
 from gateway.wire import openai as wire
@@ -31,14 +31,8 @@ def router() -> APIRouter:
     return routes
 
 
-async def _body(request: Request, gw: Shared) -> Any:
-    api = gw.config.gateway.api
-    raw = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
-    return parse_json(raw)
-
-
 async def chat_completions(request: Request, gw: Shared, service: Service) -> Response:
-    body = await _body(request, gw)
+    body = await read_json(request, gw.config.gateway.api)
     job = wire.job_request(body)
     call = dropin.prepare(gw, request, job)
     created = int(time.time())
@@ -62,7 +56,7 @@ async def chat_completions(request: Request, gw: Shared, service: Service) -> Re
 
 
 async def embeddings(request: Request, gw: Shared, service: Service) -> Response:
-    body = await _body(request, gw)
+    body = await read_json(request, gw.config.gateway.api)
     job, encoding = wire.embeddings_job_request(body)
     call = dropin.prepare(gw, request, job)
     view = await dropin.answer(gw, service, call)

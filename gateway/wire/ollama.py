@@ -44,6 +44,9 @@ def chat_payload(request: CompletionRequest, model: str, *, stream: bool) -> dic
         "stream": stream,
         "options": options,
     }
+    if request.tool_choice is not None and request.tool_choice.mode in ("required", "tool"):
+        # the pipeline never routes a forced tool call here (capabilities); never drop it silently
+        raise ValueError("Ollama cannot be made to call a tool (tool_choice required or named)")
     if request.tools and (request.tool_choice is None or request.tool_choice.mode != "none"):
         # Ollama has no tool_choice: "none" is honoured by not offering the tools at all
         body["tools"] = [

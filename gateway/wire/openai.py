@@ -862,7 +862,8 @@ def _error_type(error: GatewayError) -> str:
     if status == 403:
         return "permission_error"
     if status == 429:
-        return "insufficient_quota" if isinstance(error, BudgetExceededError) else "requests"
+        spent = isinstance(error, BudgetExceededError) or error.type == BudgetExceededError.type
+        return "insufficient_quota" if spent else "requests"
     if status >= 500:
         return "server_error"
     return "invalid_request_error"

@@ -11,7 +11,7 @@ import email.utils
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -383,11 +383,12 @@ class HttpProvider:
                 async with client.stream("POST", url, json=payload, headers=self.headers(key)) as response:
                     if not 200 <= response.status_code < 300:
                         raise self._status_error(response, await self._read_capped(response), key)
-                    async for event, data in self._frames(response):
-                        for delta in self.feed(decoder, event, data):
-                            emit(clean_delta(delta))
-                        if decoder.done:
-                            break
+                    async with contextlib.aclosing(self._frames(response)) as frames:
+                        async for event, data in frames:
+                            for delta in self.feed(decoder, event, data):
+                                emit(clean_delta(delta))
+                            if decoder.done:
+                                break
             if not decoder.done:
                 raise ProviderUnavailableError(
                     f"the stream from {url} ended before its end marker (cut short)", deployment=self.name
@@ -436,7 +437,7 @@ class HttpProvider:
         )  # fmt: skip
         return error or BadProviderResponseError("no answer", deployment=self.name)
 
-    async def _frames(self, response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    async def _frames(self, response: httpx.Response) -> AsyncGenerator[tuple[str, str], None]:
         """(event, data) of each SSE event, or ("", line) of each NDJSON line, within the byte cap."""
         size = 0
         cap = self.max_response_bytes
