@@ -98,3 +98,13 @@ def test_a_streamed_native_job_is_read_token_by_token_as_server_sent_events(stac
         lines = list(response.iter_lines())
     assert [x for x in lines if x.startswith("event: ")] == ["event: start", "event: text", "event: end"]
     assert 'data: {"text":"echo: whole"}' in lines
+
+
+def test_a_forced_tool_call_is_refused_for_a_model_that_cannot_be_made_to_call_one(stack: StartStack) -> None:
+    s = stack(policies=[])
+    body = {"prompt": "x", "model": "sensitive", "tools": [TOOL], "tool_choice": {"mode": "required"}}
+    refused = submit(s.api, body)  # Ollama has no tool_choice
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tool_choice"
+    body["tool_choice"] = {"mode": "auto"}
+    assert submit(s.api, body).json()["status"] == "succeeded"
+    assert s.fake.bodies_for("llama-fake")[-1]["tools"][0]["function"]["name"] == "lookup"

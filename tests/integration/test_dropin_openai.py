@@ -321,3 +321,49 @@ def test_a_client_that_hangs_up_mid_stream_cancels_its_job(stack: StartStack) ->
             "the job canceled",
             timeout=20,
         )
+
+
+def test_a_streamed_answer_has_redact_pii_placeholders_put_back_like_a_whole_one(stack: StartStack) -> None:
+    s = stack(policies=[{"name": "mask", "rule": "redact_pii"}])
+    prompt = "write to jane.doe@example.com and call +1 (415) 555-2671 today"
+    chunks = list(
+        sdk(s).chat.completions.create(
+            model="openai", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"echo: {prompt}"  # the client sees its own values...
+    sent = json.dumps(s.fake.bodies_for("gpt-fake")[-1])
+    assert "jane.doe@example.com" not in sent and "[EMAIL_1]" in sent  # ...the provider never did
+
+
+def test_the_end_user_field_counts_as_pii_and_keeps_the_job_local(stack: StartStack) -> None:
+    s = stack(policies=PII_LOCAL)
+    raw = sdk(s).chat.completions.with_raw_response.create(
+        model="openai", messages=[{"role": "user", "content": "hello"}], user="jane.doe@example.com"
+    )
+    assert raw.headers["x-aigw-model"] == "sensitive"
+    assert [r.path for r in s.fake.requests] == ["/api/chat"]
+
+
+def test_a_failed_job_tells_the_sdk_not_to_retry_it(stack: StartStack) -> None:
+    s = stack(policies=[], jobs={"max_attempts": 1})
+    s.fake.script(Fault.status(400), model="gpt-fake")  # the provider refused what aigw sent: a 502
+    retrying = openai.OpenAI(base_url=f"{s.api.url}/v1", api_key=s.api.token, max_retries=2)
+    _OPEN.append(retrying)
+    with pytest.raises(openai.InternalServerError) as failed:  # an SDK retries a 5xx by default...
+        retrying.chat.completions.create(model="openai", messages=[{"role": "user", "content": "x"}])
+    assert failed.value.status_code == 502
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert s.fake.count(model="gpt-fake") == 1  # aigw ran it once; the SDK did not send it again
+
+
+def test_embeddings_with_the_response_cache_on_still_return_vectors(stack: StartStack) -> None:
+    s = stack(policies=[])
+    client = sdk(s)
+    for _ in range(2):
+        vectors = client.embeddings.create(
+            model="openai", input="cache me", extra_headers={"x-aigw-cache": "true"}
+        )
+        assert len(vectors.data) == 1 and vectors.data[0].embedding
+    assert s.fake.count(path="/v1/embeddings") == 2  # embeddings are never answered from the cache
