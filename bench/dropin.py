@@ -118,8 +118,8 @@ def dropin(ctx: Ctx) -> dict[str, Any]:
             loads[name] = (result, usage.to_dict())
 
         ctx.log(f"time to first token: {streams} streams direct and through aigw, alternating")
-        ttft_ways = [(port, direct_stream_request(port), b'"content":"'),
-                     (aigw.port, dropin_request(aigw, stream=True), b'"content":"')]  # fmt: skip
+        ttft_ways = [(port, direct_stream_request(port), b"echo"),
+                     (aigw.port, dropin_request(aigw, stream=True), b"echo")]  # fmt: skip
         ctx.run(_ttft(ttft_ways, 3))
         direct_ttft, aigw_ttft = ctx.run(_ttft(ttft_ways, streams))
         aigw.check_alive()
