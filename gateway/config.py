@@ -69,10 +69,11 @@ class Deployment(Strict):
 #: embeddings; the offline stand-in honours the rest (deterministically) so a keyless stack serves
 #: nearly every request shape.
 KIND_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "openai": frozenset({"images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings"}),
+    # a chat model does not embed: an embedding deployment says `capabilities: {embeddings: true}`
+    "openai": frozenset({"images", "tools", "tool_choice", "json_mode", "json_schema", "seed"}),
     "anthropic": frozenset({"images", "tools", "tool_choice"}),
     # Ollama has no tool_choice: it cannot be made to call a tool
-    "ollama": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
+    "ollama": frozenset({"images", "tools", "json_mode", "json_schema", "seed"}),
     # the offline stand-in never calls a tool, so it cannot honour a forced one either
     "offline": frozenset({"images", "tools", "json_mode", "json_schema", "seed", "embeddings"}),
 }

@@ -74,9 +74,16 @@ def check_capabilities(config: Config, alias: str, request: JobRequest) -> None:
             f"{where} cannot take images; send text only or pick a model whose deployments take images",
             param=CAPABILITY_FIELDS["images"],
         )
+    if "embeddings" in lacking:
+        raise UnsupportedFieldError(
+            f"{where} does not embed; name an alias whose deployments do (`capabilities: {{embeddings: "
+            "true}` in models.yaml; the shipped one is `embeddings`)",
+            param=CAPABILITY_FIELDS["embeddings"],
+        )
     field = CAPABILITY_FIELDS[lacking[0]]
+    what = "" if lacking == [field] else f" ({', '.join(lacking)})"
     raise UnsupportedFieldError(
-        f"{where} cannot honour '{field}' ({', '.join(lacking)}); remove it or pick another model "
+        f"{where} cannot honour '{field}'{what}; remove it or pick another model "
         "(models.yaml capabilities say what each deployment can do)",
         param=field,
     )

@@ -97,6 +97,9 @@ def _error_response(error: GatewayError, path: str = "") -> JSONResponse:
         # a job that ran (and was retried by aigw already) or still runs: a vendor SDK's own retry
         # would enqueue it again and pay twice, so tell the SDKs not to (both honour this header)
         headers["x-should-retry"] = "false"
+        job_id = error.record.get("job_id") if isinstance(error, RecordedError) else error.job_id
+        if isinstance(job_id, str):
+            headers["x-aigw-job-id"] = job_id
     body = wire_error_body(error, path)
     return JSONResponse(body, status_code=error.http_status, headers=headers)
 

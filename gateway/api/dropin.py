@@ -66,7 +66,10 @@ def prepare(gw: Gateway, request: Request, job: JobRequest) -> Call:
     check_size(job, gw.config.gateway.api.max_prompt_chars)
     headers = request.headers
     asked = job.model or "auto"
-    alias = gw.config.models.resolve_alias(asked, None)
+    models = gw.config.models
+    # `auto` embeds on the alias that serves the `embeddings` task, not on the default chat model
+    embedder = models.alias_for_task("embeddings") if job.embed is not None else None
+    alias = embedder if asked == "auto" and embedder else models.resolve_alias(asked, None)
     update: dict[str, Any] = {"model": alias}
     queue = headers.get("x-aigw-queue")
     if queue is not None:
@@ -135,6 +138,7 @@ class StillRunningError(GatewayError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} is still waiting or running; poll GET /v1/jobs/{job_id}")
+        self.job_id = job_id
 
 
 def _end_facts(event: dict[str, Any]) -> dict[str, Any]:
@@ -142,11 +146,15 @@ def _end_facts(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def raise_for_failure(view: JobView) -> None:
+    """A job that did not succeed, raised as the error it failed with (its id rides along, so the
+    caller can read the job: its calls, its attempts)."""
     if view.status == JobState.SUCCEEDED:
         return
     if view.status == JobState.CANCELED:
-        raise error_from_record({"type": "canceled", "message": f"job {view.id} was canceled"})
-    raise error_from_record(view.error or {"type": "job_failed", "message": f"job {view.id} failed"})
+        record: dict[str, Any] = {"type": "canceled", "message": f"job {view.id} was canceled"}
+    else:
+        record = view.error or {"type": "job_failed", "message": f"job {view.id} failed"}
+    raise error_from_record({**record, "job_id": view.id})
 
 
 def facts(view: JobView) -> dict[str, Any]:

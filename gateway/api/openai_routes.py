@@ -71,11 +71,11 @@ async def list_models(gw: Shared, service: Service) -> JSONResponse:
 
 
 async def get_model(model_id: str, gw: Shared, service: Service) -> JSONResponse:
-    listed = wire.models_list(gw.config.models, created=_started(gw))
-    for entry in listed["data"]:
-        if entry["id"] == model_id:
-            return JSONResponse(entry)
-    raise ModelNotFoundError(f"unknown model {model_id!r}; GET /v1/models lists the aliases")
+    """Any name a chat request accepts (an alias, a task tag, ``auto``, a provider model an alias
+    serves) is a model here too, so a client that checks its model first finds it."""
+    if gw.config.models.alias_for_model(model_id) is None:
+        raise ModelNotFoundError(f"unknown model {model_id!r}; GET /v1/models lists the aliases")
+    return JSONResponse({"id": model_id, "object": "model", "created": _started(gw), "owned_by": "aigw"})
 
 
 def _started(gw: Shared) -> int:

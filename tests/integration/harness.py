@@ -56,10 +56,11 @@ def fake_models(base_url: str) -> dict[str, object]:
             "openai": {
                 "provider": "openai", "model": "gpt-fake", "api_base": f"{base_url}/v1",
                 "api_key_env": "AIGW_TEST_OPENAI_KEY", "pricing": price, "use_for": ["classification"],
+                "capabilities": {"embeddings": True},
             },
             "sensitive": {
                 "provider": "ollama", "model": "llama-fake", "api_base": base_url, "sensitive": True,
-                "use_for": ["customer_data"],
+                "use_for": ["customer_data"], "capabilities": {"embeddings": True},
             },
             "offline": {"provider": "offline", "model": "aigw-offline-1", "sensitive": True},
         },

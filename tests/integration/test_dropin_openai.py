@@ -18,8 +18,8 @@ import redis
 from openai.types.chat import ChatCompletionChunk
 
 from gateway.redis_server import RedisServer
-from tests.fakes.provider import Fault
-from tests.integration.harness import Stack, audit_events, wait_until
+from tests.fakes.provider import FakeProvider, Fault
+from tests.integration.harness import Stack, audit_events, fake_models, wait_until
 
 StartStack = Callable[..., Stack]
 PII_LOCAL = [{"name": "pii_local", "rule": "if_context_contains_pii_use_sensitive_model"}]
@@ -103,6 +103,9 @@ def test_openai_sdk_unknown_model_is_not_found_and_models_lists_the_aliases(stac
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert {m.id for m in client.models.list()} == set(s.config.models.models)
     assert client.models.retrieve("openai").id == "openai"
+    assert client.models.retrieve("gpt-fake").id == "gpt-fake"  # what a chat request accepts, too
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
 
 
 def test_openai_sdk_stream_relays_tokens_and_counts_usage_exactly_as_unstreamed(
@@ -355,6 +358,7 @@ def test_a_failed_job_tells_the_sdk_not_to_retry_it(stack: StartStack) -> None:
         retrying.chat.completions.create(model="openai", messages=[{"role": "user", "content": "x"}])
     assert failed.value.status_code == 502
     assert failed.value.response.headers["x-should-retry"] == "false"
+    assert read_job(s, failed.value.response.headers["x-aigw-job-id"])["status"] == "failed"
     assert s.fake.count(model="gpt-fake") == 1  # aigw ran it once; the SDK did not send it again
 
 
@@ -367,3 +371,21 @@ def test_embeddings_with_the_response_cache_on_still_return_vectors(stack: Start
         )
         assert len(vectors.data) == 1 and vectors.data[0].embedding
     assert s.fake.count(path="/v1/embeddings") == 2  # embeddings are never answered from the cache
+
+
+def test_embeddings_with_model_auto_go_to_the_alias_serving_the_embeddings_task(
+    stack: StartStack, fake: FakeProvider
+) -> None:
+    models: Any = fake_models(fake.base_url)
+    models["models"]["embeddings"] = {
+        "provider": "openai", "model": "text-embedding-fake", "api_base": f"{fake.base_url}/v1",
+        "api_key_env": "AIGW_TEST_OPENAI_KEY", "capabilities": {"embeddings": True},
+        "use_for": ["embeddings"],
+    }  # fmt: skip
+    s = stack(policies=[], models=models)
+    client = sdk(s)
+    for model in ("auto", "text-embedding-fake"):
+        assert client.embeddings.create(model=model, input="vectors please").data
+        assert s.fake.requests[-1].body["model"] == "text-embedding-fake"
+    with pytest.raises(openai.BadRequestError, match="does not embed"):
+        client.embeddings.create(model="general", input="not a chat model's job")
