@@ -108,3 +108,28 @@ def test_a_forced_tool_call_is_refused_for_a_model_that_cannot_be_made_to_call_o
     body["tool_choice"] = {"mode": "auto"}
     assert submit(s.api, body).json()["status"] == "succeeded"
     assert s.fake.bodies_for("llama-fake")[-1]["tools"][0]["function"]["name"] == "lookup"
+
+
+def test_a_broken_ndjson_stream_from_ollama_fails_the_job_and_ends_with_an_error_event(
+    stack: StartStack,
+) -> None:
+    s = stack(policies=[], jobs={"max_attempts": 2})
+    s.fake.script(Fault.break_stream(after=2), model="llama-fake")
+    job = submit(s.api, {"prompt": "one two three four five", "model": "sensitive", "stream": True}).json()
+    assert job["status"] == "failed" and job["error"]["type"] == "stream_interrupted"
+    assert s.fake.count(model="llama-fake") == 1  # never retried: the client had half an answer
+    with s.api.client() as http, http.stream("GET", f"/v1/jobs/{job['id']}/stream") as response:
+        events = [
+            line.removeprefix("event: ") for line in response.iter_lines() if line.startswith("event: ")
+        ]
+    assert events[0] == "start" and "text" in events and events[-1] == "error" and "end" not in events
+
+
+def test_an_error_event_inside_a_stream_before_any_token_fails_over(stack: StartStack) -> None:
+    s = stack(policies=[])
+    s.fake.script(Fault.stream_error(after=0, message="overloaded"), model="claude-fake")
+    job = submit(s.api, {"prompt": "hello", "model": "general", "stream": True}).json()
+    assert job["status"] == "succeeded" and job["result"]["model"] == "offline"
+    first = job["result"]["calls"][0]
+    assert first["deployment"] == "general/0:anthropic" and first["outcome"] == "error"
+    assert first["error"]["type"] == "rate_limited"  # Anthropic's overloaded_error: back off, fail over
