@@ -197,7 +197,10 @@ class Plan:
 class PolicyEngine:
     """Compiled policies.yaml: one instance per process, one ``plan`` per job attempt."""
 
-    def __init__(self, config: Config, *, detectors: DetectorFactory = make_detector) -> None:
+    def __init__(self, config: Config, *, detectors: DetectorFactory | None = None) -> None:
+        """``detectors`` builds each policy's detector (default: ``make_detector``, looked up when
+        the engine is built, so a test can stand in a detector that raises)."""
+        detectors = detectors or make_detector
         self.config = config
         self.policies = list(config.policies.policies)
         self._detectors: dict[str, Detector] = {}
