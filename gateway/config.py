@@ -367,6 +367,9 @@ class ServiceConfig(Strict):
     #: answer identical requests from the exact-match response cache (a request may override)
     cache: bool = False
     cache_ttl: int = Field(300, ge=1, le=30 * 86_400)
+    #: every job of this service stays on a sensitive (local) alias, with no PII detection needed:
+    #: for services that only ever handle sensitive data (gateway.policies enforces it)
+    always_local: bool = False
 
 
 class ServicesFile(Strict):
@@ -410,6 +413,12 @@ class PiiRouteRule(Strict):
     engine: DetectorEngine = "builtin"
     #: the sensitive alias a PII job goes to when it asked for a cloud one (default: the first one)
     route_to: str | None = None
+    #: job ``metadata`` tags that keep a job local with no detection: a job whose metadata holds any
+    #: one of these key/value pairs (``{data_class: restricted}``) stays on a sensitive alias
+    local_metadata: dict[str, str] = {}
+    #: what a job gets when detection itself raises: ``local`` keeps it on a sensitive alias (the
+    #: safe default: a broken detector must not send a job to the cloud), ``deny`` refuses it
+    on_detector_error: Literal["local", "deny"] = "local"
 
 
 class AuditBodiesRule(Strict):

@@ -10,7 +10,10 @@ Rules run in a fixed order, because each narrows what the next sees:
 1. ``block_secrets``, ``allow_models``, ``allow_skills``, ``max_tokens``: refuse or clamp.
 2. ``redact_pii``: mask PII with placeholders before a cloud call (restored in the answer).
 3. ``if_context_contains_pii_use_sensitive_model``: whatever PII is still there routes the job to
-   a sensitive (local) alias, or the job is refused: it fails closed.
+   a sensitive (local) alias, or the job is refused: it fails closed. A service declared
+   ``always_local`` (services.yaml) or a job carrying one of the rule's ``local_metadata`` tags is
+   kept local before stage 2, with no detection; a detector that raises keeps the job local too
+   (``on_detector_error: local``, the default) rather than failing open.
 4. ``all_outputs_are_drafts``, ``log_all_requests_and_responses``: mark and record.
 
 A policy with ``enforce: false`` is evaluated the same way and its decision recorded with
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +45,12 @@ from gateway.jobs import JobRequest
 from gateway.pii import SECRET_CATEGORIES, Detector, Finding, Redactor, make_detector
 
 DecisionOutcome = Literal["allow", "deny", "route", "redact", "mark_draft", "clamp", "log"]
+#: the rule whose routing keeps a job local (and whose decisions explain a local failure)
+PII_ROUTE_RULE = "if_context_contains_pii_use_sensitive_model"
+#: the rule name recorded when services.yaml's ``always_local`` alone keeps a job local
+ALWAYS_LOCAL_RULE = "always_local"
+#: builds a policy's detector from its engine and categories (a test hands in one that raises)
+DetectorFactory = Callable[[str, Iterable[str] | None], Detector]
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class Subject:
     skill: str | None = None
     texts: tuple[tuple[str, str], ...] = ()  # (where, text), e.g. ("messages[1].content", "...")
     max_tokens: int | None = None
+    #: the job's ``metadata`` tags (a PII rule's ``local_metadata`` keeps matching jobs local)
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_request(
@@ -122,6 +133,7 @@ class Subject:
             skill=skill,
             texts=tuple(texts),
             max_tokens=request.max_tokens,
+            metadata=tuple(sorted(request.metadata.items())),
         )
 
 
@@ -146,6 +158,11 @@ class Plan:
     denial: PolicyDeniedError | None = None
     #: the policies whose budgets and rate limits apply (counted by gateway.quotas)
     quotas: list[PolicyConfig] = field(default_factory=list)
+    #: why the job was kept local, as the end of "kept on the local model X because ..." (no values)
+    local_because: list[str] = field(default_factory=list)
+    #: every (category, value) a PII rule's detector found, so the audit masks what the router saw;
+    #: for masking only, never recorded or logged
+    found_values: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def allows(self, alias: str) -> bool:
         return self.allowed_models is None or alias in self.allowed_models
@@ -165,20 +182,34 @@ class Plan:
     def record(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.decisions]
 
+    def local_reason(self) -> str | None:
+        """What a user is told about a job kept local: "kept on the local model `sensitive` because
+        of PII (email, phone)" (categories, never values); None when nothing kept it local."""
+        if not self.sensitive_only or not self.local_because:
+            return None
+        return f"kept on the local model `{self.alias}` because {' and '.join(self.local_because)}"
+
+    def _keep_local_because(self, why: str) -> None:
+        if why not in self.local_because:
+            self.local_because.append(why)
+
 
 class PolicyEngine:
     """Compiled policies.yaml: one instance per process, one ``plan`` per job attempt."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, detectors: DetectorFactory | None = None) -> None:
+        """``detectors`` builds each policy's detector (default: ``make_detector``, looked up when
+        the engine is built, so a test can stand in a detector that raises)."""
+        detectors = detectors or make_detector
         self.config = config
         self.policies = list(config.policies.policies)
         self._detectors: dict[str, Detector] = {}
         for policy in self.policies:
             params = policy.params
             if isinstance(params, PiiRouteRule | RedactRule):
-                self._detectors[policy.name] = make_detector(params.engine, params.categories)
+                self._detectors[policy.name] = detectors(params.engine, params.categories)
             elif isinstance(params, BlockSecretsRule):
-                self._detectors[policy.name] = make_detector(
+                self._detectors[policy.name] = detectors(
                     "builtin", params.categories or sorted(SECRET_CATEGORIES)
                 )
         # a real local model before the built-in offline one, which only stands in when nothing else can
@@ -222,11 +253,13 @@ class PolicyEngine:
         applicable = [p for p in self.policies if _applies(p, subject, alias, reachable)]
         for policy in applicable:
             self._gate(policy, subject, plan, texts)
+        # always-local jobs move before redact_pii, so a local model gets the text unmasked
+        decided = self._always_local(applicable, subject, plan)
         for policy in applicable:
             if isinstance(policy.params, RedactRule):
                 texts = self._redact(policy, policy.params, plan, texts)
         for policy in applicable:
-            if isinstance(policy.params, PiiRouteRule):
+            if isinstance(policy.params, PiiRouteRule) and policy.name not in decided:
                 self._route_pii(policy, policy.params, subject, plan, texts)
         for policy in applicable:
             self._mark(policy, plan)
@@ -297,7 +330,15 @@ class PolicyEngine:
         if self.config.models.models[plan.alias].sensitive:
             _decide(plan, policy, "allow", f"{plan.alias} is a sensitive (local) model; nothing masked")
             return texts
-        found = _scan(self._detectors[policy.name], texts)
+        try:
+            found = _scan(self._detectors[policy.name], texts, plan.found_values)
+        except Exception as exc:  # a broken detector must not let the text leave unmasked
+            self._keep_local(
+                policy, subject=None, plan=plan, route_to=None,
+                reason=f"PII detection failed ({type(exc).__name__}); kept local rather than sent unmasked",
+                why="PII detection failed",
+            )  # fmt: skip
+            return texts
         if not found:
             _decide(plan, policy, "allow", "no PII found")
             return texts
@@ -318,41 +359,108 @@ class PolicyEngine:
         plan: Plan,
         texts: list[tuple[str, str]],
     ) -> None:
-        found = _scan(self._detectors[policy.name], texts)
+        try:
+            found = _scan(self._detectors[policy.name], texts, plan.found_values)
+        except Exception as exc:  # never fail open: the job stays local (or is refused)
+            failed = f"PII detection failed ({type(exc).__name__})"  # the type only: a message may quote text
+            if params.on_detector_error == "deny":
+                _decide(plan, policy, "deny", f"{failed}; refused (on_detector_error: deny)")
+                return
+            self._keep_local(
+                policy, subject, plan, params.route_to, f"{failed}; kept local", "PII detection failed"
+            )
+            return
         if not found:
             _decide(plan, policy, "allow", "no PII found")
             return
-        what = _describe(found)
-        models = self.config.models.models
-        if models[plan.alias].sensitive:
-            _decide(plan, policy, "route", f"PII ({what}); {plan.alias} is sensitive, kept local", found)
-            if policy.enforce:
-                plan.sensitive_only = True
-            return
-        target = self._sensitive_target(params, subject, plan)
-        if target is None:
-            _decide(
-                plan,
-                policy,
-                "deny",
-                f"PII ({what}) and no sensitive model is allowed for this job; refused rather than sent "
-                "to a cloud model",
-                found,
+        categories = ", ".join(sorted({category for category, _where, _count in found}))
+        self._keep_local(
+            policy,
+            subject,
+            plan,
+            params.route_to,
+            f"PII ({_describe(found)})",
+            f"of PII ({categories})",
+            found,
+        )
+
+    def _always_local(self, applicable: list[PolicyConfig], subject: Subject, plan: Plan) -> set[str]:
+        """Keep a job local that its service (``always_local``) or its metadata tags (a PII rule's
+        ``local_metadata``) declare sensitive; returns the PII policies that have decided."""
+        entry = self.config.services.services.get(subject.service)
+        service = f"service {subject.service}" if entry is not None and entry.always_local else None
+        tags = dict(subject.metadata)
+        decided: set[str] = set()
+        for policy in applicable:
+            params = policy.params
+            if not isinstance(params, PiiRouteRule):
+                continue
+            tag = next(
+                (f"metadata {k}={v}" for k, v in params.local_metadata.items() if tags.get(k) == v), None
             )
-            return
-        _decide(plan, policy, "route", f"PII ({what}); routed from {plan.alias} to {target}", found)
-        if policy.enforce:
+            because = service or tag
+            if because is not None:
+                self._keep_local(
+                    policy,
+                    subject,
+                    plan,
+                    params.route_to,
+                    f"always local: {because}",
+                    f"{because} is always local",
+                )
+                decided.add(policy.name)
+        if service is not None and not (plan.sensitive_only or plan.denial):
+            # services.yaml's declaration holds with no PII rule (or one in monitor mode) covering the job
+            self._keep_local(
+                None, subject, plan, None, f"always local: {service}", f"{service} is always local"
+            )
+        return decided
+
+    def _keep_local(
+        self,
+        policy: PolicyConfig | None,
+        subject: Subject | None,
+        plan: Plan,
+        route_to: str | None,
+        reason: str,
+        why: str,
+        found: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        """Route ``plan`` to a sensitive alias (or refuse it when none is allowed) and record why;
+        ``policy`` None is services.yaml's ``always_local`` on its own, always enforced."""
+        enforced = policy is None or policy.enforce
+        outcome: DecisionOutcome
+        if self.config.models.models[plan.alias].sensitive:
+            outcome, text = "route", f"{reason}; {plan.alias} is sensitive, kept local"
+            target: str | None = plan.alias
+        else:
+            target = self._sensitive_target(route_to, subject.task if subject else None, plan)
+            outcome = "route" if target is not None else "deny"
+            text = (
+                f"{reason}; routed from {plan.alias} to {target}"
+                if target is not None
+                else f"{reason} and no sensitive model is allowed for this job; refused rather than sent "
+                "to a cloud model"
+            )
+        if policy is None:
+            plan.decisions.append(Decision("services.yaml", ALWAYS_LOCAL_RULE, outcome, text, True))
+            if outcome == "deny" and plan.denial is None:
+                plan.denial = PolicyDeniedError(f"services.yaml: {text}", rule=ALWAYS_LOCAL_RULE)
+        else:
+            _decide(plan, policy, outcome, text, found)
+        if outcome == "route" and enforced and target is not None:
             plan.alias = target
             plan.sensitive_only = True
+            plan._keep_local_because(why)
 
-    def _sensitive_target(self, params: PiiRouteRule, subject: Subject, plan: Plan) -> str | None:
+    def _sensitive_target(self, route_to: str | None, task: str | None, plan: Plan) -> str | None:
         """The sensitive alias to use: ``route_to``, else one serving the task, else the first real one."""
         candidates = [a for a in self._sensitive if plan.allows(a)]
-        if params.route_to is not None:
-            return params.route_to if params.route_to in candidates else None
-        if subject.task is not None:
+        if route_to is not None:
+            return route_to if route_to in candidates else None
+        if task is not None:
             for name in candidates:
-                if subject.task in self.config.models.models[name].use_for:
+                if task in self.config.models.models[name].use_for:
                     return name
         return candidates[0] if candidates else None
 
@@ -400,11 +508,16 @@ def _decide(
         plan.denial = PolicyDeniedError(f"policy {policy.name}: {reason}", rule=policy.name)
 
 
-def _scan(detector: Detector, texts: Iterable[tuple[str, str]]) -> list[tuple[str, str, int]]:
-    """(category, where, count) for every category found in every text; values are dropped here."""
+def _scan(
+    detector: Detector, texts: Iterable[tuple[str, str]], values: set[tuple[str, str]] | None = None
+) -> list[tuple[str, str, int]]:
+    """(category, where, count) for every category found in every text; values go only to
+    ``values`` (the plan's, for the audit's masking), never into a decision."""
     out: list[tuple[str, str, int]] = []
     for where, text in texts:
         findings: list[Finding] = detector.find(text)
+        if values is not None:
+            values.update((f.category, f.value) for f in findings)
         for category, count in sorted(Counter(f.category for f in findings).items()):
             out.append((category, where, count))
     return out

@@ -16,9 +16,6 @@ from gateway.errors import CallBoundError, GatewayError, NoDeploymentError, Prov
 from gateway.pii import Detector, Finding, Redactor
 from gateway.policies import Plan
 
-#: the rule whose routing a failure message explains
-PII_ROUTE_RULE = "if_context_contains_pii_use_sensitive_model"
-
 
 class ErrorMasker:
     """Masks PII in error messages, except inside the gateway's own endpoint URLs."""
@@ -38,24 +35,18 @@ class ErrorMasker:
 
 
 def explain_local_failure(error: GatewayError, plan: Plan) -> None:
-    """Say why a job that failed on a local model never went elsewhere: its PII (categories only).
+    """Say why a job that failed on a local model never went elsewhere: "kept on the local model
+    `sensitive` because of PII (email, phone)" (``Plan.local_reason``: categories, never values).
 
     Only for failures of the local model itself (a provider error, nothing callable, the call
     bound): a budget, a policy or a skill error has nothing to do with where the job was kept.
     """
     if not isinstance(error, ProviderError | NoDeploymentError | CallBoundError):
         return
-    categories = sorted(
-        {category for d in plan.decisions if d.rule == PII_ROUTE_RULE and d.outcome == "route" and d.enforced
-         for category, _where, _count in d.findings}
-    )  # fmt: skip
-    if not plan.sensitive_only or not categories or error.message.startswith("kept on"):
+    reason = plan.local_reason()
+    if reason is None or error.message.startswith("kept on"):
         return
-    _set_message(
-        error,
-        f"kept on the local model {plan.alias} because the job contains PII ({', '.join(categories)}); "
-        f"it is never sent to a cloud model: {error.message}",
-    )
+    _set_message(error, f"{reason}; it is never sent to a cloud model: {error.message}")
 
 
 def _set_message(error: GatewayError, message: str) -> None:

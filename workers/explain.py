@@ -41,6 +41,8 @@ def explain(
         "outcome": "refused" if plan.denial else "accepted",
         "error": plan.denial.to_dict() if plan.denial else None,
         "sensitive_only": plan.sensitive_only,
+        # what a failure on the local model will say: categories and declarations, never values
+        "kept_local": plan.local_reason(),
         "draft": plan.draft,
         "max_tokens": plan.max_tokens or request.max_tokens or config.gateway.jobs.max_output_tokens,
         "redacted": bool(plan.redactors),

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from gateway.errors import (
 from gateway.job_stream import StreamWriter
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
 from gateway.limits import MAX_INCREMENT, MICRO, fits_increment
-from gateway.pii import SECRET_CATEGORIES, Redactor, make_detector
+from gateway.pii import SECRET_CATEGORIES, Detector, Finding, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
 from gateway.settings import Settings
@@ -473,8 +473,12 @@ class JobPipeline:
         rule = attempt.plan.audit_bodies
         if rule is None:
             return None
-        # credentials are always masked; other PII too unless the rule says mask_pii: false
-        masker = Redactor(self._log_pii if rule.mask_pii else self._log_secrets)
+        # credentials are always masked; other PII too unless the rule says mask_pii: false, and
+        # then every value the policies' detectors found as well, wherever it appears in a body
+        if rule.mask_pii:
+            masker = Redactor(_EverySpan(self._log_pii, attempt.plan.found_values))
+        else:
+            masker = Redactor(self._log_secrets)
 
         def clip(text: str) -> str:
             text = masker.mask(text)
@@ -875,6 +879,34 @@ def _failure_event(
         error_type=error.type,
         error_message=error.message,
     )
+
+
+class _EverySpan:
+    """The audit's detector: what ``detector`` finds in a text united with every occurrence of the
+    values the policies found (``Plan.found_values``), overlapping spans merged, so a value the
+    router acted on is masked even where the log detector alone would miss it."""
+
+    def __init__(self, detector: Detector, known: Iterable[tuple[str, str]]) -> None:
+        self.name = detector.name
+        self._detector = detector
+        # the longest first: a value inside a longer one is masked as part of it
+        self._known = sorted({(c, v) for c, v in known if v.strip()}, key=lambda cv: -len(cv[1]))
+
+    def find(self, text: str) -> list[Finding]:
+        spans = [(f.start, f.end, f.category) for f in self._detector.find(text)]
+        for category, value in self._known:
+            start = text.find(value)
+            while start != -1:
+                spans.append((start, start + len(value), category))
+                start = text.find(value, start + len(value))
+        merged: list[list[Any]] = []
+        for start, end, category in sorted(spans, key=lambda s: (s[0], -s[1])):
+            if merged and start < merged[-1][1]:
+                if end > merged[-1][1]:
+                    merged[-1][1] = end
+                continue
+            merged.append([start, end, category])
+        return [Finding(category, start, end, text[start:end]) for start, end, category in merged]
 
 
 def _masked_tool(tool: Tool, outgoing: Callable[[str], str]) -> Tool:
