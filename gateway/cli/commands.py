@@ -378,6 +378,8 @@ def _print_explanation(report: dict[str, Any]) -> None:
     flags += ["sensitive models only"] * report["sensitive_only"] + ["draft"] * report["draft"]
     flags += ["PII masked before the call"] * report["redacted"]
     out.print("job: " + ", ".join(flags))
+    if report.get("kept_local"):  # why it stays local: categories or the rule, never values
+        out.print(str(report["kept_local"]))
     chain = Table("#", "deployment", "provider model", "sensitive", "callable", title="deployment chain")
     for i, step in enumerate(report["chain"], 1):
         chain.add_row(

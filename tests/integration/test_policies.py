@@ -98,7 +98,7 @@ def test_a_pii_job_failing_locally_says_why_and_masks_the_jobs_values_not_the_ga
 
     assert job["status"] == "failed", job
     message = job["error"]["message"]
-    assert "kept on the local model sensitive because the job contains PII (email)" in message
+    assert "kept on the local model `sensitive` because of PII (email)" in message
     assert f"talking to {down}/api/chat" in message and "IP_ADDRESS" not in message  # aigw's own URL
     assert "jane.doe" not in json.dumps(job)
     assert [c["deployment"] for c in job["calls"]] == ["sensitive/0:ollama"]
