@@ -385,9 +385,11 @@ class ServicesFile(Strict):
 #: what the PII detector can find (gateway.pii); secrets are the subset block_secrets acts on
 PiiCategory = Literal[
     "email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "date_of_birth",
-    "postal_address", "api_key", "private_key", "jwt", "url_password",
+    "postal_address", "national_id", "passport", "api_key", "private_key", "jwt", "url_password", "password",
 ]  # fmt: skip
-SecretCategory = Literal["api_key", "private_key", "jwt", "url_password"]
+SecretCategory = Literal["api_key", "private_key", "jwt", "url_password", "password"]
+#: the regions whose national format a phone number without a leading + is read in (ISO 3166 codes)
+DEFAULT_PHONE_REGIONS = ["GB", "DE", "FR", "ES", "PT", "IT", "NL", "PL", "US"]
 DetectorEngine = Literal["builtin", "presidio", "auto"]
 
 
@@ -408,6 +410,7 @@ class DraftsRule(Strict):
 class PiiRouteRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
     #: the sensitive alias a PII job goes to when it asked for a cloud one (default: the first one)
     route_to: str | None = None
 
@@ -421,6 +424,7 @@ class AuditBodiesRule(Strict):
 class RedactRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
 
 
 class BlockSecretsRule(Strict):

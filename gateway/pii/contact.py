@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
-from gateway.pii.findings import Finding
+import phonenumbers
+
+from gateway.pii.findings import DEFAULT_PHONE_REGIONS, Finding
 from gateway.pii.text import _before, _char, _Text
 
 # --- email ----------------------------------------------------------------------------------------
@@ -68,14 +70,17 @@ _NANP = re.compile(
     r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
     r"(?![\w]|[.-]\d)"
 )
-#: the word for a phone in English, French, German, Spanish, Portuguese, Italian and Dutch; a bare
-#: national number ("Tel. 030 901820", "Handy 0171 1234567") counts only after one of them
+#: the word for a phone in English, French, German, Spanish, Portuguese, Italian, Dutch and Polish; a
+#: bare national number ("Tel. 030 901820", "Handy 0171 1234567", "bel 06-12345678") counts after one
 _PHONE_WORD = re.compile(
     r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
-    r"|landline|dial|ring|reach me"
-    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler"
-    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
-    r"|tel[eé]fono|m[oó]vil|celular|telefone|telem[oó]vel|telefono|cellulare|telefoon|mobiel)\b"
+    r"|landline|dial|ring|reach me|text me|contact number"
+    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler|joindre|joignable"
+    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|erreichbar"
+    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
+    r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
+    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
+    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń])\b"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
 _ID_WORD = re.compile(
@@ -84,7 +89,8 @@ _ID_WORD = re.compile(
     r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
     r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
     r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
-    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening)\b"
+    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening"
+    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass)\b"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 #: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
@@ -92,7 +98,10 @@ _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./
 _FR_PHONE = re.compile(r"0[1-9](?P<sep>[ .-])\d\d(?:(?P=sep)\d\d){3}")
 
 
-def _scan_phone(t: _Text) -> Iterator[Finding]:
+def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Iterator[Finding]:
+    """Phone numbers: international ones libphonenumber accepts, NANP and French shapes, a national
+    number after a phone word, and without one a mobile number (in a grouped national format) that
+    libphonenumber places in one of ``regions``."""
     text = t.text
     for m in t.in_numbers(_PHONE_RUN):
         start, end = m.span()
@@ -100,7 +109,8 @@ def _scan_phone(t: _Text) -> Iterator[Finding]:
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
             continue
         if run.startswith("+"):
-            if _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15:
+            shape_ok = _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15
+            if shape_ok and (_phone_type(run, (None,)) is not None or not _known_country_code(run)):
                 yield Finding("phone", start, end, run)
             continue
         nanp = list(_NANP.finditer(text, start, end))
@@ -111,8 +121,48 @@ def _scan_phone(t: _Text) -> Iterator[Finding]:
         french = _FR_PHONE.fullmatch(run) is not None
         if french or _local_phone_ok(run):
             phone_word, id_word = _phone_context(t.lower, start)
-            if (french or phone_word) and not id_word:
+            if id_word:
+                continue
+            if french or phone_word or _bare_mobile(run, regions):
                 yield Finding("phone", start, end, run)
+
+
+def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
+    """libphonenumber's type of ``run`` (``PhoneNumberType``) read in the first region where it is a
+    valid number, or None."""
+    for region in regions:
+        try:
+            number = phonenumbers.parse(run, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return int(phonenumbers.number_type(number))
+    return None
+
+
+def _known_country_code(run: str) -> bool:
+    """Whether ``run``'s country code is one libphonenumber has metadata for: a number there that it
+    rejects is not a phone; elsewhere the shape alone decides, as it did before."""
+    try:
+        number = phonenumbers.parse(run, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.region_code_for_country_code(number.country_code) != "ZZ")
+
+
+_MOBILE_TYPES = frozenset(
+    {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+#: a mobile number as people write it: grouped, 10 or 11 digits (07700 900123, 0171 1234567,
+#: 06-12345678, 333 123 4567); an ungrouped run is more often an order or account number
+_GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
+
+
+def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
+    digits = sum(map(str.isdigit, run))
+    if not 10 <= digits <= 11 or not _GROUPED_NATIONAL.fullmatch(run):
+        return False
+    return any(_phone_type(run, (region,)) in _MOBILE_TYPES for region in regions)
 
 
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:

@@ -46,10 +46,12 @@ _API_KEYS = (  # OpenAI and Anthropic (sk-), Stripe (sk_, rk_), AWS key ids, Goo
     re.compile(r"A(?:KIA[0-9A-Z]{16}|SIA[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35})"),
     re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})"),
     re.compile(r"xox[baprs]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"),  # SendGrid
+    re.compile(r"glpat-[A-Za-z0-9_-]{20,}"),  # GitLab personal access token
 )
 _KEY_PREFIX = re.compile(
     r"sk-(?:ant-(?:api\d+-|admin\d+-)?|proj-|svcacct-|admin-)?|AKIA|ASIA|gh[pousr]_|github_pat_"
-    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza"
+    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza|SG\.|glpat-"
 )
 #: ``api_key = "…"``, ``"token": "…"``, ``password=…``: a secret-sounding name right before ``:`` or ``=``
 _ASSIGNMENTS = (
@@ -147,3 +149,99 @@ def _scan_url_password(t: _Text) -> Iterator[Finding]:
         if m and has_scheme and not _PLACEHOLDER_PASSWORD.match(m.group(2)):
             yield Finding("url_password", m.start(), m.end() - 1, m.group()[:-1])
         at = text.find("://", at + 3)
+
+
+# --- passwords -------------------------------------------------------------------------------------
+
+#: needles for the names a password or secret goes by, in code (``db_password``, ``API_KEY``), env
+#: files, JSON and YAML, connection strings (``Pwd=``) and prose in English, German, French, Spanish,
+#: Portuguese, Italian, Dutch and Polish (Passwort, Kennwort, mot de passe, contraseña, clave, senha,
+#: parola d'ordine, wachtwoord, hasło); Italian writes "password" too
+_PASSWORD_NEEDLES = (
+    "pass", "pwd", "secret", "token", "api_key", "apikey", "api-key", "kennwort", "mot de passe",
+    "contraseña", "contrasena", "clave", "senha", "parola d'ordine", "wachtwoord", "hasło", "haslo",
+)  # fmt: skip
+_PASSWORD_NAME = re.compile(
+    r"(?:pass(?:word|wd|wort|phrase)?|pwd|secret|token|api[_-]?key|apikey|kennwort|mot de passe"
+    r"|contrase[ñn]a|clave|senha|parola d'ordine|wachtwoord|has[łl]o)"
+    # a name may go on (PASSWORD_HASH is not a password, DB_PASSWORD_FILE neither): only _key, _value
+    r"(?:[_-](?:key|value))?(?![\w-])"
+)
+#: what joins a name to its value: ``=``, ``:``, ``=>``, JSON quotes, or a word of prose ("is",
+#: "lautet", "est", "es", "é", "è", "jest", "to")
+_PASSWORD_JOIN = re.compile(
+    r"[\"']?\s{0,3}(?:[:=]|=>|:=)\s{0,3}[\"'`]?"
+    r"|[\"']?\s{0,3}(?::\s*)?(?:is|was|lautet|ist|est|es|era|é|è|e|jest|to|wynosi)\s*[:\"'`]?\s{0,2}"
+)
+_PASSWORD_VALUE = re.compile(r"[^\s\"'`,;<>()\[\]{}]{4,128}")
+#: values that stand for a password rather than being one: templates, masks, types, stock words
+_PASSWORD_PLACEHOLDER = re.compile(
+    r"(?:\$.*|%.*|\{.*|<.*|\*+|x{3,}|\.{3,}|•+|_+|-+|#+"
+    r"|changeme|change_me|changeit|password|passwort|secret|token|example|redacted|hidden|masked|none|null"
+    r"|nil|true|false|required|optional|string|str|bytes|int|text|empty|undefined|your[_-]?\w*|my[_-]?\w*"
+    r"|placeholder|dummy|sample|test|todo|tbd|n/a|\w+\.(?:get|env|environ|getenv)\b.*)\Z",
+    re.IGNORECASE,
+)
+#: names that only ever hold a credential: a weak-looking value still counts; ``token``/``secret``
+#: values must look random (a "token count: 1500" is not one)
+_LOOSE_NAMES = (
+    "pass",
+    "pwd",
+    "kennwort",
+    "mot de passe",
+    "contrase",
+    "clave",
+    "senha",
+    "parola",
+    "wacht",
+    "has",
+)
+
+
+def _password_ok(name: str, value: str, quoted: bool) -> bool:
+    if _PASSWORD_PLACEHOLDER.match(value) or value.startswith(("/", "http")):
+        return False
+    if not quoted and re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][\w.]*|[a-z]+_[a-z_]+", value):
+        return False  # a variable or attribute in code: password = user.password, pwd = raw_input
+    lower, upper = value != value.upper(), value != value.lower()
+    digit = any(map(str.isdigit, value))
+    symbol = not value.isalnum()
+    classes = lower + upper + digit + symbol
+    if name.startswith(_LOOSE_NAMES):
+        if value.isdigit():
+            return len(value) >= 6  # a PIN-like password, not "password: 1234"-short
+        capitalised_word = value[:1].isupper() and value[1:].islower() and value.isalpha()
+        return classes >= 2 and not capitalised_word
+    return len(value) >= 12 and classes >= 2 and _entropy(value) >= 3.0
+
+
+def _prose_trim(value: str) -> str:
+    """An unquoted value less a full stop that ends the sentence ("Passwort: Sonne2024.")."""
+    return value[:-1] if value.endswith((".", "!", "?")) and len(value) > 4 else value
+
+
+def _scan_password(t: _Text) -> Iterator[Finding]:
+    """A value assigned to a password-like name (``"password": "…"``, ``DB_PASSWORD=…``,
+    ``api_key: …``, ``Pwd=…;``, "Passwort: …", "la contraseña es …"), placeholders excluded."""
+    text, lowered = t.text, t.lower
+    seen: set[int] = set()
+    for needle in _PASSWORD_NEEDLES:
+        if not needle.isascii() and text.isascii():
+            continue
+        at = lowered.find(needle)
+        while at != -1:
+            name = _PASSWORD_NAME.match(lowered, at)
+            at = lowered.find(needle, at + 1)
+            if not name or name.start() in seen:
+                continue
+            seen.add(name.start())
+            join = _PASSWORD_JOIN.match(text, name.end())
+            if not join or join.end() == name.end():
+                continue
+            value = _PASSWORD_VALUE.match(text, join.end())
+            if not value:
+                continue
+            quoted = join.group().rstrip()[-1:] in "\"'`"
+            candidate = value.group() if quoted else _prose_trim(value.group())
+            if _password_ok(name.group(), candidate, quoted):
+                yield Finding("password", value.start(), value.start() + len(candidate), candidate)
