@@ -45,10 +45,9 @@ _CUED_NUMBERS: tuple[tuple[re.Pattern[str], Callable[[str], bool], re.Pattern[st
 _PASSPORT_WORD = re.compile(
     r"passport|passeport|reisepass|pasaporte|passaporto|passaporte|paspoort|paszport|pass-?nr|passnummer"
 )
-_PASSPORT_NEEDLES = ("pass", "pasa", "pasz", "reisepass", "pasp")
 #: what may stand between the word and the number: "number", "no.", "Nr.", "n°", "numéro", ":"
 _PASSPORT_GAP = re.compile(
-    r"[\w-]{0,6}\s{0,2}(?:(?:number|no|nr|num|n[°º]|numéro|numero|número|nummer|numer|#)\.?\s{0,2})?[:#=\"']?\s{0,3}"
+    r"(?:'s|s)?\s{0,2}(?:(?:number|no|nr|num|n[°º]|numéro|numero|número|nummer|numer|#)\.?\s{0,2})?[:#=\"']?\s{0,3}"
 )
 _PASSPORT_NUMBER = re.compile(r"[A-Z0-9]{6,9}(?![\w-])")
 
@@ -107,15 +106,12 @@ def _spanish_id(text: str, start: int, end: int) -> Iterator[Finding]:
 def _scan_passport(t: _Text) -> Iterator[Finding]:
     """A passport number (6 to 9 capitals and digits, at least two digits) right after a word for
     passport in one of the supported languages."""
-    text, seen = t.text, set()
-    for needle in _PASSPORT_NEEDLES:
-        at = t.lower.find(needle)
-        while at != -1:
-            word = _PASSPORT_WORD.match(t.lower, at)
-            at = t.lower.find(needle, at + 1)
-            if not word or word.start() in seen or _char(t.lower, word.start() - 1).isalpha():
-                continue
-            seen.add(word.start())
+    text = t.text
+    for at in t.find_all("pas"):  # shared with the password scanner
+        if t.lower.endswith("reise", 0, at):
+            at -= 5
+        word = _PASSPORT_WORD.match(t.lower, at)
+        if word and not _char(t.lower, at - 1).isalpha():
             gap = _PASSPORT_GAP.match(t.lower, word.end())
             end = gap.end() if gap else word.end()
             number = _PASSPORT_NUMBER.match(text, end)

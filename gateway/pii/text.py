@@ -53,6 +53,18 @@ class _Text:
 
     def __init__(self, text: str) -> None:
         self.text = _ascii_spaces(text)
+        self._found: dict[str, list[int]] = {}
+
+    def find_all(self, needle: str) -> list[int]:
+        """Where ``needle`` occurs in ``lower``, computed once for all the scanners that share it."""
+        found = self._found.get(needle)
+        if found is None:
+            found, at = [], self.lower.find(needle)
+            while at != -1:
+                found.append(at)
+                at = self.lower.find(needle, at + 1)
+            self._found[needle] = found
+        return found
 
     @cached_property
     def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
