@@ -209,9 +209,103 @@ _UK_POSTCODE_RE = re.compile(_UK_POSTCODE + r"\b")
 _YEAR = re.compile(r"(?:19|20)\d\d\Z")
 
 
+#: street types written before the name, in French, Spanish, Portuguese, Italian and Polish, with their
+#: usual abbreviations (C/, Avda., Pza., R., V.le, ul., al., os., pl.)
+_TYPE_BEFORE = (
+    r"rue|avenue|av\.?|bd|boulevard|place|pl\.|chemin|all[ée]e|impasse|quai|route|cours|square"
+    r"|calle|c/|avda\.?|avenida|plaza|pza\.?|paseo|p[º°]|carrer|camino|ronda|traves[ií]a"
+    r"|rua|r\.|travessa|pra[çc]a|largo|alameda|estrada|rodovia"
+    r"|via|v\.|viale|v\.le|corso|c\.so|piazza|p\.za|piazzale|vicolo|lungomare|strada"
+    r"|ul\.?|ulica|al\.|aleja|os\.|osiedle|plac"
+)
+#: a word of a street's name: capitalised (any script of these languages), a particle, or an ordinal
+_PARTICLE = r"de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
+_NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
+_CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
+_STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
+#: "Calle Mayor, 5" | "ul. Marszałkowska " | "Avenida da Liberdade, nº " right before a house number
+_TYPE_FIRST_STREET = re.compile(
+    rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?\Z"
+)
+#: "12 rue de la Paix", "12, Rue du Bac", "7 bis avenue Foch", "5 via Garibaldi"
+_NUMBER_FIRST_STREET = re.compile(
+    rf"\d{{1,4}}(?: ?(?:bis|ter|[A-Za-z]))?,? (?i:{_TYPE_BEFORE}) +{_STREET_NAME}"
+)
+#: German and Dutch street names end in their type: Hauptstraße, Berliner Str., Kerkstraat, Keizersgracht
+_TYPE_SUFFIXES = (
+    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee",
+    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg",
+)  # fmt: skip
+_SUFFIX_STREET = re.compile(r"(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*\s?\Z")
+#: after a street: the postcode and city (10115 Berlin, 75002 Paris, 1015 CJ Amsterdam, 00-950
+#: Warszawa, 1100-053 Lisboa), on the same line or the next
+_POSTCODE_CITY = re.compile(
+    r"(?:,\s*|\s*\r?\n\s*|\s+)(?:(?:D|F|I|E|P|NL|PL|A|B|CH|L)-)?"
+    r"(?:\d{5}|\d{4} ?[A-Z]{2}|\d{2}-\d{3}|\d{4}-\d{3}|\d{4})"
+    r"\s+[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*(?:[ -][A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*){0,2}"
+)
+_POSTCODE_AT = re.compile(r"\d{5} [A-ZÀ-ÖØ-Þ]|\d{4} ?[A-Z]{2} [A-Z]")
+_NUMBER_FIRST_BEFORE = re.compile(_NUMBER_FIRST_STREET.pattern + r",?\s+\Z")
+_HOUSE_NUMBER = re.compile(r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?")
+
+
+def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    """Streets of DE, FR, ES, PT, IT, NL and PL, each with its postcode and city when they follow."""
+    text = t.text
+    for start in t.street_numbers:
+        number = _HOUSE_NUMBER.match(text, start)
+        if number is None:
+            continue
+        street = _NUMBER_FIRST_STREET.match(text, start)
+        if street:
+            if _char(text, start - 1).isalnum():
+                continue
+            yield _with_postcode(text, start, street.end())
+            continue
+        window = _before(text, start, 80)
+        before = _TYPE_FIRST_STREET.search(window) or _suffix_street(window)
+        if before:
+            yield _with_postcode(text, start - len(window) + before.start(), number.end())
+    for start in t.house_numbers:
+        street = _NUMBER_FIRST_STREET.match(text, start)  # "12 Rue de la Paix": a capital after it
+        if street and not _char(text, start - 1).isalnum():
+            yield _with_postcode(text, start, street.end())
+        elif _POSTCODE_AT.match(text, start):  # "12 rue de la Paix, 75002 Paris": found from the postcode
+            window = _before(text, start, 90)
+            street = _NUMBER_FIRST_BEFORE.search(window)
+            if street and not _char(window, street.start() - 1).isalnum():
+                yield _with_postcode(
+                    text, start - len(window) + street.start(), street.end() - len(window) + start
+                )
+
+
+def _suffix_street(window: str) -> re.Match[str] | None:
+    m = _SUFFIX_STREET.search(window)
+    if m is None:
+        return None
+    words = m.group().split()
+    if words[-1].lower().endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+        return m
+    if len(words) == 2 and words[-1].lower().rstrip(".") in (
+        "str",
+        "straße",
+        "strasse",
+        "weg",
+        "platz",
+        "allee",
+    ):
+        return m
+    return None
+
+
+def _with_postcode(text: str, start: int, end: int) -> tuple[int, int]:
+    tail = _POSTCODE_CITY.match(text, end)
+    return start, tail.end() if tail else end
+
+
 def _scan_postal_address(t: _Text) -> Iterator[Finding]:
     text = t.text
-    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t)]
+    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t), *_eu_street_spans(t)]
     for start, end in _merge_spans(sorted(spans), text):
         yield Finding("postal_address", start, end, text[start:end])
 
