@@ -147,7 +147,8 @@ def _known_country_code(run: str) -> bool:
         number = phonenumbers.parse(run, None)
     except phonenumbers.NumberParseException:
         return False
-    return bool(phonenumbers.region_code_for_country_code(number.country_code) != "ZZ")
+    code = number.country_code
+    return code is not None and phonenumbers.region_code_for_country_code(code) != "ZZ"
 
 
 _MOBILE_TYPES = frozenset(
@@ -160,7 +161,8 @@ _GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
 
 def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
     digits = sum(map(str.isdigit, run))
-    if not 10 <= digits <= 11 or not _GROUPED_NATIONAL.fullmatch(run):
+    if not 10 <= digits <= 11 or not _GROUPED_NATIONAL.fullmatch(run) or run.lstrip("(")[0] not in "03":
+        # national mobile formats start with the trunk 0 (Italy's with 3)
         return False
     return any(_phone_type(run, (region,)) in _MOBILE_TYPES for region in regions)
 
@@ -274,9 +276,9 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             window = _before(text, start, 90)
             street = _NUMBER_FIRST_BEFORE.search(window)
             if street and not _char(window, street.start() - 1).isalnum():
-                yield _with_postcode(
-                    text, start - len(window) + street.start(), street.end() - len(window) + start
-                )
+                street_start = start - len(window) + street.start()
+                street_end = street_start + len(street.group().rstrip(", \r\n\t"))
+                yield _with_postcode(text, street_start, street_end)
 
 
 def _suffix_street(window: str) -> re.Match[str] | None:

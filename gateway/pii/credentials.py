@@ -235,12 +235,7 @@ def _scan_password(t: _Text) -> Iterator[Finding]:
         at = text.find(separator)
         while at != -1:
             sep, at = at, text.find(separator, at + 1)
-            if (
-                separator == ":"
-                and _char(text, sep + 1) == "="
-                or separator == "="
-                and _char(text, sep - 1) == ":"
-            ):
+            if separator == ":" and _char(text, sep + 1) == "=":
                 continue  # ":=" is found once, from "="
             name_end = sep - (separator == "=" and _char(text, sep - 1) == ":")
             while name_end > 0 and sep - name_end < 4 and text[name_end - 1] in " \t\"'`":

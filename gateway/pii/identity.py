@@ -47,7 +47,7 @@ _PASSPORT_WORD = re.compile(
 )
 #: what may stand between the word and the number: "number", "no.", "Nr.", "n°", "numéro", ":"
 _PASSPORT_GAP = re.compile(
-    r"(?:'s|s)?\s{0,2}(?:(?:number|no|nr|num|n[°º]|numéro|numero|número|nummer|numer|#)\.?\s{0,2})?[:#=\"']?\s{0,3}"
+    r"(?:'s|s)?\s{0,2}(?:(?:nummer|numer|number|numéro|numero|número|num|nr|no|n[°º]|#)\.?\s{0,2})?[:#=\"']?\s{0,3}"
 )
 _PASSPORT_NUMBER = re.compile(r"[A-Z0-9]{6,9}(?![\w-])")
 
@@ -72,14 +72,14 @@ def _scan_national_id(t: _Text) -> Iterator[Finding]:
             if _bounded(text, m.start(), m.end()) and nir.is_valid(m.group()):
                 yield Finding("national_id", m.start(), m.end(), m.group())
         for pattern, validate, cue in _CUED_NUMBERS:
-            m = pattern.fullmatch(text, start, end)
+            whole = pattern.fullmatch(text, start, end)
             if (
-                m
+                whole
                 and _bounded(text, start, end)
                 and cue.search(_before(t.lower, start, 48))
-                and validate(m.group())
+                and validate(whole.group())
             ):
-                yield Finding("national_id", start, end, m.group())
+                yield Finding("national_id", start, end, whole.group())
                 break
 
 
