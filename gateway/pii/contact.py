@@ -225,9 +225,13 @@ _PARTICLE = r"de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
-#: "Calle Mayor, 5" | "ul. Marszałkowska " | "Avenida da Liberdade, nº " right before a house number
-_TYPE_FIRST_STREET = re.compile(
-    rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?\Z"
+_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?"
+#: what ends a street before its postcode: the house number and a comma, a space or a line break
+_BEFORE_POSTCODE = r",?\s+\Z"
+#: "Calle Mayor, 5" | "ul. Marszałkowska 10/12" | "Avenida da Liberdade, nº 110", before the postcode
+_TYPE_FIRST_BEFORE = re.compile(
+    rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
+    rf"{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
 )
 #: "12 rue de la Paix", "12, Rue du Bac", "7 bis avenue Foch", "5 via Garibaldi"
 _NUMBER_FIRST_STREET = re.compile(
@@ -238,7 +242,9 @@ _TYPE_SUFFIXES = (
     "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee",
     "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg",
 )  # fmt: skip
-_SUFFIX_STREET = re.compile(r"(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*\s?\Z")
+_SUFFIX_STREET = re.compile(
+    rf"(?P<street>(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*)\s?{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
 #: after a street: the postcode and city (10115 Berlin, 75002 Paris, 1015 CJ Amsterdam, 00-950
 #: Warszawa, 1100-053 Lisboa), on the same line or the next
 _POSTCODE_CITY = re.compile(
@@ -247,45 +253,37 @@ _POSTCODE_CITY = re.compile(
     r"\s+[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*(?:[ -][A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*){0,2}"
 )
 _POSTCODE_AT = re.compile(r"\d{5} [A-ZÀ-ÖØ-Þ]|\d{4} ?[A-Z]{2} [A-Z]")
-_NUMBER_FIRST_BEFORE = re.compile(_NUMBER_FIRST_STREET.pattern + r",?\s+\Z")
-_HOUSE_NUMBER = re.compile(r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?")
+_DASHED_POSTCODE_AT = re.compile(r"(?:\d{2}-\d{3}|\d{4}-\d{3}) [A-ZÀ-ÖØ-ÞĀ-Ž]")
+_NUMBER_FIRST_BEFORE = re.compile(_NUMBER_FIRST_STREET.pattern + _BEFORE_POSTCODE)
 
 
 def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
-    """Streets of DE, FR, ES, PT, IT, NL and PL, each with its postcode and city when they follow."""
+    """Streets of DE, FR, ES, PT, IT, NL and PL. Found from the postcode and city after them, which
+    costs nothing on prose (a number before a capitalised word is rare), or from a number first
+    street with a capital type ("12 Rue de Rivoli") on its own."""
     text = t.text
-    for start in t.street_numbers:
-        number = _HOUSE_NUMBER.match(text, start)
-        if number is None:
-            continue
-        street = _NUMBER_FIRST_STREET.match(text, start)
-        if street:
-            if _char(text, start - 1).isalnum():
-                continue
-            yield _with_postcode(text, start, street.end())
-            continue
-        window = _before(text, start, 80)
-        before = _TYPE_FIRST_STREET.search(window) or _suffix_street(window)
-        if before:
-            yield _with_postcode(text, start - len(window) + before.start(), number.end())
+    postcodes = [start for start in t.house_numbers if _POSTCODE_AT.match(text, start)]
+    postcodes += [start for start, _ in t.numbers if _DASHED_POSTCODE_AT.match(text, start)]
     for start in t.house_numbers:
-        street = _NUMBER_FIRST_STREET.match(text, start)  # "12 Rue de la Paix": a capital after it
+        street = _NUMBER_FIRST_STREET.match(text, start)
         if street and not _char(text, start - 1).isalnum():
             yield _with_postcode(text, start, street.end())
-        elif _POSTCODE_AT.match(text, start):  # "12 rue de la Paix, 75002 Paris": found from the postcode
-            window = _before(text, start, 90)
-            street = _NUMBER_FIRST_BEFORE.search(window)
-            if street and not _char(window, street.start() - 1).isalnum():
-                street_start = start - len(window) + street.start()
-                street_end = street_start + len(street.group().rstrip(", \r\n\t"))
-                yield _with_postcode(text, street_start, street_end)
+    for postcode in postcodes:
+        window = _before(text, postcode, 100)
+        street = (
+            _NUMBER_FIRST_BEFORE.search(window) or _TYPE_FIRST_BEFORE.search(window) or _suffix_street(window)
+        )
+        if street and not _char(window, street.start() - 1).isalnum():
+            street_start = postcode - len(window) + street.start()
+            street_end = street_start + len(street.group().rstrip(", \r\n\t"))
+            yield _with_postcode(text, street_start, street_end)
 
 
 def _suffix_street(window: str) -> re.Match[str] | None:
     m = _SUFFIX_STREET.search(window)
     if m is None:
         return None
-    words = m.group().split()
+    words = m.group("street").split()
     if words[-1].lower().endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
         return m
     if len(words) == 2 and words[-1].lower().rstrip(".") in (

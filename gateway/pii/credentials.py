@@ -44,10 +44,9 @@ _API_KEYS = (  # OpenAI and Anthropic (sk-), Stripe (sk_, rk_), AWS key ids, Goo
     re.compile(r"sk(?:-[A-Za-z0-9_-]{20,}|_live_[A-Za-z0-9]{16,}|_test_[A-Za-z0-9]{16,})"),
     re.compile(r"rk_(?:live|test)_[A-Za-z0-9]{16,}"),
     re.compile(r"A(?:KIA[0-9A-Z]{16}|SIA[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35})"),
-    re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})"),
+    re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"),
     re.compile(r"xox[baprs]-[A-Za-z0-9-]{10,}"),
-    re.compile(r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"),  # SendGrid
-    re.compile(r"glpat-[A-Za-z0-9_-]{20,}"),  # GitLab personal access token
+    re.compile(r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"),  # SendGrid; GitLab's glpat- is above
 )
 _KEY_PREFIX = re.compile(
     r"sk-(?:ant-(?:api\d+-|admin\d+-)?|proj-|svcacct-|admin-)?|AKIA|ASIA|gh[pousr]_|github_pat_"
@@ -168,7 +167,7 @@ _PASSWORD_NAMES = frozenset(_SECRET_NAMES[:14])
 #: prose that names a password and joins it to the value with a word ("the password is …",
 #: "das Passwort lautet …", "le mot de passe est …", "la contraseña es …", "a senha é …", "la password
 #: è …", "het wachtwoord is …", "hasło to …"): needles for the words, then the word and the join
-_PROSE_NEEDLES = ("pas", "contras", "senha", "wacht", "hasł", "hasl")
+_PROSE_NEEDLES = ("pas", "contras", "senha", "wacht", "hasł")
 _PROSE_NAME = re.compile(
     r"(?:password|passwort|passe|contrase[ñn]a|senha|wachtwoord|has[łl]o)(?:\s+(?:was|is|ist|lautet|est"
     r"|es|era|é|è|e|jest|to|wynosi))(?:\s*:)?\s{1,2}[\"'`]?"

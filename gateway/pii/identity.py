@@ -67,20 +67,21 @@ def _scan_national_id(t: _Text) -> Iterator[Finding]:
         if shaped and _bounded(text, start, end) and codicefiscale.is_valid(text[start:end]):
             yield Finding("national_id", start, end, text[start:end])
     for start, end in t.numbers:
+        compact = text[start:end].replace(" ", "").replace(".", "")
+        if not compact.isdigit():
+            continue
         yield from _spanish_id(text, start, end)
-        for m in _NIR.finditer(text, start, end):
-            if _bounded(text, m.start(), m.end()) and nir.is_valid(m.group()):
-                yield Finding("national_id", m.start(), m.end(), m.group())
-        for pattern, validate, cue in _CUED_NUMBERS:
-            whole = pattern.fullmatch(text, start, end)
-            if (
-                whole
-                and _bounded(text, start, end)
-                and cue.search(_before(t.lower, start, 48))
-                and validate(whole.group())
-            ):
-                yield Finding("national_id", start, end, whole.group())
-                break
+        if len(compact) == 15:
+            for m in _NIR.finditer(text, start, end):
+                if _bounded(text, m.start(), m.end()) and nir.is_valid(m.group()):
+                    yield Finding("national_id", m.start(), m.end(), m.group())
+        elif len(compact) in (9, 11) and _bounded(text, start, end):
+            window = _before(t.lower, start, 48)
+            for pattern, validate, cue in _CUED_NUMBERS:
+                whole = pattern.fullmatch(text, start, end)
+                if whole and cue.search(window) and validate(whole.group()):
+                    yield Finding("national_id", start, end, whole.group())
+                    break
 
 
 def _spanish_id(text: str, start: int, end: int) -> Iterator[Finding]:

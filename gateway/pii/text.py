@@ -33,15 +33,11 @@ def _ascii_spaces(text: str) -> str:
 
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
-#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
-#: ``after`` a short number that ends a line, a clause or the text (Hauptstraße 42, | Via Roma 10/12),
-#: no lookbehind or inline flag, which would cost the pattern its fast skip to the next digit
+#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year)
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
-    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
-    r"|(?P<after>[0-9]{0,3}[a-zA-Z]?(?:[/-][0-9]{1,4}[a-zA-Z]?)?"
-    r"(?=[,;)\r\n]|\s*\Z|\.(?:\s|\Z)|\s+[0-9]{2})))"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
 )
 
 
@@ -71,21 +67,18 @@ class _Text:
         return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]], list[int]]:
+    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
-        street_numbers: list[int] = []
         for m in _DIGIT_RUN.finditer(self.text):
             if m.lastgroup == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
             elif m.lastgroup == "house":
                 houses.append(m.start())
-            elif m.lastgroup == "cf":
+            else:
                 tails.append(m.span())
-            elif _char(self.text, m.start() - 1) == " ":
-                street_numbers.append(m.start())  # after a word, not a price (4.5%) or a time
-        return numbers, houses, tails, street_numbers
+        return numbers, houses, tails
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -96,12 +89,6 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
-
-    @property
-    def street_numbers(self) -> list[int]:
-        """Starts of short numbers after a space and before the end of a clause (a house number after
-        its street)."""
-        return self._digit_runs[3]
 
     @property
     def codice_fiscale_tails(self) -> list[tuple[int, int]]:

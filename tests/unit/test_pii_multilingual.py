@@ -28,13 +28,14 @@ def _found(text: str, categories: list[str] | None = None) -> list[tuple[str, st
         ("livrer au 7 bis avenue Foch\n75116 Paris", "7 bis avenue Foch\n75116 Paris"),
         ("12, Rue du Bac 75007 Paris", "12, Rue du Bac 75007 Paris"),
         ("Dirección: Calle Mayor 5, 28013 Madrid", "Calle Mayor 5, 28013 Madrid"),
-        ("enviar a C/ Mayor, 5", "C/ Mayor, 5"),
+        ("enviar a C/ Mayor, 5\n28013 Madrid", "C/ Mayor, 5\n28013 Madrid"),
         ("Morada: Avenida da Liberdade, 110, 1250-096 Lisboa", "Avenida da Liberdade, 110, 1250-096 Lisboa"),
-        ("Rua Augusta 100", "Rua Augusta 100"),
+        ("Rua Augusta 100, 1100-053 Lisboa", "Rua Augusta 100, 1100-053 Lisboa"),
         ("Indirizzo: Via Roma 10/12, 20121 Milano", "Via Roma 10/12, 20121 Milano"),
-        ("Piazza Navona 3", "Piazza Navona 3"),
+        ("Piazza Navona 3, 00186 Roma", "Piazza Navona 3, 00186 Roma"),
+        ("12 Rue de Rivoli", "12 Rue de Rivoli"),
         ("Adres: Keizersgracht 123\n1015 CJ Amsterdam", "Keizersgracht 123\n1015 CJ Amsterdam"),
-        ("Kerkstraat 12", "Kerkstraat 12"),
+        ("Kerkstraat 12, 3811 AB Amersfoort", "Kerkstraat 12, 3811 AB Amersfoort"),
         ("Adres: ul. Marszałkowska 10, 00-950 Warszawa", "ul. Marszałkowska 10, 00-950 Warszawa"),
     ],
 )
@@ -54,6 +55,8 @@ def test_pii_european_street_address_is_found(text: str, value: str) -> None:
         "The Hof 3.",
         "Ehering 5, Halskette 2",
         "Windows 11.",
+        "Version 2, 10115 Zeilen",
+        "Seite 12, 12345 Treffer",
     ],
 )
 def test_pii_street_address_lookalikes_are_ignored(text: str) -> None:
