@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -164,7 +165,26 @@ def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
     if not 10 <= digits <= 11 or not _GROUPED_NATIONAL.fullmatch(run) or run.lstrip("(")[0] not in "03":
         # national mobile formats start with the trunk 0 (Italy's with 3)
         return False
-    return any(_phone_type(run, (region,)) in _MOBILE_TYPES for region in regions)
+    digits_only = "".join(filter(str.isdigit, run))
+    for region in regions:
+        mobile = _mobile_pattern(region)
+        if mobile is None:
+            continue
+        trunk, pattern = mobile
+        national = digits_only[len(trunk) :] if trunk and digits_only.startswith(trunk) else digits_only
+        # a parse costs ~50 µs: only where the region's mobile pattern already fits
+        if pattern.fullmatch(national) and _phone_type(run, (region,)) in _MOBILE_TYPES:
+            return True
+    return False
+
+
+@functools.cache
+def _mobile_pattern(region: str) -> tuple[str, re.Pattern[str]] | None:
+    """A region's trunk prefix and the pattern of its mobile numbers, from libphonenumber's metadata."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.mobile is None or not metadata.mobile.national_number_pattern:
+        return None
+    return metadata.national_prefix or "", re.compile(metadata.mobile.national_number_pattern)
 
 
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
