@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from gateway.chat import Capability
 from gateway.errors import ConfigError, ModelNotFoundError, ValidationError
+from gateway.pii.findings import DEFAULT_PHONE_REGIONS
 from gateway.validation import Strict, first_error
 
 ProviderKind = Literal["anthropic", "openai", "ollama", "offline"]
@@ -388,8 +389,6 @@ PiiCategory = Literal[
     "postal_address", "national_id", "passport", "api_key", "private_key", "jwt", "url_password", "password",
 ]  # fmt: skip
 SecretCategory = Literal["api_key", "private_key", "jwt", "url_password", "password"]
-#: the regions whose national format a phone number without a leading + is read in (ISO 3166 codes)
-DEFAULT_PHONE_REGIONS = ["GB", "DE", "FR", "ES", "PT", "IT", "NL", "PL", "US"]
 DetectorEngine = Literal["builtin", "presidio", "auto"]
 
 
@@ -410,6 +409,7 @@ class DraftsRule(Strict):
 class PiiRouteRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    #: where a phone number without a leading + may be from (ISO 3166 codes), for the detector
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
     #: the sensitive alias a PII job goes to when it asked for a cloud one (default: the first one)
     route_to: str | None = None
@@ -424,6 +424,7 @@ class AuditBodiesRule(Strict):
 class RedactRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    #: where a phone number without a leading + may be from (ISO 3166 codes), for the detector
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
 
 

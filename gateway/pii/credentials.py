@@ -186,8 +186,14 @@ _PASSWORD_PLACEHOLDER = re.compile(
 _CODE_REFERENCE = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][\w.]*|[a-z]+_[a-z_]+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 
+#: words inside a value that mark documentation (AWS's ``wJalrXUtnFEMI/…EXAMPLEKEY``), not a secret
+_DOC_MARKERS = ("example", "xxxx", "placeholder", "redacted", "changeme", "dummy", "sample")
+
+
 def _password_ok(password_name: bool, value: str, quoted: bool) -> bool:
     if _PASSWORD_PLACEHOLDER.match(value) or value.startswith(("/", "http")):
+        return False
+    if any(marker in value.lower() for marker in _DOC_MARKERS):
         return False
     if not quoted and _CODE_REFERENCE.fullmatch(value):
         return False
