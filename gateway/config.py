@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from gateway.chat import Capability
 from gateway.errors import ConfigError, ModelNotFoundError, ValidationError
+from gateway.pii.findings import DEFAULT_PHONE_REGIONS
 from gateway.validation import Strict, first_error
 
 ProviderKind = Literal["anthropic", "openai", "ollama", "offline"]
@@ -388,9 +389,9 @@ class ServicesFile(Strict):
 #: what the PII detector can find (gateway.pii); secrets are the subset block_secrets acts on
 PiiCategory = Literal[
     "email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "date_of_birth",
-    "postal_address", "api_key", "private_key", "jwt", "url_password",
+    "postal_address", "national_id", "passport", "api_key", "private_key", "jwt", "url_password", "password",
 ]  # fmt: skip
-SecretCategory = Literal["api_key", "private_key", "jwt", "url_password"]
+SecretCategory = Literal["api_key", "private_key", "jwt", "url_password", "password"]
 DetectorEngine = Literal["builtin", "presidio", "auto"]
 
 
@@ -411,6 +412,8 @@ class DraftsRule(Strict):
 class PiiRouteRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    #: where a phone number without a leading + may be from (ISO 3166 codes), for the detector
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
     #: the sensitive alias a PII job goes to when it asked for a cloud one (default: the first one)
     route_to: str | None = None
     #: job ``metadata`` tags that keep a job local with no detection: a job whose metadata holds any
@@ -430,6 +433,8 @@ class AuditBodiesRule(Strict):
 class RedactRule(Strict):
     categories: list[PiiCategory] | None = None
     engine: DetectorEngine = "builtin"
+    #: where a phone number without a leading + may be from (ISO 3166 codes), for the detector
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
 
 
 class BlockSecretsRule(Strict):

@@ -16,34 +16,42 @@ from gateway.pii.text import _char, _Text
 
 #: needles for ``str.find`` in the lowercased text, then the words they start: birth and its field
 #: names (dob, birth_date, dateOfBirth, patientDob), and "born" and "date of birth" in French, German,
-#: Spanish, Portuguese, Italian and Dutch (né le, geb., Geburtsdatum, nacida el, F. nac., nascido em,
-#: nata il, geboren op); "na" finds naissance, nacimiento, nascita and nato in one pass, not five
-_BIRTH_WORDS = ("born", "birth", "dob", "d.o.b", "na", "geb", "né")
+#: Spanish, Portuguese, Italian, Dutch and Polish (né le, geb., Geburtsdatum, nacida el, F. nac., nascido
+#: em, nata il, geboren op, ur., data urodzenia); "na" finds naissance, nacimiento, nascita and nato in
+#: one pass, not five
+_BIRTH_WORDS = ("born", "birth", "dob", "d.o.b", "na", "geb", "né", "ur")
 _BIRTH_WORD = re.compile(
     r"(?:born|birth(?:[ _-]?(?:day|date))?|dob|d\.o\.b\.?"
     r"|né(?:e|\(e\))?s?|naissance"
     r"|geboren|geb\.(?:-?datum)?|geburts(?:datum|tag)|geboorte(?:datum)?"
     r"|nac(?:imiento|id[oa]s?|\.)|nasc(?:imento|id[oa]s?|ita)"
-    r"|nat[oa](?=\s+(?:il|a|ad)\s))"  # Italian "nato il", "nata a Roma il"; not NATO
+    r"|nat[oa](?=\s+(?:il|a|ad)\s)"
+    r"|ur(?:odz(?:ony|ona|eni[ea]|in[ya]?|i[łl][ae]?m?)|\.))"  # Italian "nato il", "nata a Roma il"; not NATO
     r"(?![^\W\d_])"
 )
-#: month names and their usual abbreviations in the same languages, to their number
+#: month names and their usual abbreviations in the same languages (Polish in both the nominative
+#: and the genitive a date uses: "3 maja 1985"), to their number
 _MONTH_NUMBERS: dict[str, int] = {
     name: number
     for number, names in enumerate(
         (
-            "jan january janvier janv januar jänner enero ene janeiro gennaio gen januari",
-            "feb february février fevrier févr fevr februar febrero fevereiro fev febbraio febr februari",
-            "mar march mars märz maerz mrz marzo março marco maart mrt",
-            "apr april avril avr abril abr aprile",
-            "may mai mayo maio maggio mag mei",
-            "jun june juin juni junio junho giugno giu",
-            "jul july juillet juil juli julio julho luglio lug",
-            "aug august août aout agosto ago augustus",
-            "sep sept september septembre septiembre setiembre set setembro settembre",
-            "oct october octobre oktober okt octubre outubro out ottobre ott",
-            "nov november novembre noviembre novembro",
-            "dec december décembre decembre déc dezember dez diciembre dic dezembro dicembre",
+            "jan january janvier janv januar jänner enero ene "
+            "janeiro gennaio gen januari stycznia styczeń styczen sty",
+            "feb february février fevrier févr fevr februar febrero "
+            "fevereiro fev febbraio febr februari lutego luty lut",
+            "mar march mars märz maerz mrz marzo março marco maart mrt marca marzec",
+            "apr april avril avr abril abr aprile kwietnia kwiecień kwiecien kwi",
+            "may mai mayo maio maggio mag mei maja maj",
+            "jun june juin juni junio junho giugno giu czerwca czerwiec cze",
+            "jul july juillet juil juli julio julho luglio lug lipca lipiec lip",
+            "aug august août aout agosto ago augustus sierpnia sierpień sierpien sie",
+            "sep sept september septembre septiembre setiembre set "
+            "setembro settembre września wrzesień wrzesnia wrzesien wrz",
+            "oct october octobre oktober okt octubre outubro out "
+            "ottobre ott października październik pazdziernika pazdziernik paź paz",
+            "nov november novembre noviembre novembro listopada listopad lis",
+            "dec december décembre decembre déc dezember dez diciembre "
+            "dic dezembro dicembre grudnia grudzień grudnia grudzien gru",
         ),
         start=1,
     )
@@ -51,7 +59,7 @@ _MONTH_NUMBERS: dict[str, int] = {
 }
 #: a word that may be a month, looked up in ``_MONTH_NUMBERS`` after a match: far cheaper than trying
 #: a hundred names at every position of the text
-_MONTH = r"(?<![^\W\d_])[^\W\d_]{3,10}"
+_MONTH = r"(?<![^\W\d_])[^\W\d_]{3,12}"
 #: ISO, day or month first with - / or . (12.05.1978), "3 avril 1985", "12. Mai 1978", "3rd of March,
 #: 1985", "3 de abril de 1985", "March 3, 1985"
 _DATE = re.compile(
@@ -65,7 +73,7 @@ _DATE = re.compile(
 #: Lyon le", "nata a Roma il"), a format hint, JSON quotes; not other words ("our birthday sale runs
 #: 2024-06-01" is a sale)
 _BIRTH_GAP = re.compile(
-    r"[\s:=,()'\"-]*(?:(?:is|was|on|of|in|at|the|le|à|a|am|em|el|en|il|ad|op|de|du|da|di|do"
+    r"[\s:=,()'\"-]*(?:(?:is|was|on|of|in|at|the|le|à|a|am|em|el|en|il|ad|op|de|du|da|di|do|dnia|w"
     r"|[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+|[A-Za-z]+/[A-Za-z]+/[A-Za-z]+)\b[\s:=,()'\"-]*){0,4}"
 )
 #: a field of a CSV header ("id", "e-mail", "date_of_birth", "Date (ISO)"): a short label, or empty

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
-from gateway.pii.findings import Finding
+import phonenumbers
+
+from gateway.pii.findings import DEFAULT_PHONE_REGIONS, Finding
 from gateway.pii.text import _before, _char, _Text
 
 # --- email ----------------------------------------------------------------------------------------
@@ -68,14 +71,17 @@ _NANP = re.compile(
     r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
     r"(?![\w]|[.-]\d)"
 )
-#: the word for a phone in English, French, German, Spanish, Portuguese, Italian and Dutch; a bare
-#: national number ("Tel. 030 901820", "Handy 0171 1234567") counts only after one of them
+#: the word for a phone in English, French, German, Spanish, Portuguese, Italian, Dutch and Polish; a
+#: bare national number ("Tel. 030 901820", "Handy 0171 1234567", "bel 06-12345678") counts after one
 _PHONE_WORD = re.compile(
     r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
-    r"|landline|dial|ring|reach me"
-    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler"
-    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
-    r"|tel[eé]fono|m[oó]vil|celular|telefone|telem[oó]vel|telefono|cellulare|telefoon|mobiel)\b"
+    r"|landline|dial|ring|reach me|text me|contact number"
+    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler|joindre|joignable"
+    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|erreichbar"
+    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
+    r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
+    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
+    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń])\b"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
 _ID_WORD = re.compile(
@@ -84,7 +90,8 @@ _ID_WORD = re.compile(
     r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
     r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
     r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
-    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening)\b"
+    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening"
+    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass)\b"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 #: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
@@ -92,7 +99,10 @@ _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./
 _FR_PHONE = re.compile(r"0[1-9](?P<sep>[ .-])\d\d(?:(?P=sep)\d\d){3}")
 
 
-def _scan_phone(t: _Text) -> Iterator[Finding]:
+def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Iterator[Finding]:
+    """Phone numbers: international ones libphonenumber accepts, NANP and French shapes, a national
+    number after a phone word, and without one a mobile number (in a grouped national format) that
+    libphonenumber places in one of ``regions``."""
     text = t.text
     for m in t.in_numbers(_PHONE_RUN):
         start, end = m.span()
@@ -100,7 +110,8 @@ def _scan_phone(t: _Text) -> Iterator[Finding]:
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
             continue
         if run.startswith("+"):
-            if _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15:
+            shape_ok = _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15
+            if shape_ok and (_phone_type(run, (None,)) is not None or not _known_country_code(run)):
                 yield Finding("phone", start, end, run)
             continue
         nanp = list(_NANP.finditer(text, start, end))
@@ -111,8 +122,69 @@ def _scan_phone(t: _Text) -> Iterator[Finding]:
         french = _FR_PHONE.fullmatch(run) is not None
         if french or _local_phone_ok(run):
             phone_word, id_word = _phone_context(t.lower, start)
-            if (french or phone_word) and not id_word:
+            if id_word:
+                continue
+            if french or phone_word or _bare_mobile(run, regions):
                 yield Finding("phone", start, end, run)
+
+
+def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
+    """libphonenumber's type of ``run`` (``PhoneNumberType``) read in the first region where it is a
+    valid number, or None."""
+    for region in regions:
+        try:
+            number = phonenumbers.parse(run, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return int(phonenumbers.number_type(number))
+    return None
+
+
+def _known_country_code(run: str) -> bool:
+    """Whether ``run``'s country code is one libphonenumber has metadata for: a number there that it
+    rejects is not a phone; elsewhere the shape alone decides, as it did before."""
+    try:
+        number = phonenumbers.parse(run, None)
+    except phonenumbers.NumberParseException:
+        return False
+    code = number.country_code
+    return code is not None and phonenumbers.region_code_for_country_code(code) != "ZZ"
+
+
+_MOBILE_TYPES = frozenset(
+    {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+#: a mobile number as people write it: grouped, 10 or 11 digits (07700 900123, 0171 1234567,
+#: 06-12345678, 333 123 4567); an ungrouped run is more often an order or account number
+_GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
+
+
+def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
+    digits = sum(map(str.isdigit, run))
+    if not 10 <= digits <= 11 or not _GROUPED_NATIONAL.fullmatch(run) or run.lstrip("(")[0] not in "03":
+        # national mobile formats start with the trunk 0 (Italy's with 3)
+        return False
+    digits_only = "".join(filter(str.isdigit, run))
+    for region in regions:
+        mobile = _mobile_pattern(region)
+        if mobile is None:
+            continue
+        trunk, pattern = mobile
+        national = digits_only[len(trunk) :] if trunk and digits_only.startswith(trunk) else digits_only
+        # a parse costs ~50 µs: only where the region's mobile pattern already fits
+        if pattern.fullmatch(national) and _phone_type(run, (region,)) in _MOBILE_TYPES:
+            return True
+    return False
+
+
+@functools.cache
+def _mobile_pattern(region: str) -> tuple[str, re.Pattern[str]] | None:
+    """A region's trunk prefix and the pattern of its mobile numbers, from libphonenumber's metadata."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.mobile is None or not metadata.mobile.national_number_pattern:
+        return None
+    return metadata.national_prefix or "", re.compile(metadata.mobile.national_number_pattern)
 
 
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
@@ -159,9 +231,101 @@ _UK_POSTCODE_RE = re.compile(_UK_POSTCODE + r"\b")
 _YEAR = re.compile(r"(?:19|20)\d\d\Z")
 
 
+#: street types written before the name, in French, Spanish, Portuguese, Italian and Polish, with their
+#: usual abbreviations (C/, Avda., Pza., R., V.le, ul., al., os., pl.)
+_TYPE_BEFORE = (
+    r"rue|avenue|av\.?|bd|boulevard|place|pl\.|chemin|all[ée]e|impasse|quai|route|cours|square"
+    r"|calle|c/|avda\.?|avenida|plaza|pza\.?|paseo|p[º°]|carrer|camino|ronda|traves[ií]a"
+    r"|rua|r\.|travessa|pra[çc]a|largo|alameda|estrada|rodovia"
+    r"|via|v\.|viale|v\.le|corso|c\.so|piazza|p\.za|piazzale|vicolo|lungomare|strada"
+    r"|ul\.?|ulica|al\.|aleja|os\.|osiedle|plac"
+)
+#: a word of a street's name: capitalised (any script of these languages), a particle, or an ordinal
+_PARTICLE = r"de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
+_NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
+_CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
+_STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
+_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?"
+#: what ends a street before its postcode: the house number and a comma, a space or a line break
+_BEFORE_POSTCODE = r",?\s+\Z"
+#: "Calle Mayor, 5" | "ul. Marszałkowska 10/12" | "Avenida da Liberdade, nº 110", before the postcode
+_TYPE_FIRST_BEFORE = re.compile(
+    rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
+    rf"{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+#: "12 rue de la Paix", "12, Rue du Bac", "7 bis avenue Foch", "5 via Garibaldi"
+_NUMBER_FIRST_STREET = re.compile(
+    rf"\d{{1,4}}(?: ?(?:bis|ter|[A-Za-z]))?,? (?i:{_TYPE_BEFORE}) +{_STREET_NAME}"
+)
+#: German and Dutch street names end in their type: Hauptstraße, Berliner Str., Kerkstraat, Keizersgracht
+_TYPE_SUFFIXES = (
+    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee",
+    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg",
+)  # fmt: skip
+_SUFFIX_STREET = re.compile(
+    rf"(?P<street>(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*)\s?{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+#: after a street: the postcode and city (10115 Berlin, 75002 Paris, 1015 CJ Amsterdam, 00-950
+#: Warszawa, 1100-053 Lisboa), on the same line or the next
+_POSTCODE_CITY = re.compile(
+    r"(?:,\s*|\s*\r?\n\s*|\s+)(?:(?:D|F|I|E|P|NL|PL|A|B|CH|L)-)?"
+    r"(?:\d{5}|\d{4} ?[A-Z]{2}|\d{2}-\d{3}|\d{4}-\d{3}|\d{4})"
+    r"\s+[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*(?:[ -][A-ZÀ-ÖØ-ÞĀ-Ž][\w'’]*){0,2}"
+)
+_POSTCODE_AT = re.compile(r"\d{5} [A-ZÀ-ÖØ-Þ]|\d{4} ?[A-Z]{2} [A-Z]")
+_DASHED_POSTCODE_AT = re.compile(r"(?:\d{2}-\d{3}|\d{4}-\d{3}) [A-ZÀ-ÖØ-ÞĀ-Ž]")
+_NUMBER_FIRST_BEFORE = re.compile(_NUMBER_FIRST_STREET.pattern + _BEFORE_POSTCODE)
+
+
+def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    """Streets of DE, FR, ES, PT, IT, NL and PL. Found from the postcode and city after them, which
+    costs nothing on prose (a number before a capitalised word is rare), or from a number first
+    street with a capital type ("12 Rue de Rivoli") on its own."""
+    text = t.text
+    postcodes = [start for start in t.house_numbers if _POSTCODE_AT.match(text, start)]
+    postcodes += [start for start, _ in t.numbers if _DASHED_POSTCODE_AT.match(text, start)]
+    for start in t.house_numbers:
+        street = _NUMBER_FIRST_STREET.match(text, start)
+        if street and not _char(text, start - 1).isalnum():
+            yield _with_postcode(text, start, street.end())
+    for postcode in postcodes:
+        window = _before(text, postcode, 100)
+        street = (
+            _NUMBER_FIRST_BEFORE.search(window) or _TYPE_FIRST_BEFORE.search(window) or _suffix_street(window)
+        )
+        if street and not _char(window, street.start() - 1).isalnum():
+            street_start = postcode - len(window) + street.start()
+            street_end = street_start + len(street.group().rstrip(", \r\n\t"))
+            yield _with_postcode(text, street_start, street_end)
+
+
+def _suffix_street(window: str) -> re.Match[str] | None:
+    m = _SUFFIX_STREET.search(window)
+    if m is None:
+        return None
+    words = m.group("street").split()
+    if words[-1].lower().endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+        return m
+    if len(words) == 2 and words[-1].lower().rstrip(".") in (
+        "str",
+        "straße",
+        "strasse",
+        "weg",
+        "platz",
+        "allee",
+    ):
+        return m
+    return None
+
+
+def _with_postcode(text: str, start: int, end: int) -> tuple[int, int]:
+    tail = _POSTCODE_CITY.match(text, end)
+    return start, tail.end() if tail else end
+
+
 def _scan_postal_address(t: _Text) -> Iterator[Finding]:
     text = t.text
-    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t)]
+    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t), *_eu_street_spans(t)]
     for start, end in _merge_spans(sorted(spans), text):
         yield Finding("postal_address", start, end, text[start:end])
 

@@ -44,12 +44,13 @@ _API_KEYS = (  # OpenAI and Anthropic (sk-), Stripe (sk_, rk_), AWS key ids, Goo
     re.compile(r"sk(?:-[A-Za-z0-9_-]{20,}|_live_[A-Za-z0-9]{16,}|_test_[A-Za-z0-9]{16,})"),
     re.compile(r"rk_(?:live|test)_[A-Za-z0-9]{16,}"),
     re.compile(r"A(?:KIA[0-9A-Z]{16}|SIA[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35})"),
-    re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})"),
+    re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"),
     re.compile(r"xox[baprs]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"),  # SendGrid; GitLab's glpat- is above
 )
 _KEY_PREFIX = re.compile(
     r"sk-(?:ant-(?:api\d+-|admin\d+-)?|proj-|svcacct-|admin-)?|AKIA|ASIA|gh[pousr]_|github_pat_"
-    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza"
+    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza|SG\.|glpat-"
 )
 #: ``api_key = "…"``, ``"token": "…"``, ``password=…``: a secret-sounding name right before ``:`` or ``=``
 _ASSIGNMENTS = (
@@ -147,3 +148,123 @@ def _scan_url_password(t: _Text) -> Iterator[Finding]:
         if m and has_scheme and not _PLACEHOLDER_PASSWORD.match(m.group(2)):
             yield Finding("url_password", m.start(), m.end() - 1, m.group()[:-1])
         at = text.find("://", at + 3)
+
+
+# --- passwords -------------------------------------------------------------------------------------
+
+#: the names a password or secret goes by, lowercased, as they end before ``=`` or ``:`` in code
+#: (``db_password``, ``userPassword``), env files (``SMTP_PASSWORD=``, ``STRIPE_API_KEY=``), JSON and
+#: YAML fields, connection strings (``Pwd=``) and prose in English, German, French, Spanish,
+#: Portuguese, Italian (which says "password"), Dutch and Polish
+_SECRET_NAMES = (
+    "password", "passwd", "passwort", "pass", "pwd", "passphrase", "kennwort", "mot de passe",
+    "contraseña", "contrasena", "senha", "wachtwoord", "hasło", "haslo",
+    "secret", "token", "api_key", "apikey", "api-key", "secret_key", "access_key", "auth_key",
+)  # fmt: skip
+#: names that only ever hold a password: a weak-looking value still counts there, while the values of
+#: ``token``/``secret``/``api_key`` must look random (a "token: 1500" count is not one)
+_PASSWORD_NAMES = frozenset(_SECRET_NAMES[:14])
+#: prose that names a password and joins it to the value with a word ("the password is …",
+#: "das Passwort lautet …", "le mot de passe est …", "la contraseña es …", "a senha é …", "la password
+#: è …", "het wachtwoord is …", "hasło to …"): needles for the words, then the word and the join
+_PROSE_NEEDLES = ("pas", "contras", "senha", "wacht", "hasł")
+_PROSE_NAME = re.compile(
+    r"(?:password|passwort|passe|contrase[ñn]a|senha|wachtwoord|has[łl]o)(?:\s+(?:was|is|ist|lautet|est"
+    r"|es|era|é|è|e|jest|to|wynosi))(?:\s*:)?\s{1,2}[\"'`]?"
+)
+_PASSWORD_VALUE = re.compile(r"[^\s\"'`,;<>()\[\]{}]{4,128}")
+#: values that stand for a password rather than being one: templates, masks, types, stock examples
+_PASSWORD_PLACEHOLDER = re.compile(
+    r"(?:\$.*|%.*|\{.*|<.*|\*+|x{3,}|\.{3,}|•+|_+|-+|#+|[\w.]+\(.*"
+    r"|change_?me|change_?it|password\d*|passwort|secret|token|example|redacted|hidden|masked|none|null"
+    r"|nil|true|false|required|optional|string|str|bytes|int|text|empty|undefined|your[_-]?\w*|my[_-]?\w*"
+    r"|placeholder|dummy|sample|test|todo|tbd|n/a|hunter2|letmein|qwerty|123456\d*|abc123"
+    r"|\w+\.(?:get|env|environ|getenv)\b.*)\Z",
+    re.IGNORECASE,
+)
+#: what a value that is a name in code looks like: user.password, raw_input, DB_PASSWORD_FROM_VAULT
+_CODE_REFERENCE = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][\w.]*|[a-z]+_[a-z_]+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+
+
+#: words inside a value that mark documentation (AWS's ``wJalrXUtnFEMI/…EXAMPLEKEY``), not a secret
+_DOC_MARKERS = ("example", "xxxx", "placeholder", "redacted", "changeme", "dummy", "sample")
+
+
+def _password_ok(password_name: bool, value: str, quoted: bool) -> bool:
+    if _PASSWORD_PLACEHOLDER.match(value) or value.startswith(("/", "http")):
+        return False
+    if any(marker in value.lower() for marker in _DOC_MARKERS):
+        return False
+    if not quoted and _CODE_REFERENCE.fullmatch(value):
+        return False
+    classes = (value != value.upper()) + (value != value.lower()) + any(map(str.isdigit, value))
+    classes += not value.isalnum()
+    if password_name:
+        if value.isdigit():
+            return len(value) >= 6  # a PIN-like password
+        capitalised_word = value[:1].isupper() and value[1:].islower() and value.isalpha()
+        return classes >= 2 and not capitalised_word
+    return len(value) >= 12 and classes >= 2 and _entropy(value) >= 3.0
+
+
+def _prose_trim(value: str) -> str:
+    """An unquoted value less a full stop that ends the sentence ("Passwort: Sonne2024.")."""
+    return value[:-1] if value.endswith(".") and len(value) > 4 else value
+
+
+def _secret_name_before(t: _Text, end: int) -> str | None:
+    """The secret name that ends at ``end`` as a word or a word's last part (``DB_PASSWORD``,
+    ``userPassword``, ``"password"``), or None."""
+    lowered, text = t.lower, t.text
+    if not lowered.endswith(_SECRET_NAMES, 0, end):
+        return None  # nearly every ":" and "=": one call in C rather than one for each name
+    for name in _SECRET_NAMES:
+        if lowered.endswith(name, max(0, end - len(name)), end):
+            start = end - len(name)
+            before = _char(lowered, start - 1)
+            if (
+                not before.isalnum()
+                or before in "_-."
+                or (text[start].isupper() and text[start - 1].islower())
+            ):
+                return name
+            return None
+    return None
+
+
+def _scan_password(t: _Text) -> Iterator[Finding]:
+    """A value assigned to a password-like name (``"password": "…"``, ``DB_PASSWORD=…``,
+    ``api_key: …``, ``Pwd=…;``, "Passwort: …", "la contraseña es …"), placeholders excluded."""
+    text = t.text
+    for separator in ":=":
+        at = text.find(separator)
+        while at != -1:
+            sep, at = at, text.find(separator, at + 1)
+            if separator == ":" and _char(text, sep + 1) == "=":
+                continue  # ":=" is found once, from "="
+            name_end = sep - (separator == "=" and _char(text, sep - 1) == ":")
+            while name_end > 0 and sep - name_end < 4 and text[name_end - 1] in " \t\"'`":
+                name_end -= 1
+            name = _secret_name_before(t, name_end)
+            if name is None:
+                continue
+            value_start = sep + 1 + (_char(text, sep + 1) == ">")
+            while value_start < len(text) and value_start - sep < 5 and text[value_start] in " \t":
+                value_start += 1
+            yield from _password_value(text, value_start, name in _PASSWORD_NAMES)
+    ascii_only = text.isascii()
+    for needle in _PROSE_NEEDLES:
+        for at in t.find_all(needle) if needle.isascii() or not ascii_only else ():
+            m = _PROSE_NAME.match(t.lower, at)
+            if m and not _char(t.lower, at - 1).isalpha():
+                yield from _password_value(text, m.end() - (m.group()[-1] in "\"'`"), True)
+
+
+def _password_value(text: str, start: int, password_name: bool) -> Iterator[Finding]:
+    quoted = _char(text, start) in "\"'`"
+    value = _PASSWORD_VALUE.match(text, start + quoted)
+    if not value:
+        return
+    candidate = value.group() if quoted else _prose_trim(value.group())
+    if _password_ok(password_name, candidate, quoted):
+        yield Finding("password", value.start(), value.start() + len(candidate), candidate)

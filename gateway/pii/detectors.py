@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+import phonenumbers
 
 from gateway.errors import ConfigError
 from gateway.pii.birth_dates import _scan_date_of_birth
 from gateway.pii.contact import _scan_email, _scan_phone, _scan_postal_address
-from gateway.pii.credentials import _scan_api_key, _scan_jwt, _scan_private_key, _scan_url_password
-from gateway.pii.findings import PII_CATEGORIES, Detector, Finding
+from gateway.pii.credentials import (
+    _scan_api_key,
+    _scan_jwt,
+    _scan_password,
+    _scan_private_key,
+    _scan_url_password,
+)
+from gateway.pii.findings import DEFAULT_PHONE_REGIONS, PII_CATEGORIES, Detector, Finding
+from gateway.pii.identity import _scan_national_id, _scan_passport
 from gateway.pii.numbers import _scan_credit_card, _scan_iban, _scan_ip, _scan_ssn
 from gateway.pii.text import _Text
 
 #: On overlap the earlier category wins, then the longer match: a validated secret or number beats
 #: a shape that merely contains it (a JWT inside ``token=…``, an email inside ``user:pw@host``).
 _PRIORITY: dict[str, int] = {name: rank for rank, name in enumerate((
-    "private_key", "jwt", "url_password", "api_key", "iban", "credit_card", "us_ssn", "email",
-    "postal_address", "date_of_birth", "phone", "ip_address",
+    "private_key", "jwt", "url_password", "api_key", "password", "iban", "credit_card", "national_id",
+    "us_ssn", "passport", "email", "postal_address", "date_of_birth", "phone", "ip_address",
 ))}  # fmt: skip
 
 
@@ -37,6 +47,9 @@ _SCANNERS: dict[str, Callable[[_Text], Iterator[Finding]]] = {
     "private_key": _scan_private_key,
     "jwt": _scan_jwt,
     "url_password": _scan_url_password,
+    "password": _scan_password,
+    "national_id": _scan_national_id,
+    "passport": _scan_passport,
 }
 
 
@@ -47,6 +60,18 @@ def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
     unknown = sorted(chosen - PII_CATEGORIES)
     if unknown:
         raise ConfigError(f"unknown PII categories {unknown}; known: {', '.join(sorted(PII_CATEGORIES))}")
+    return chosen
+
+
+def _check_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
+    """Upper-cased region codes, each one libphonenumber has metadata for (a typo would silently
+    turn phone detection without a ``+`` off)."""
+    if regions is None:
+        return DEFAULT_PHONE_REGIONS
+    chosen = tuple(region.upper() for region in regions)
+    unknown = sorted(set(chosen) - phonenumbers.SUPPORTED_REGIONS)
+    if unknown:
+        raise ConfigError(f"unknown phone regions {unknown}: use ISO 3166 codes such as GB, DE, US")
     return chosen
 
 
@@ -70,9 +95,15 @@ class BuiltinDetector:
 
     name = "builtin"
 
-    def __init__(self, categories: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, categories: Iterable[str] | None = None, *, phone_regions: Sequence[str] | None = None
+    ) -> None:
         self.categories = _check_categories(categories)
-        self._scanners = [_SCANNERS[name] for name in sorted(self.categories, key=_PRIORITY.__getitem__)]
+        regions = _check_regions(phone_regions)
+        self._scanners = [
+            functools.partial(_scan_phone, regions=regions) if name == "phone" else _SCANNERS[name]
+            for name in sorted(self.categories, key=_PRIORITY.__getitem__)
+        ]
 
     def find(self, text: str) -> list[Finding]:
         scanned = _Text(text)
@@ -95,7 +126,13 @@ class PresidioDetector:
 
     name = "presidio"
 
-    def __init__(self, categories: Iterable[str] | None = None, *, score_threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        categories: Iterable[str] | None = None,
+        *,
+        score_threshold: float = 0.5,
+        phone_regions: Sequence[str] | None = None,
+    ) -> None:
         self.categories = _check_categories(categories)
         try:
             presidio = importlib.import_module("presidio_analyzer")
@@ -106,7 +143,7 @@ class PresidioDetector:
         self._engine: Any = presidio.AnalyzerEngine()
         self._entities = sorted(e for e, c in _PRESIDIO_ENTITIES.items() if c in self.categories)
         self._score_threshold = score_threshold
-        self._builtin = BuiltinDetector(self.categories)
+        self._builtin = BuiltinDetector(self.categories, phone_regions=phone_regions)
 
     def find(self, text: str) -> list[Finding]:
         found = self._builtin.find(text)
@@ -129,12 +166,18 @@ def presidio_available() -> bool:
         return False
 
 
-def make_detector(engine: str = "builtin", categories: Iterable[str] | None = None) -> Detector:
-    """The detector for a policy's ``engine``: builtin, presidio, or auto (presidio when installed)."""
+def make_detector(
+    engine: str = "builtin",
+    categories: Iterable[str] | None = None,
+    *,
+    phone_regions: Sequence[str] | None = None,
+) -> Detector:
+    """The detector for a policy's ``engine``: builtin, presidio, or auto (presidio when installed);
+    ``phone_regions``: where a number without ``+`` may be from (default ``DEFAULT_PHONE_REGIONS``)."""
     if engine == "auto":
         engine = "presidio" if presidio_available() else "builtin"
     if engine == "builtin":
-        return BuiltinDetector(categories)
+        return BuiltinDetector(categories, phone_regions=phone_regions)
     if engine == "presidio":
-        return PresidioDetector(categories)
+        return PresidioDetector(categories, phone_regions=phone_regions)
     raise ConfigError(f"unknown PII detector engine {engine!r}; expected builtin, presidio or auto")

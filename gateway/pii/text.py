@@ -32,10 +32,12 @@ def _ascii_spaces(text: str) -> str:
 
 
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
-#: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate)
+#: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
+#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year)
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
-    r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z]))"
+    r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
 )
 
 
@@ -51,17 +53,32 @@ class _Text:
 
     def __init__(self, text: str) -> None:
         self.text = _ascii_spaces(text)
+        self._found: dict[str, list[int]] = {}
+
+    def find_all(self, needle: str) -> list[int]:
+        """Where ``needle`` occurs in ``lower``, computed once for all the scanners that share it."""
+        found = self._found.get(needle)
+        if found is None:
+            found, at = [], self.lower.find(needle)
+            while at != -1:
+                found.append(at)
+                at = self.lower.find(needle, at + 1)
+            self._found[needle] = found
+        return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int]]:
+    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
+        tails: list[tuple[int, int]] = []
         for m in _DIGIT_RUN.finditer(self.text):
             if m.lastgroup == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
-            else:
+            elif m.lastgroup == "house":
                 houses.append(m.start())
-        return numbers, houses
+            else:
+                tails.append(m.span())
+        return numbers, houses, tails
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -72,6 +89,11 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
+
+    @property
+    def codice_fiscale_tails(self) -> list[tuple[int, int]]:
+        """Spans of the last ten characters of what may be a codice fiscale (the year's second digit on)."""
+        return self._digit_runs[2]
 
     @cached_property
     def lower(self) -> str:

@@ -507,12 +507,12 @@ def test_pii_detector_looks_only_for_its_categories() -> None:
 
 def test_pii_unknown_category_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown PII categories"):
-        BuiltinDetector(["email", "passport"])
+        BuiltinDetector(["email", "driving_licence"])
 
 
 def test_pii_secret_categories_are_pii_too() -> None:
-    assert {"api_key", "private_key", "jwt", "url_password"} == SECRET_CATEGORIES
-    assert SECRET_CATEGORIES < PII_CATEGORIES and len(PII_CATEGORIES) == 12
+    assert {"api_key", "private_key", "jwt", "url_password", "password"} == SECRET_CATEGORIES
+    assert SECRET_CATEGORIES < PII_CATEGORIES and len(PII_CATEGORIES) == 15
 
 
 def test_pii_finding_repr_never_shows_the_value() -> None:
@@ -651,7 +651,8 @@ def test_presidio_detector_respects_categories() -> None:
 def test_pii_corpus_precision_and_recall() -> None:
     samples = load_corpus()
     assert len(samples) >= 150
-    assert {c for s in samples for c in s.expect} == PII_CATEGORIES  # every category has positives
+    # every category has positives; the issue-12 ones are covered case by case in test_pii_issue12.py
+    assert {c for s in samples for c in s.expect} == PII_CATEGORIES - {"national_id", "passport", "password"}
     evaluation = evaluate(BuiltinDetector(), samples)
     mistakes = "\n".join(
         f"expected {list(s.expect)}, found {found}: {s.text!r}" for s, found in evaluation.mistakes

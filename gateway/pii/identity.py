@@ -1,0 +1,120 @@
+"""Scanners for identity documents: national ID and tax numbers (checked by stdnum), passport numbers.
+
+A number whose shape and checksum are rare enough counts on its own: the Italian codice fiscale, the
+Spanish DNI and NIE (a check letter), the French NIR (a mod-97 key over 13 digits). Plain digit runs
+whose checksum one random number in ten or eleven passes (German Steuer-ID, Dutch BSN, Polish PESEL,
+Portuguese NIF) count only after a word that names them, as passport numbers do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from stdnum.de import idnr
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn
+from stdnum.pl import pesel
+from stdnum.pt import nif
+
+from gateway.pii.findings import Finding
+from gateway.pii.text import _before, _char, _Text
+
+_NIR = re.compile(r"[12] ?\d\d ?\d\d ?(?:\d\d|2[AB]) ?\d{3} ?\d{3} ?\d\d")
+#: plain digit numbers and the words that name each (lowercase, in the country's language and English)
+_CUED_NUMBERS: tuple[tuple[re.Pattern[str], Callable[[str], bool], re.Pattern[str]], ...] = (
+    (
+        re.compile(r"\d{2} ?\d{3} ?\d{3} ?\d{3}"),
+        idnr.is_valid,
+        re.compile(r"steuer-?id|steuer-?identifikationsnummer|identifikationsnummer|idnr|tax id|\btin\b"),
+    ),
+    (
+        re.compile(r"\d{4}\.?\d{2}\.?\d{3}|\d{9}"),
+        bsn.is_valid,
+        re.compile(r"\bbsn\b|burgerservicenummer|sofi-?nummer|citizen service number"),
+    ),
+    (re.compile(r"\d{11}"), pesel.is_valid, re.compile(r"\bpesel\b")),
+    (
+        re.compile(r"\d{3} ?\d{3} ?\d{3}"),
+        nif.is_valid,
+        re.compile(r"\bnif\b|\bnipc\b|contribuinte|n[uú]mero de identifica[cç][aã]o fiscal|tax id"),
+    ),
+)
+_PASSPORT_WORD = re.compile(
+    r"passport|passeport|reisepass|pasaporte|passaporto|passaporte|paspoort|paszport|pass-?nr|passnummer"
+)
+#: what may stand between the word and the number: "number", "no.", "Nr.", "n°", "numéro", ":"
+_PASSPORT_GAP = re.compile(
+    r"(?:'s|s)?\s{0,2}(?:(?:nummer|numer|number|numéro|numero|número|num|nr|no|n[°º]|#)\.?\s{0,2})?[:#=\"']?\s{0,3}"
+)
+_PASSPORT_NUMBER = re.compile(r"[A-Z0-9]{6,9}(?![\w-])")
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """Not part of a longer word or number (nor of a decimal or a dashed code)."""
+    before, after = _char(text, start - 1), _char(text, end)
+    return not (before.isalnum() or before in "_-./" or after.isalnum() or after == "_")
+
+
+def _scan_national_id(t: _Text) -> Iterator[Finding]:
+    text = t.text
+    for tail_start, end in t.codice_fiscale_tails:
+        start = tail_start - 7  # six letters of surname and name, the first digit of the year
+        head = text[max(0, start) : tail_start - 1]
+        shaped = start >= 0 and head.isascii() and head.isalpha() and head.isupper()
+        if shaped and _bounded(text, start, end) and codicefiscale.is_valid(text[start:end]):
+            yield Finding("national_id", start, end, text[start:end])
+    for start, end in t.numbers:
+        compact = text[start:end].replace(" ", "").replace(".", "")
+        if not compact.isdigit():
+            continue
+        yield from _spanish_id(text, start, end)
+        if len(compact) == 15:
+            for m in _NIR.finditer(text, start, end):
+                if _bounded(text, m.start(), m.end()) and nir.is_valid(m.group()):
+                    yield Finding("national_id", m.start(), m.end(), m.group())
+        elif len(compact) in (9, 11) and _bounded(text, start, end):
+            window = _before(t.lower, start, 48)
+            for pattern, validate, cue in _CUED_NUMBERS:
+                whole = pattern.fullmatch(text, start, end)
+                if whole and cue.search(window) and validate(whole.group()):
+                    yield Finding("national_id", start, end, whole.group())
+                    break
+
+
+def _spanish_id(text: str, start: int, end: int) -> Iterator[Finding]:
+    """A DNI (12345678Z) or NIE (X1234567L) around a digit run of 8 or 7 digits: its letters
+    outside the run, a space or dash allowed between."""
+    digits = text[start:end]
+    if not digits.isdigit() or len(digits) not in (7, 8):
+        return
+    letter_at = end + (_char(text, end) in " -")
+    if not ("A" <= _char(text, letter_at) <= "Z") or _char(text, letter_at + 1).isalnum():
+        return
+    first = start
+    if len(digits) == 7:
+        first = start - 1 - (_char(text, start - 1) in " -")
+        if _char(text, first) not in "XYZ":
+            return
+    value = text[first : letter_at + 1]
+    bounded = not _char(text, first - 1).isalnum() and _char(text, first - 1) not in "_-./"
+    if bounded and (nie if len(digits) == 7 else dni).is_valid(value):
+        yield Finding("national_id", first, letter_at + 1, value)
+
+
+def _scan_passport(t: _Text) -> Iterator[Finding]:
+    """A passport number (6 to 9 capitals and digits, at least two digits) right after a word for
+    passport in one of the supported languages."""
+    text = t.text
+    for at in t.find_all("pas"):  # shared with the password scanner
+        if t.lower.endswith("reise", 0, at):
+            at -= 5
+        word = _PASSPORT_WORD.match(t.lower, at)
+        if word and not _char(t.lower, at - 1).isalpha():
+            gap = _PASSPORT_GAP.match(t.lower, word.end())
+            end = gap.end() if gap else word.end()
+            number = _PASSPORT_NUMBER.match(text, end)
+            if number and sum(map(str.isdigit, number.group())) >= 2 and not _char(text, end - 1).isalnum():
+                yield Finding("passport", number.start(), number.end(), number.group())
