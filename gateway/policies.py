@@ -200,16 +200,19 @@ class PolicyEngine:
     def __init__(self, config: Config, *, detectors: DetectorFactory | None = None) -> None:
         """``detectors`` builds each policy's detector (default: ``make_detector``, looked up when
         the engine is built, so a test can stand in a detector that raises)."""
-        detectors = detectors or make_detector
         self.config = config
         self.policies = list(config.policies.policies)
         self._detectors: dict[str, Detector] = {}
         for policy in self.policies:
             params = policy.params
             if isinstance(params, PiiRouteRule | RedactRule):
-                self._detectors[policy.name] = detectors(params.engine, params.categories)
+                self._detectors[policy.name] = (
+                    detectors(params.engine, params.categories)
+                    if detectors is not None
+                    else make_detector(params.engine, params.categories, phone_regions=params.phone_regions)
+                )
             elif isinstance(params, BlockSecretsRule):
-                self._detectors[policy.name] = detectors(
+                self._detectors[policy.name] = (detectors or make_detector)(
                     "builtin", params.categories or sorted(SECRET_CATEGORIES)
                 )
         # a real local model before the built-in offline one, which only stands in when nothing else can
