@@ -111,7 +111,7 @@ class Broken:
         raise RuntimeError("detector engine unavailable")
 
 
-def broken(_engine: str, _categories: Iterable[str] | None) -> Detector:
+def broken(_engine: str, _categories: Iterable[str] | None, **_settings: object) -> Detector:
     return Broken()
 
 
