@@ -27,9 +27,6 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 #: What a deployment may be asked to do beyond plain text (``Deployment.capabilities``).
 Capability = Literal["images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings"]
-CAPABILITIES: tuple[Capability, ...] = (
-    "images", "tools", "tool_choice", "json_mode", "json_schema", "seed", "embeddings",
-)  # fmt: skip
 
 #: The request field each capability stands for, as a 400 names it.
 CAPABILITY_FIELDS: dict[Capability, str] = {
@@ -243,7 +240,12 @@ CHARS_PER_TOKEN = 4
 
 def estimate_tokens(text: str) -> int:
     """A deterministic stand-in for a tokenizer: about one token per 4 characters, at least 1."""
-    return max(1, -(-len(text) // CHARS_PER_TOKEN))
+    return tokens_for_size(len(text))
+
+
+def tokens_for_size(size: int) -> int:
+    """``estimate_tokens`` of a text known only by its size (characters or UTF-8 bytes)."""
+    return max(1, -(-size // CHARS_PER_TOKEN))
 
 
 #: The most tokens one call may report on either side. No model's context comes near it; a larger

@@ -34,6 +34,8 @@ from gateway.chat import (
     TextDelta,
     Tool,
     ToolCallDelta,
+    estimate_tokens,
+    tokens_for_size,
 )
 from gateway.config import Config
 from gateway.errors import (
@@ -63,7 +65,6 @@ from workers.channels import Notifier
 from workers.error_text import ErrorMasker, explain_local_failure
 from workers.providers.base import Completion, CompletionRequest, Provider
 from workers.providers.http import HttpProvider
-from workers.providers.offline import estimate_tokens
 from workers.providers.registry import build_provider
 from workers.response_cache import CachedAnswer, ResponseCache
 from workers.routing import Balancer, RouteStep, build_chain
@@ -637,7 +638,7 @@ class JobPipeline:
         streamed = attempt.streamed or StreamAccumulator()
         sent = streamed.text + "".join(c.arguments for c in streamed.tool_calls())
         estimate = Completion(
-            sent, estimate_tokens("x" * attempt.outgoing.input_bytes()), estimate_tokens(sent or "x"),
+            sent, tokens_for_size(attempt.outgoing.input_bytes()), estimate_tokens(sent or "x"),
             step.deployment.model, extra={"usage": "estimated"},
         )  # fmt: skip
         return Answer(step, estimate, 0.0)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.api import dropin
 from gateway.api.bodies import read_json
 from gateway.api.dependencies import Service, Shared
-from gateway.chat import estimate_tokens
+from gateway.chat import tokens_for_size
 from gateway.wire import anthropic as wire
 
 
@@ -31,7 +31,7 @@ async def messages(request: Request, gw: Shared, service: Service) -> Response:
     job = wire.job_request(await read_json(request, gw.config.gateway.api))
     call = dropin.prepare(gw, request, job)
     if call.job.stream:
-        input_tokens = estimate_tokens("x" * call.job.size_bytes())
+        input_tokens = tokens_for_size(call.job.size_bytes())
 
         def encoder(job_id: str, start: dict[str, Any]) -> dropin.StreamEncoder:
             model = str(start.get("provider_model") or call.asked_model)
@@ -51,5 +51,5 @@ async def count_tokens(request: Request, gw: Shared, service: Service) -> JSONRe
     leaves the machine to count; ``x-aigw-estimate: true`` says so."""
     job = wire.count_tokens_request(await read_json(request, gw.config.gateway.api))
     gw.config.models.resolve_alias(job.model or "auto", None)  # an unknown model is a 404 here too
-    body = wire.count_tokens_response(estimate_tokens("x" * job.size_bytes()))
+    body = wire.count_tokens_response(tokens_for_size(job.size_bytes()))
     return JSONResponse(body, headers={"x-aigw-estimate": "true"})

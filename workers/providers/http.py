@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import httpx_sse
@@ -210,15 +210,6 @@ def clean_delta(delta: Delta) -> Delta:
     )
 
 
-class StreamDecoder(Protocol):
-    """A wire module's stream decoder, as ``HttpProvider.stream`` drives it."""
-
-    @property
-    def done(self) -> bool: ...
-
-    def completion(self) -> Completion: ...
-
-
 class InStreamError(Exception):
     """A provider's own error event inside a stream, as a subclass turns it into one (``feed``)."""
 
@@ -233,22 +224,6 @@ def _scrub(text: str, secret: str | None) -> str:
     if secret:
         flat = flat.replace(secret, "***")
     return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 3] + "..."
-
-
-def require_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def optional_str(value: Any) -> str | None:
-    return None if value is None else require_str(value)
-
-
-def require_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
 
 
 class HttpProvider:
@@ -311,10 +286,18 @@ class HttpProvider:
         """A fresh decoder of this kind's stream (a wire module's ``...StreamDecoder``)."""
         raise NotImplementedError
 
+    #: the wire module's error for a provider's own error inside a stream (``feed`` turns it into
+    #: ``InStreamError``)
+    stream_error: type[Exception] = Exception
+
     def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
         """One SSE event (or NDJSON line, ``event`` empty) through the decoder; an in-stream error
-        event becomes ``InStreamError``."""
-        raise NotImplementedError
+        event becomes ``InStreamError``. Kinds whose decoders read the data alone use this one."""
+        try:
+            deltas: list[Delta] = decoder.feed(data)
+        except self.stream_error as exc:
+            raise InStreamError(str(exc)) from exc
+        return deltas
 
     def finish_stream(self, decoder: Any, request: CompletionRequest) -> Completion:
         """The whole answer once the stream ended cleanly."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.chat import Completion, CompletionRequest, Delta, EmbeddingRequest, Embeddings
+from gateway.chat import Completion, CompletionRequest, EmbeddingRequest, Embeddings
 from gateway.wire import ollama as wire
-from workers.providers.http import HttpProvider, InStreamError
+from workers.providers.http import HttpProvider
 
 OLLAMA_API_BASE = "http://127.0.0.1:11434"
 
@@ -20,6 +20,7 @@ class OllamaProvider(HttpProvider):
     path = "/api/chat"
     embed_path = "/api/embed"
     stream_framing = "ndjson"
+    stream_error = wire.StreamError
 
     def payload(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         return wire.chat_payload(request, self.deployment.model, stream=stream)
@@ -29,13 +30,6 @@ class OllamaProvider(HttpProvider):
 
     def stream_decoder(self) -> wire.ChatStreamDecoder:
         return wire.ChatStreamDecoder(self.deployment.model)
-
-    def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
-        try:
-            deltas: list[Delta] = decoder.feed(data)
-        except wire.StreamError as exc:
-            raise InStreamError(exc.message) from exc
-        return deltas
 
     def embed_payload(self, request: EmbeddingRequest) -> dict[str, Any]:
         return wire.embed_payload(request, self.deployment.model)

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from gateway.chat import Completion, CompletionRequest, Delta, EmbeddingRequest, Embeddings
+from gateway.chat import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    estimate_tokens,
+    tokens_for_size,
+)
 from gateway.wire import openai as wire
-from workers.providers.http import HttpProvider, InStreamError
-from workers.providers.offline import estimate_tokens
+from workers.providers.http import HttpProvider
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 
@@ -22,6 +28,7 @@ class OpenAIProvider(HttpProvider):
     default_key_env = "OPENAI_API_KEY"
     path = "/chat/completions"
     embed_path = "/embeddings"
+    stream_error = wire.StreamError
 
     @property
     def limit_field(self) -> Literal["max_tokens", "max_completion_tokens"]:
@@ -38,13 +45,6 @@ class OpenAIProvider(HttpProvider):
     def stream_decoder(self) -> wire.ChatStreamDecoder:
         return wire.ChatStreamDecoder(self.deployment.model)
 
-    def feed(self, decoder: Any, event: str, data: str) -> list[Delta]:
-        try:
-            deltas: list[Delta] = decoder.feed(data)
-        except wire.StreamError as exc:
-            raise InStreamError(exc.message) from exc
-        return deltas
-
     def finish_stream(self, decoder: Any, request: CompletionRequest) -> Completion:
         completion: Completion = decoder.completion()
         if decoder.usage_reported:
@@ -52,7 +52,7 @@ class OpenAIProvider(HttpProvider):
         # a compatible server that ignores stream_options.include_usage: estimated, and said so
         return Completion(
             text=completion.text,
-            input_tokens=estimate_tokens("x" * request.input_bytes()),
+            input_tokens=tokens_for_size(request.input_bytes()),
             output_tokens=estimate_tokens(_answered(completion)),
             provider_model=completion.provider_model,
             finish_reason=completion.finish_reason,
