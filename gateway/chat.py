@@ -272,6 +272,16 @@ class Completion:
             check_token_count(name, getattr(self, name))
 
 
+def whole_number(value: Any) -> int:
+    """A JSON integer as read from a provider's answer. orjson reads an integer past 64 bits as a
+    float, so an integral float counts (a count of 1e30 is then refused for its size, not its type)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
 def check_token_count(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS_PER_CALL:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."

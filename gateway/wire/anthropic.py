@@ -33,6 +33,7 @@ from gateway.chat import (
     ToolCall,
     ToolCallDelta,
     ToolChoice,
+    whole_number,
 )
 from gateway.errors import GatewayError, UnsupportedFieldError, ValidationError
 from gateway.jobs import JobRequest, JobResult, Usage
@@ -89,9 +90,10 @@ def _usage_input(usage: Mapping[str, Any]) -> int:
 
 
 def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} is not a whole number")
-    return value
+    try:
+        return whole_number(value)
+    except TypeError:
+        raise TypeError(f"{name} is not a whole number") from None
 
 
 def _finish_reason(stop_reason: Any) -> str | None:

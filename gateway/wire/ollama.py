@@ -19,6 +19,7 @@ from gateway.chat import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    whole_number,
 )
 
 
@@ -118,10 +119,7 @@ def _str(value: Any) -> str:
     return value
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
+_int = whole_number
 
 
 def _finish(done_reason: Any, calls: tuple[ToolCall, ...]) -> str | None:

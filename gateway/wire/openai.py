@@ -40,6 +40,7 @@ from gateway.chat import (
     ToolCall,
     ToolCallDelta,
     ToolChoice,
+    whole_number,
 )
 from gateway.errors import (
     BudgetExceededError,
@@ -994,10 +995,7 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
+_int = whole_number
 
 
 def _number(value: Any) -> float:

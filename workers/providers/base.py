@@ -2,7 +2,7 @@
 
 A provider turns a ``CompletionRequest`` into a ``Completion`` or raises one of the
 ``ProviderError`` subclasses in ``gateway.errors``; which of those are retryable is decided there,
-not here. Providers own a long-lived ``httpx.AsyncClient`` with a capped pool (the design brief).
+not here. Providers own a long-lived ``aiohttp.ClientSession`` with a capped pool (the design brief).
 """
 
 from __future__ import annotations
