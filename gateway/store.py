@@ -107,6 +107,10 @@ class JobStore:
     def _enqueue(self, job_id: str, queue_name: str, queued: QueuedJob, rate_limit: RateLimit | None) -> None:
         jobs = self.config.gateway.jobs
         service, request, max_attempts = queued.service, queued.request, queued.max_attempts
+        # RQ writes the job exactly as it always does, into one pipeline: the queue's registration,
+        # the job hash and the push go out in a single round trip (RQ's own enqueue takes two). A
+        # job held by a concurrency limit goes through RQ's own path, which refuses a pipeline.
+        pipe = None if rate_limit is not None else self.connection.pipeline()
         self.queue(queue_name).enqueue(
             JOB_FUNC,
             queued.to_payload(),
@@ -121,7 +125,11 @@ class JobStore:
             meta={"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
             at_front=request.priority == "high",
             rate_limit=rate_limit,
+            pipeline=pipe,
         )
+        if pipe is not None:
+            with pipe:
+                pipe.execute()
 
     def queued_view(self, job_id: str, service: str, request: JobRequest) -> JobView:
         """The view of a job this process just enqueued, without reading it back."""

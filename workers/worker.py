@@ -42,6 +42,7 @@ from gateway import keys
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.loop_guard import LoopGuard
+from gateway.scripted_pipeline import ScriptedPipelines
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).
 JobRunner = Callable[[Job], Awaitable[Any]]
@@ -82,16 +83,14 @@ def unexpected_error(exc: BaseException, *, detail: bool = True) -> GatewayError
     return GatewayError(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
-def _report_failed_commands(job_id: str, commands: list[str], replies: list[Any]) -> None:
-    """Say loudly which commands of a job's finish transaction Redis refused.
+def _report_failed_commands(job_id: str, failed: list[str]) -> None:
+    """Say loudly which commands of a job's start or finish script Redis refused.
 
-    EXEC runs every queued command even when one fails (MULTI does not roll back), so by then the
+    The script runs every command even when one fails (like MULTI, it does not roll back), so by then the
     result is stored and the job is finished: raising would only skip its slot release and its
     notification. The runner validates every amount before the transaction so that this cannot
     happen for spend or tokens; what is left (a key of the wrong type written by hand) is logged.
     """
-    pairs = zip(commands, replies, strict=True)
-    failed = [f"{name}: {reply}" for name, reply in pairs if isinstance(reply, Exception)]
     if failed:
         logger.error("job {} is stored, but its finish transaction lost: {}", job_id, "; ".join(failed))
 
@@ -166,6 +165,7 @@ class AsyncWorker(BaseWorker):
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._listening = asyncio.Event()
+        self._scripts = ScriptedPipelines(connection)
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
         #: one guard per background loop (gateway/loop_guard.py): what each skipped and survived
         self.guards = {
@@ -280,14 +280,14 @@ class AsyncWorker(BaseWorker):
 
     async def _execute(self, job_id: str) -> None:
         try:
-            job = self._fetch(job_id)
-            if job is None:
-                return
-            execution = self._start(job)
+            started = self._start(job_id)
         except redis.RedisError as exc:
             # still in the intermediate queue: the reaper hands it back once Redis answers
             logger.warning("worker {}: could not start job {}: {}", self.name, job_id, exc)
             return
+        if started is None:
+            return
+        job, execution = started
         task = asyncio.current_task()
         assert task is not None
         running = _Running(job=job, execution=execution, task=task)
@@ -303,17 +303,42 @@ class AsyncWorker(BaseWorker):
         finally:
             self._running.pop(job.id, None)
 
-    def _fetch(self, job_id: str) -> Job | None:
+    def _start(self, job_id: str) -> tuple[Job, Execution] | None:
+        """Read and start a job in one round trip: RQ's prepare_execution and
+        prepare_job_execution, written by RQ's own code into a pipeline and run by one script
+        that first checks the job exists and was not canceled (``gateway/scripted_pipeline.py``).
+
+        A missing or canceled job is dropped from the intermediate queue, not started. The
+        worker's own busy/idle state and heartbeat are kept by the heartbeat task, not here.
+        """
+        ttl = self.heartbeat_ttl
+        intermediate = self.queue.intermediate_queue_key
+        job = Job(job_id, connection=self.connection, serializer=JSONSerializer)
+        job.origin = self.queue.name
+        pipe = self._scripts.pipeline()
+        execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+        job.heartbeat(now(), ttl, pipeline=pipe)
+        job.prepare_for_execution(self.name, pipeline=pipe)
+        pipe.persist(job.key)
+        pipe.lrem(intermediate, 1, job.id)
+        canceled = JobStatus.CANCELED.value
+        state, raw, errors = self._scripts.start(job.key, intermediate, job_id, canceled, pipe)
+        if state == 0:
+            logger.warning("worker {}: cannot load job {}: it does not exist", self.name, job_id)
+            return None
+        if state == 1 or raw is None:
+            return None
+        _report_failed_commands(job_id, errors)
         try:
-            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
-        except Exception as exc:  # a missing or unreadable job: drop it from the intermediate queue
+            job.restore(raw)
+        except Exception as exc:  # an unreadable job: its execution goes, it is not run
             logger.warning("worker {}: cannot load job {}: {}", self.name, job_id, exc)
-            self.connection.lrem(self.queue.intermediate_queue_key, 1, job_id)
+            with self.connection.pipeline() as cleanup:
+                self.cleanup_execution(job, pipeline=cleanup, execution=execution)
+                cleanup.execute()
             return None
-        if job.get_status(refresh=False) == JobStatus.CANCELED:
-            self.connection.lrem(self.queue.intermediate_queue_key, 1, job_id)
-            return None
-        return job
+        self.executions[execution.id] = execution
+        return job, execution
 
     async def _perform(self, running: _Running) -> None:
         job, execution = running.job, running.execution
@@ -389,22 +414,6 @@ class AsyncWorker(BaseWorker):
             # said loudly, but it does not undo the job or kill its task
             logger.exception("worker {}: could not queue job {}'s notification", self.name, job.id)
 
-    def _start(self, job: Job) -> Execution:
-        """RQ's prepare_execution and prepare_job_execution in one round trip.
-
-        The worker's own busy/idle state and heartbeat are kept by the heartbeat task, not here.
-        """
-        ttl = self.heartbeat_ttl
-        with self.connection.pipeline() as pipe:
-            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-            job.heartbeat(now(), ttl, pipeline=pipe)
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            pipe.persist(job.key)
-            pipe.lrem(self.queue.intermediate_queue_key, 1, job.id)
-            pipe.execute()
-        self.executions[execution.id] = execution
-        return execution
-
     def _succeed(self, job: Job, execution: Execution, outcome: Outcome) -> None:
         """RQ's success bookkeeping, the runner's writes and the completion notice in one MULTI.
 
@@ -415,25 +424,23 @@ class AsyncWorker(BaseWorker):
         job._result = outcome.value
         job._status = JobStatus.FINISHED
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        with self.connection.pipeline() as pipe:
-            if outcome.commit is not None:
-                outcome.commit(pipe)
-            self.increment_successful_job_count(pipeline=pipe)
-            self.increment_total_working_time(job.ended_at - (job.started_at or job.ended_at), pipe)
-            job._handle_success(
-                result_ttl,
-                pipeline=pipe,
-                worker_name=self.name,
-                execution_id=execution.id,
-                execution_started_at=execution.created_at,
-                execution_ended_at=job.ended_at,
-            )
-            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-            self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            pipe.publish(keys.DONE_CHANNEL, job.id)
-            commands = [str(args[0]) for args, _options in pipe.command_stack]
-            replies = pipe.execute(raise_on_error=False)
-        _report_failed_commands(job.id, commands, replies)
+        pipe = self._scripts.pipeline()
+        if outcome.commit is not None:
+            outcome.commit(pipe)
+        self.increment_successful_job_count(pipeline=pipe)
+        self.increment_total_working_time(job.ended_at - (job.started_at or job.ended_at), pipe)
+        job._handle_success(
+            result_ttl,
+            pipeline=pipe,
+            worker_name=self.name,
+            execution_id=execution.id,
+            execution_started_at=execution.created_at,
+            execution_ended_at=job.ended_at,
+        )
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+        self.cleanup_execution(job, pipeline=pipe, execution=execution)
+        pipe.publish(keys.DONE_CHANNEL, job.id)
+        _report_failed_commands(job.id, self._scripts.run(pipe))
         if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
             self._release_slot_safely(job)
 
