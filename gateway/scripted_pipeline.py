@@ -7,7 +7,8 @@ Python: about a third of the worker's Redis cost. Run from a script the same com
 as atomic and come back as one short reply (the errors, if any). The start also reads the job
 and checks it was not canceled in the same script, so a job starts in one round trip.
 
-Commands travel as ARGV: for each, its argument count, then its arguments. A script may touch
+Both go through the process's group commit, so the starts and finishes of one loop tick share a
+round trip. Commands travel as ARGV: for each, its argument count, then its arguments. A script may touch
 keys it was not given as KEYS: aigw runs on one Redis (or one primary), never a cluster.
 """
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from redis.client import Pipeline
+
+from gateway.group_commit import GroupCommit
 
 #: runs ARGV[first..] as commands; returns {index, error} pairs of those Redis refused
 _RUN = """
@@ -69,39 +71,48 @@ def _flatten(pipe: Pipeline) -> tuple[list[str], list[Any]]:
 
 
 class ScriptedPipelines:
-    """The two scripts of one connection (redis-py loads each once and falls back on NOSCRIPT)."""
+    """The two scripts, sent through a process's group commit (``gateway/group_commit.py``)."""
 
-    def __init__(self, connection: redis.Redis) -> None:
-        self.connection = connection
-        self._run = connection.register_script(_RUN_ALL)
-        self._start = connection.register_script(_START)
+    def __init__(self, batch: GroupCommit) -> None:
+        self.batch = batch
+        self._run = batch.register(_RUN_ALL)
+        self._start = batch.register(_START)
 
     def pipeline(self) -> Pipeline:
         """A pipeline to collect commands into (never executed itself)."""
-        return self.connection.pipeline(transaction=False)
+        return self.batch.connection.pipeline(transaction=False)
 
-    def run(self, pipe: Pipeline) -> list[str]:
+    async def run(self, pipe: Pipeline) -> list[str]:
         """Run the collected commands atomically; returns "COMMAND: error" for each Redis refused
         (like MULTI, the others still ran)."""
         names, argv = _flatten(pipe)
         pipe.reset()
         if not names:
             return []
-        errors = self._run(args=argv)
+        errors = _reply(await self.batch.execute(lambda p: p.evalsha(self._run, 0, *argv)))
         return _named(names, errors)
 
-    def start(
+    async def start(
         self, job_key: str, intermediate: str, job_id: str, forbidden: str, pipe: Pipeline
     ) -> tuple[int, dict[bytes, bytes] | None, list[str]]:
         """Unless the job is gone or ``forbidden`` (its status), run the collected commands and read
         the job: (0 gone | 1 forbidden | 2 started, the job hash, errors)."""
         names, argv = _flatten(pipe)
         pipe.reset()
-        reply = self._start(keys=[job_key, intermediate], args=[job_id, forbidden, *argv])
+        args = [job_key, intermediate, job_id, forbidden, *argv]
+        reply = _reply(await self.batch.execute(lambda p: p.evalsha(self._start, 2, *args)))
         if reply[0] != 2:
             return int(reply[0]), None, []
         flat = reply[1]
         return 2, dict(zip(flat[::2], flat[1::2], strict=True)), _named(names, reply[2])
+
+
+def _reply(replies: list[Any]) -> Any:
+    """The one reply of a script call; a script error raises (a bug: the script is aigw's own)."""
+    (reply,) = replies
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def _named(names: list[str], errors: list[Any]) -> list[str]:

@@ -41,6 +41,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from gateway import keys
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
+from gateway.group_commit import GroupCommit
 from gateway.loop_guard import LoopGuard
 from gateway.scripted_pipeline import ScriptedPipelines
 
@@ -112,6 +113,8 @@ class _Running:
     execution: Execution
     task: asyncio.Task[None]
     canceled_by_user: bool = False
+    #: the runner returned and the result is on its way to Redis: a cancel comes too late
+    storing: bool = False
 
 
 class AsyncWorker(BaseWorker):
@@ -165,7 +168,9 @@ class AsyncWorker(BaseWorker):
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._listening = asyncio.Event()
-        self._scripts = ScriptedPipelines(connection)
+        #: the starts and finishes of one loop tick share a round trip (gateway/group_commit.py)
+        self.group_commit = GroupCommit(connection)
+        self._scripts = ScriptedPipelines(self.group_commit)
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
         #: one guard per background loop (gateway/loop_guard.py): what each skipped and survived
         self.guards = {
@@ -280,7 +285,7 @@ class AsyncWorker(BaseWorker):
 
     async def _execute(self, job_id: str) -> None:
         try:
-            started = self._start(job_id)
+            started = await self._start(job_id)
         except redis.RedisError as exc:
             # still in the intermediate queue: the reaper hands it back once Redis answers
             logger.warning("worker {}: could not start job {}: {}", self.name, job_id, exc)
@@ -303,7 +308,7 @@ class AsyncWorker(BaseWorker):
         finally:
             self._running.pop(job.id, None)
 
-    def _start(self, job_id: str) -> tuple[Job, Execution] | None:
+    async def _start(self, job_id: str) -> tuple[Job, Execution] | None:
         """Read and start a job in one round trip: RQ's prepare_execution and
         prepare_job_execution, written by RQ's own code into a pipeline and run by one script
         that first checks the job exists and was not canceled (``gateway/scripted_pipeline.py``).
@@ -322,7 +327,7 @@ class AsyncWorker(BaseWorker):
         pipe.persist(job.key)
         pipe.lrem(intermediate, 1, job.id)
         canceled = JobStatus.CANCELED.value
-        state, raw, errors = self._scripts.start(job.key, intermediate, job_id, canceled, pipe)
+        state, raw, errors = await self._scripts.start(job.key, intermediate, job_id, canceled, pipe)
         if state == 0:
             logger.warning("worker {}: cannot load job {}: it does not exist", self.name, job_id)
             return None
@@ -372,12 +377,13 @@ class AsyncWorker(BaseWorker):
             if self._fail(job, execution, error):
                 self._final(job, "failed", error.to_dict())
         else:
-            self._store(job, execution, value if isinstance(value, Outcome) else Outcome(value))
+            running.storing = True
+            await self._store(job, execution, value if isinstance(value, Outcome) else Outcome(value))
 
-    def _store(self, job: Job, execution: Execution, outcome: Outcome) -> None:
+    async def _store(self, job: Job, execution: Execution, outcome: Outcome) -> None:
         """Store a runner's outcome; one that cannot be stored fails the job (``_store_failed``)."""
         try:
-            self._succeed(job, execution, outcome)
+            await self._succeed(job, execution, outcome)
         except redis.RedisError:
             raise
         except Exception as exc:
@@ -414,7 +420,7 @@ class AsyncWorker(BaseWorker):
             # said loudly, but it does not undo the job or kill its task
             logger.exception("worker {}: could not queue job {}'s notification", self.name, job.id)
 
-    def _succeed(self, job: Job, execution: Execution, outcome: Outcome) -> None:
+    async def _succeed(self, job: Job, execution: Execution, outcome: Outcome) -> None:
         """RQ's success bookkeeping, the runner's writes and the completion notice in one MULTI.
 
         RQ's handle_job_success also watches dependents and schedules repeats; aigw jobs have
@@ -440,7 +446,7 @@ class AsyncWorker(BaseWorker):
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=pipe, execution=execution)
         pipe.publish(keys.DONE_CHANNEL, job.id)
-        _report_failed_commands(job.id, self._scripts.run(pipe))
+        _report_failed_commands(job.id, await self._scripts.run(pipe))
         if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
             self._release_slot_safely(job)
 
@@ -648,6 +654,6 @@ class AsyncWorker(BaseWorker):
 
     def _cancel_running(self, job_id: str) -> None:
         running = self._running.get(job_id)
-        if running is not None and not running.task.done():
+        if running is not None and not running.task.done() and not running.storing:
             running.canceled_by_user = True
             running.task.cancel()
