@@ -20,7 +20,7 @@ from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 #: queues one caller's commands into the shared pipeline
-Fill = Callable[[Pipeline], None]
+Fill = Callable[[Pipeline], object]
 
 
 @dataclass

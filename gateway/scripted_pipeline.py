@@ -20,16 +20,30 @@ from redis.client import Pipeline
 
 from gateway.group_commit import GroupCommit
 
-#: runs ARGV[first..] as commands; returns {index, error} pairs of those Redis refused
+#: runs ARGV[first..] as commands; returns {index, error} pairs of those Redis refused. A script
+#: cannot call EVALSHA, so a script queued among the commands (the quota ledger's) is compiled in
+#: as a function of its KEYS and ARGV (``{embedded}``) and called in its turn.
 _RUN = """
+local embedded = {{}}
+{embedded}
 local function run(first)
-  local errors = {}
+  local errors = {{}}
   local i = first
   local index = 0
   while i <= #ARGV do
     local n = tonumber(ARGV[i])
     index = index + 1
-    local reply = redis.pcall(unpack(ARGV, i + 1, i + n))
+    local reply
+    local inline = ARGV[i + 1] == 'EVALSHA' and embedded[ARGV[i + 2]]
+    if inline then
+      local numkeys = tonumber(ARGV[i + 3])
+      local keys = {{unpack(ARGV, i + 4, i + 3 + numkeys)}}
+      local args = {{unpack(ARGV, i + 4 + numkeys, i + n)}}
+      local ok, result = pcall(inline, keys, args)
+      if ok then reply = result else reply = {{err = tostring(result)}} end
+    else
+      reply = redis.pcall(unpack(ARGV, i + 1, i + n))
+    end
     if type(reply) == 'table' and reply.err then
       errors[#errors + 1] = index
       errors[#errors + 1] = reply.err
@@ -40,14 +54,12 @@ local function run(first)
 end
 """
 
-_RUN_ALL = _RUN + "return run(1)"
+_RUN_ALL = "return run(1)"
 
 #: KEYS[1] the job hash, KEYS[2] the intermediate queue; ARGV[1] the job id, ARGV[2] the status
 #: that forbids a start (canceled). {0} no such job, {1} canceled (both dropped from the
 #: intermediate queue), else {2, job hash after the writes, errors}
-_START = (
-    _RUN
-    + """
+_START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
@@ -57,17 +69,24 @@ end
 local errors = run(3)
 return {2, redis.call('HGETALL', KEYS[1]), errors}
 """
-)
 
 
-def _flatten(pipe: Pipeline) -> tuple[list[str], list[Any]]:
+def _flatten(pipe: Pipeline) -> tuple[list[str], list[Any], dict[str, str]]:
+    """(command names, ARGV, the source of each script queued among them by SHA)."""
     names: list[str] = []
     argv: list[Any] = []
     for args, _options in pipe.command_stack:
         names.append(str(args[0]))
         argv.append(len(args))
         argv.extend(args)
-    return names, argv
+    sources = {script.sha: _text(script.script) for script in pipe.scripts}
+    return names, argv, sources
+
+
+def _embedded(sources: dict[str, str]) -> str:
+    return "\n".join(
+        f"embedded['{sha}'] = function(KEYS, ARGV)\n{source}\nend" for sha, source in sorted(sources.items())
+    )
 
 
 class ScriptedPipelines:
@@ -75,8 +94,14 @@ class ScriptedPipelines:
 
     def __init__(self, batch: GroupCommit) -> None:
         self.batch = batch
-        self._run = batch.register(_RUN_ALL)
-        self._start = batch.register(_START)
+        self._shas: dict[tuple[str, frozenset[str]], str] = {}
+
+    def _sha(self, body: str, sources: dict[str, str]) -> str:
+        """The script ``body`` with ``run`` and the embedded scripts it needs, registered once."""
+        key = (body, frozenset(sources))
+        if key not in self._shas:
+            self._shas[key] = self.batch.register(_RUN.format(embedded=_embedded(sources)) + body)
+        return self._shas[key]
 
     def pipeline(self) -> Pipeline:
         """A pipeline to collect commands into (never executed itself)."""
@@ -85,11 +110,12 @@ class ScriptedPipelines:
     async def run(self, pipe: Pipeline) -> list[str]:
         """Run the collected commands atomically; returns "COMMAND: error" for each Redis refused
         (like MULTI, the others still ran)."""
-        names, argv = _flatten(pipe)
+        names, argv, sources = _flatten(pipe)
         pipe.reset()
         if not names:
             return []
-        errors = _reply(await self.batch.execute(lambda p: p.evalsha(self._run, 0, *argv)))
+        sha = self._sha(_RUN_ALL, sources)
+        errors = _reply(await self.batch.execute(lambda p: p.evalsha(sha, 0, *argv)))
         return _named(names, errors)
 
     async def start(
@@ -97,10 +123,11 @@ class ScriptedPipelines:
     ) -> tuple[int, dict[bytes, bytes] | None, list[str]]:
         """Unless the job is gone or ``forbidden`` (its status), run the collected commands and read
         the job: (0 gone | 1 forbidden | 2 started, the job hash, errors)."""
-        names, argv = _flatten(pipe)
+        names, argv, sources = _flatten(pipe)
         pipe.reset()
+        sha = self._sha(_START, sources)
         args = [job_key, intermediate, job_id, forbidden, *argv]
-        reply = _reply(await self.batch.execute(lambda p: p.evalsha(self._start, 2, *args)))
+        reply = _reply(await self.batch.execute(lambda p: p.evalsha(sha, 2, *args)))
         if reply[0] != 2:
             return int(reply[0]), None, []
         flat = reply[1]

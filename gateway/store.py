@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import RateLimit
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus, Retry
@@ -25,6 +26,7 @@ from rq.serializers import JSONSerializer
 from gateway import keys, notifications
 from gateway.config import Config
 from gateway.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError, ValidationError
+from gateway.group_commit import GroupCommit
 from gateway.jobs import (
     JOB_FUNC,
     RQ_STATUS_TO_STATE,
@@ -37,16 +39,23 @@ from gateway.jobs import (
     QueuedJob,
     ReviewRequest,
 )
+from gateway.scripted_pipeline import ScriptedPipelines
 
 #: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).
 _FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "meta", "retries_left")
 
 
 class JobStore:
-    def __init__(self, connection: redis.Redis, config: Config) -> None:
+    def __init__(
+        self, connection: redis.Redis, config: Config, group_commit: GroupCommit | None = None
+    ) -> None:
         self.connection = connection
         self.config = config
         self._queues: dict[str, Queue] = {}
+        #: the API's: its enqueues and reads of one loop tick share a round trip (``enqueue_grouped``,
+        #: ``view_grouped``); the CLI has none and calls Redis directly
+        self.group_commit = group_commit
+        self._scripts = ScriptedPipelines(group_commit) if group_commit is not None else None
 
     def queue(self, name: str) -> Queue:
         if name not in self._queues:
@@ -79,6 +88,53 @@ class JobStore:
         ``admission`` is what the policies decided at the door (recorded with the result);
         ``rate_limit`` holds the job back while its service has too many jobs running.
         """
+        prepared = self._prepare(service, request, admission)
+        if isinstance(prepared, str):
+            return prepared, False
+        job_id, queue_name, queued = prepared
+        try:
+            if rate_limit is not None:  # RQ's own path for a job held by a concurrency limit
+                self._enqueue_limited(job_id, queue_name, queued, rate_limit)
+            else:
+                with self.connection.pipeline() as pipe:  # MULTI
+                    self._enqueue_into(pipe, job_id, queue_name, queued)
+                    pipe.execute()
+        except redis.RedisError:
+            self._free_key(service, request)
+            raise
+        return job_id, True
+
+    async def enqueue_grouped(
+        self,
+        service: str,
+        request: JobRequest,
+        *,
+        admission: list[dict[str, Any]] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> tuple[str, bool]:
+        """``enqueue`` through the group commit: RQ's writes run as one script (atomic like MULTI),
+        in the same round trip as the other requests of the tick."""
+        if self._scripts is None or rate_limit is not None:
+            return self.enqueue(service, request, admission=admission, rate_limit=rate_limit)
+        prepared = self._prepare(service, request, admission)
+        if isinstance(prepared, str):
+            return prepared, False
+        job_id, queue_name, queued = prepared
+        pipe = self._scripts.pipeline()
+        try:
+            self._enqueue_into(pipe, job_id, queue_name, queued)
+            failed = await self._scripts.run(pipe)
+        except redis.RedisError:
+            self._free_key(service, request)
+            raise
+        if failed:  # nothing a queued job needs may be missing (a key of the wrong type, by hand)
+            raise redis.ResponseError(f"enqueueing job {job_id} failed: {'; '.join(failed)}")
+        return job_id, True
+
+    def _prepare(
+        self, service: str, request: JobRequest, admission: list[dict[str, Any]] | None
+    ) -> tuple[str, str, QueuedJob] | str:
+        """(a new job id, its queue, the job), or the id of the job its idempotency key names."""
         job_id = uuid.uuid4().hex
         queue_name = self.queue_for(service, request)
         if queue_name not in self.config.gateway.queues:  # before the idempotency key is taken
@@ -91,45 +147,45 @@ class JobStore:
             if not self.connection.set(idem_key, noted, nx=True, ex=ttl):
                 existing = keys.text(self.connection.get(idem_key))
                 if existing is not None:  # a concurrent twin got there first
-                    return _same_request(existing, request), False
+                    return _same_request(existing, request)
         queued = QueuedJob.submitted(
             service, request, max_attempts=self.config.gateway.jobs.max_attempts, admission=admission
         )
-        try:
-            self._enqueue(job_id, queue_name, queued, rate_limit)
-        except redis.RedisError:
-            if request.idempotency_key:  # nothing was enqueued: free the key for the client's retry
-                with contextlib.suppress(redis.RedisError):
-                    self.connection.delete(keys.idempotency(service, request.idempotency_key))
-            raise
-        return job_id, True
+        return job_id, queue_name, queued
 
-    def _enqueue(self, job_id: str, queue_name: str, queued: QueuedJob, rate_limit: RateLimit | None) -> None:
+    def _free_key(self, service: str, request: JobRequest) -> None:
+        """Nothing was enqueued: free the idempotency key for the client's retry."""
+        if request.idempotency_key:
+            with contextlib.suppress(redis.RedisError):
+                self.connection.delete(keys.idempotency(service, request.idempotency_key))
+
+    def _enqueue_options(self, job_id: str, queue_name: str, queued: QueuedJob) -> dict[str, Any]:
         jobs = self.config.gateway.jobs
         service, request, max_attempts = queued.service, queued.request, queued.max_attempts
-        # RQ writes the job exactly as it always does, into one pipeline: the queue's registration,
-        # the job hash and the push go out in a single round trip (RQ's own enqueue takes two). A
-        # job held by a concurrency limit goes through RQ's own path, which refuses a pipeline.
-        pipe = None if rate_limit is not None else self.connection.pipeline()
-        self.queue(queue_name).enqueue(
-            JOB_FUNC,
-            queued.to_payload(),
-            job_id=job_id,
-            description=f"aigw job from {service}",
-            job_timeout=self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
-            result_ttl=jobs.result_ttl,
-            failure_ttl=jobs.failure_ttl,
-            retry=Retry(max=max_attempts - 1, interval=retry_schedule(jobs.retry_intervals, max_attempts))
+        return {
+            "job_id": job_id,
+            "description": f"aigw job from {service}",
+            "job_timeout": self.config.gateway.queues[queue_name].timeout,  # type: ignore[index]
+            "result_ttl": jobs.result_ttl,
+            "failure_ttl": jobs.failure_ttl,
+            "retry": Retry(max=max_attempts - 1, interval=retry_schedule(jobs.retry_intervals, max_attempts))
             if max_attempts > 1
             else None,
-            meta={"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
-            at_front=request.priority == "high",
-            rate_limit=rate_limit,
-            pipeline=pipe,
-        )
-        if pipe is not None:
-            with pipe:
-                pipe.execute()
+            "meta": {"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
+            "at_front": request.priority == "high",
+        }
+
+    def _enqueue_into(self, pipe: Pipeline, job_id: str, queue_name: str, queued: QueuedJob) -> None:
+        """RQ writes the job exactly as it always does (the queue's registration, the job hash, the
+        push) into ``pipe``: one round trip, where RQ's own enqueue takes two."""
+        options = self._enqueue_options(job_id, queue_name, queued)
+        self.queue(queue_name).enqueue(JOB_FUNC, queued.to_payload(), pipeline=pipe, **options)
+
+    def _enqueue_limited(
+        self, job_id: str, queue_name: str, queued: QueuedJob, rate_limit: RateLimit
+    ) -> None:
+        options = self._enqueue_options(job_id, queue_name, queued)
+        self.queue(queue_name).enqueue(JOB_FUNC, queued.to_payload(), rate_limit=rate_limit, **options)
 
     def queued_view(self, job_id: str, service: str, request: JobRequest) -> JobView:
         """The view of a job this process just enqueued, without reading it back."""
@@ -145,10 +201,22 @@ class JobStore:
     def view(self, job_id: str, service: str | None) -> JobView:
         """The job as its owner sees it; ``service=None`` (the CLI's admin view) sees every job."""
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hmget(Job.key_for(job_id), _FIELDS)
-            pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
-            pipe.get(keys.review(job_id))
-            fields, results, review = pipe.execute()
+            _view_commands(pipe, job_id)
+            replies = pipe.execute()
+        return self._view_from(job_id, service, replies)
+
+    async def view_grouped(self, job_id: str, service: str | None) -> JobView:
+        """``view`` through the group commit: the reads share the tick's round trip."""
+        if self.group_commit is None:
+            return self.view(job_id, service)
+        replies = await self.group_commit.execute(lambda pipe: _view_commands(pipe, job_id))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return self._view_from(job_id, service, replies)
+
+    def _view_from(self, job_id: str, service: str | None, replies: list[Any]) -> JobView:
+        fields, results, review = replies
         raw = dict(zip(_FIELDS, fields, strict=True))
         if raw["status"] is None:
             raise NotFoundError(f"no job {shown_id(job_id)}")
@@ -255,7 +323,9 @@ class JobStore:
             bundle_sha256=skill.get("bundle_sha256"),  # the code that was reviewed, and no other
         )
         queued = QueuedJob.submitted(view.service, request, max_attempts=1, apply=approved)
-        self._enqueue(apply_id, view.queue, queued, None)
+        with self.connection.pipeline() as pipe:
+            self._enqueue_into(pipe, apply_id, view.queue, queued)
+            pipe.execute()
 
     def cancel(self, job_id: str, service: str | None) -> tuple[JobView, bool]:
         """Cancel a queued or retrying job here; a running one is signalled to its worker.
@@ -281,6 +351,13 @@ class JobStore:
                 )
             pipe.execute()
         return self.view(job_id, service), False
+
+
+def _view_commands(pipe: Pipeline, job_id: str) -> None:
+    """What a view reads: the job hash's fields (not its data blob), its last result, its review."""
+    pipe.hmget(Job.key_for(job_id), _FIELDS)
+    pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+    pipe.get(keys.review(job_id))
 
 
 def failed_jobs(store: JobStore, limit: int = 100) -> list[JobView]:

@@ -26,6 +26,10 @@ from gateway import keys
 from gateway.jobs import RQ_STATUS_TO_STATE, JobState
 from gateway.loop_guard import LoopGuard
 
+#: how many completions the waiter remembers: at 1,000 jobs/s the last ten seconds, far longer
+#: than a read and the wait after it are ever apart
+RECENT_COMPLETIONS = 10_000
+
 
 class CompletionWaiter:
     def __init__(self, redis_url: str) -> None:
@@ -34,6 +38,8 @@ class CompletionWaiter:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        #: the last completions heard, oldest first (a dict keeps insertion order)
+        self._recent: dict[str, None] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.guard.supervise(self._listen), name="completion-waiter")
@@ -53,10 +59,13 @@ class CompletionWaiter:
     async def wait(self, job_id: str, timeout: float) -> bool:
         """True when ``job_id`` is published as done, False when ``timeout`` passes first.
 
-        Call it right after reading the job, with no ``await`` in between: the listener only runs
-        when this coroutine yields, so a completion published after that read still reaches the
-        future registered here (a spurious wake-up is harmless; the caller re-reads).
+        Call it after reading the job: a completion published after that read either reaches the
+        future registered here, or was handled before this call and is among the recent ones (the
+        read may await a shared round trip, so the listener can run in between). A spurious
+        wake-up is harmless; the caller re-reads.
         """
+        if self._recent.pop(job_id, 0) is None:  # published between the caller's read and this call
+            return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(future)
         try:
@@ -109,6 +118,9 @@ class CompletionWaiter:
                 self._wake(job_id)
 
     def _wake(self, job_id: str) -> None:
+        self._recent[job_id] = None
+        if len(self._recent) > RECENT_COMPLETIONS:
+            del self._recent[next(iter(self._recent))]
         for future in self._waiters.get(job_id, ()):
             if not future.done():
                 future.set_result(None)

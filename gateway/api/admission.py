@@ -89,14 +89,14 @@ def check_capabilities(config: Config, alias: str, request: JobRequest) -> None:
     )
 
 
-def enqueue_admitted(gw: Gateway, service: str, job: JobRequest) -> tuple[str, JobView | None]:
+async def enqueue_admitted(gw: Gateway, service: str, job: JobRequest) -> tuple[str, JobView | None]:
     """Admit and enqueue a job, or find the one its idempotency key already names (no second
     admission, no second rate-limit hit); the view of a job just enqueued, None for a replay."""
     replayed = gw.store.replayed(service, job)
     if replayed is not None:
         return replayed, None
     admission = admit(gw, service, job)
-    job_id, created = gw.store.enqueue(
+    job_id, created = await gw.store.enqueue_grouped(
         service,
         job,
         admission=[d.to_dict() for d in admission.decisions],

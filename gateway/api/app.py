@@ -33,6 +33,7 @@ from gateway.errors import (
     UnavailableError,
     ValidationError,
 )
+from gateway.group_commit import GroupCommit
 from gateway.job_stream import StreamReader
 from gateway.policies import PolicyEngine
 from gateway.quotas import Quotas
@@ -55,7 +56,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     gw = Gateway(
         config=config,
         connection=connection,
-        store=JobStore(connection, config),
+        store=JobStore(connection, config, GroupCommit(connection)),
         services=ServiceRegistry(connection, config),
         waiter=CompletionWaiter(redis_url),
         engine=PolicyEngine(config),

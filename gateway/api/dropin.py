@@ -117,15 +117,15 @@ def wait_seconds(gw: Gateway, service: str, job: JobRequest) -> float:
 
 async def answer(gw: Gateway, service: str, call: Call) -> JobView:
     """The job's final view once it succeeded; its failure raised as the error it was."""
-    job_id, view = enqueue_admitted(gw, service, call.job)
+    job_id, view = await enqueue_admitted(gw, service, call.job)
     deadline = time.monotonic() + wait_seconds(gw, service, call.job)
-    view = view or gw.store.view(job_id, service)
+    view = view or await gw.store.view_grouped(job_id, service)
     while not view.status.is_final:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StillRunningError(job_id)
         await gw.waiter.wait(job_id, left)
-        view = gw.store.view(job_id, service)
+        view = await gw.store.view_grouped(job_id, service)
     raise_for_failure(view)
     return view
 
@@ -224,7 +224,7 @@ async def stream(
     first delta a failure is an error event with no end marker. A client that hangs up cancels the
     job unless it asked ``x-aigw-on-disconnect: finish``.
     """
-    job_id, queued = enqueue_admitted(gw, service, call.job)
+    job_id, queued = await enqueue_admitted(gw, service, call.job)
     return await relay(
         gw, service, request, job_id, dataclasses.replace(call, created=queued is not None), encoder
     )

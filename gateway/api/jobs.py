@@ -55,7 +55,7 @@ async def submit_job(
     body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
     job_request = parse_job_request(body, api.max_prompt_chars)
     # a retry of an accepted request (its idempotency key) gets its job: no second admission
-    job_id, queued = enqueue_admitted(gw, service, job_request)
+    job_id, queued = await enqueue_admitted(gw, service, job_request)
     view = await wait_for(gw, job_id, service, wait, queued)
     return _json(view, 200 if view.status.is_final else 202)
 
@@ -73,7 +73,7 @@ async def review_job(job_id: str, request: Request, gw: Shared, service: Service
     """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
     timeout = gw.config.gateway.api.body_timeout_seconds
     body = parse_model(await read_body(request, REVIEW_BODY_LIMIT, timeout), ReviewRequest)
-    view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
+    await view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
     return _json(gw.store.review(job_id, body, reviewer=service))
 
 
@@ -121,10 +121,10 @@ class NativeStreamEncoder:
         return self._event("error", {"error": {"type": type, "message": message}})
 
 
-def view_for(gw: Gateway, job_id: str, service: str) -> JobView:
+async def view_for(gw: Gateway, job_id: str, service: str) -> JobView:
     """A job as ``service`` may see it: its own, or another service's draft it may review."""
     try:
-        return gw.store.view(job_id, service)
+        return await gw.store.view_grouped(job_id, service)
     except NotFoundError:
         if not gw.engine.has_reviewers:
             raise
@@ -144,12 +144,12 @@ async def wait_for(
 
     ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
     """
-    view = view or view_for(gw, job_id, service)
+    view = view or await view_for(gw, job_id, service)
     if view.status.is_final or wait <= 0:
         return view
     wait = min(wait, gw.config.gateway.api.max_wait_seconds)
     await gw.waiter.wait(job_id, wait)  # woken or timed out, the job is read once more
-    return view_for(gw, job_id, service)
+    return await view_for(gw, job_id, service)
 
 
 def _json(view: JobView, status_code: int = 200) -> JSONResponse:

@@ -17,6 +17,7 @@ import dataclasses
 import email.utils
 import json
 import math
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -417,7 +418,9 @@ class HttpProvider:
                 f"bad api_base {self.api_base!r}: {exc}", deployment=self.name
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            detail = _scrub(str(exc.os_error), key) or "connection refused"
+            # the errno's own words: aiohttp's message repeats the address, which the URL already says
+            errno = exc.os_error.errno
+            detail = os.strerror(errno) if errno else "connection failed"
             raise ProviderUnavailableError(
                 f"ConnectError {reading} {url}: {detail}", deployment=self.name
             ) from exc
