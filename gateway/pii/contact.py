@@ -238,10 +238,11 @@ _TYPE_BEFORE = (
     r"|calle|c/|avda\.?|avenida|plaza|pza\.?|paseo|p[º°]|carrer|camino|ronda|traves[ií]a"
     r"|rua|r\.|travessa|pra[çc]a|largo|alameda|estrada|rodovia"
     r"|via|v\.|viale|v\.le|corso|c\.so|piazza|p\.za|piazzale|vicolo|lungomare|strada"
-    r"|ul\.?|ulica|al\.|aleja|os\.|osiedle|plac"
+    r"|ul\.?|ulica|ulicy|al\.|aleja|alei|os\.|osiedle|osiedlu|plac|placu"
+    r"|laan(?= van )"
 )
 #: a word of a street's name: capitalised (any script of these languages), a particle, or an ordinal
-_PARTICLE = r"de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
+_PARTICLE = r"van der|van de|van|der|den|ten|ter|de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
@@ -259,8 +260,8 @@ _NUMBER_FIRST_STREET = re.compile(
 )
 #: German and Dutch street names end in their type: Hauptstraße, Berliner Str., Kerkstraat, Keizersgracht
 _TYPE_SUFFIXES = (
-    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee",
-    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg",
+    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee", "graben",
+    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg", "dreef",
 )  # fmt: skip
 _SUFFIX_STREET = re.compile(
     rf"(?P<street>(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*)\s?{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
@@ -291,7 +292,10 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     for postcode in postcodes:
         window = _before(text, postcode, 100)
         street = (
-            _NUMBER_FIRST_BEFORE.search(window) or _TYPE_FIRST_BEFORE.search(window) or _suffix_street(window)
+            _NUMBER_FIRST_BEFORE.search(window)
+            or _TYPE_FIRST_BEFORE.search(window)
+            or _suffix_street(window)
+            or _NAMED_BEFORE_POSTCODE.search(window)
         )
         if street and not _char(window, street.start() - 1).isalnum():
             street_start = postcode - len(window) + street.start()
@@ -299,12 +303,94 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             yield _with_postcode(text, street_start, street_end)
 
 
-def _suffix_street(window: str) -> re.Match[str] | None:
+#: a capitalised street name of its own (Wiesengrund 5a, Am Lindenhof 3) counts before a postcode and city
+_NAMED_BEFORE_POSTCODE = re.compile(
+    rf"(?<![\w.-])(?:(?:Am|An|Im|Auf|In|Zum|Zur|De|Het|Op) )?[A-ZÄÖÜ][a-zäöüß]{{3,}}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
+    rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+#: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these
+_SHORT_NUMBER = re.compile(r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/\d{1,4}[a-zA-Z]?)?(?![\w%°º])(?![.,:]\d)")
+#: what follows a number that makes it a quantity, not a house number ("2 times", "3 Mal", "80 cm")
+_UNIT_AFTER = re.compile(
+    r",?\s*(?:times|mal|volte|veces|vezes|razy|keer|fois|x|km|m|cm|mm|kg|g|h|min|uur|uhr|hours|euro|eur"
+    r"|€|\$|percent|prozent|procent|per cent|por ciento|pour cent|per cento|st[üu]ck|pcs|items|seiten)\b"
+)
+#: street types that are also ordinary words (via, route, place, corso, largo…): written lower case they
+#: count only after a preposition ("abito in via Roma 3", "na rua…")
+_AMBIGUOUS_TYPES = frozenset(
+    {"via", "v.", "route", "place", "cours", "square", "plaza", "largo", "corso", "strada", "r.", "ronda",
+     "alameda", "camino", "plac", "pl.", "av", "av."}
+)  # fmt: skip
+_PREPOSITIONS = frozenset(
+    "in a al alla di da na no em en à au sur presso nella della dalla de la el on at przy w we na op aan".split()
+)
+_TYPE_FIRST_BARE = re.compile(
+    rf"(?<![\w/])(?P<type>(?i:{_TYPE_BEFORE}))\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
+    rf"{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+_NUMBER_FIRST_BARE = re.compile(
+    rf"\d{{1,4}}(?: ?(?:bis|ter|[A-Za-z]))?,? (?P<type>(?i:{_TYPE_BEFORE})) +{_STREET_NAME}"
+)
+
+
+def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
+    the name or as its ending) and the house number in the language's order (Goethestraße 8a,
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Each candidate is a short number after a capitalised
+    word, or before a street type, so prose costs one cheap test a number."""
+    text = t.text
+    for m in _SHORT_NUMBER.finditer(text):
+        start, end = m.span()
+        before = _char(text, start - 1)
+        if _char(text, start - 1).isalnum() or before in "_.-/+#$€£:" or _UNIT_AFTER.match(text, end):
+            continue
+        number_first = _NUMBER_FIRST_BARE.match(text, start)
+        if number_first and _type_ok(text, start, number_first.group("type")):
+            yield _with_postcode(text, start, number_first.end())
+            continue
+        if before not in " ,\t\"'" or (len(m.group()) == 4 and _YEAR.match(m.group())):
+            continue
+        word_end = len(text[:start].rstrip(" ,\t\"'"))
+        word_end -= text.endswith(("nº", "n°", "no", "nr"), 0, word_end) * 2
+        word_end = len(text[:word_end].rstrip(" ,.")) if word_end < start else word_end
+        word_start = word_end
+        while word_start > 0 and (text[word_start - 1].isalpha() or text[word_start - 1] in ".-'"):
+            word_start -= 1
+        if word_start == word_end or not text[word_start].isupper():
+            continue
+        window = _before(text, end, 80) + " "
+        offset = end - (len(window) - 1)
+        street = _TYPE_FIRST_BARE.search(window)
+        if street and _type_ok(window, street.start(), street.group("type")):
+            yield _with_postcode(text, offset + street.start(), end)
+            continue
+        suffix = _suffix_street(window, strict=True)
+        if suffix:
+            yield _with_postcode(text, offset + suffix.start(), end)
+
+
+def _type_ok(text: str, start: int, street_type: str) -> bool:
+    """A lower-case street type that is also an ordinary word needs a preposition before it; "et al."
+    is a citation."""
+    if text.endswith("et ", 0, start):
+        return False
+    if street_type[0].isupper() or street_type.lower() not in _AMBIGUOUS_TYPES:
+        return True
+    words = _before(text, start, 16).split()
+    return bool(words) and words[-1].lower() in _PREPOSITIONS
+
+
+def _suffix_street(window: str, *, strict: bool = False) -> re.Match[str] | None:
+    """A street named by its ending (Hauptstraße, Keizersgracht) or by a type word after its name
+    (Berliner Str.); ``strict`` (no postcode after): not the type word alone ("Platz 3", "Weg 2")."""
     m = _SUFFIX_STREET.search(window)
     if m is None:
         return None
     words = m.group("street").split()
-    if words[-1].lower().endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+    last = words[-1].lower()
+    if last.endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+        if strict and len(words) == 1 and last.rstrip(".") in {x.rstrip(".") for x in _TYPE_SUFFIXES}:
+            return None
         return m
     if len(words) == 2 and words[-1].lower().rstrip(".") in (
         "str",
@@ -325,7 +411,13 @@ def _with_postcode(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _scan_postal_address(t: _Text) -> Iterator[Finding]:
     text = t.text
-    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t), *_eu_street_spans(t)]
+    spans = [
+        *_street_spans(t),
+        *_city_state_zip_spans(text),
+        *_postcode_spans(t),
+        *_eu_street_spans(t),
+        *_bare_eu_street_spans(t),
+    ]
     for start, end in _merge_spans(sorted(spans), text):
         yield Finding("postal_address", start, end, text[start:end])
 
