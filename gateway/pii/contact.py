@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import phonenumbers
 
 from gateway.pii.findings import DEFAULT_PHONE_REGIONS, Finding
-from gateway.pii.text import _before, _char, _Text
+from gateway.pii.text import _before, _char, _Text, field_name
 
 # --- email ----------------------------------------------------------------------------------------
 
@@ -64,9 +64,9 @@ def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
 
 # --- phone ----------------------------------------------------------------------------------------
 
-_PHONE_RUN = re.compile(r"[+(\d][\d ().-]{6,24}\d")
+_PHONE_RUN = re.compile(r"[+(\d][\d ()./-]{6,24}\d")
 _INTL_PHONE = re.compile(r"\+[1-9]\d*(?: ?\(\d{1,4}\) ?\d+)?(?:[ .-]\d+)*")
-_LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}\) ?)?\d+(?:[ .-]\d+)*")
+_LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}(?: \d{1,4})?\) ?)?\d+(?:(?: ?[./-] ?| )\d+)*")
 _NANP = re.compile(
     r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
     r"(?![\w]|[.-]\d)"
@@ -81,7 +81,14 @@ _PHONE_WORD = re.compile(
     r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
     r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
     r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
-    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń])\b"
+    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń]"
+    r"|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale)\b"
+)
+#: the names of a structural field (a JSON key, a CSV column) that holds a phone number
+_PHONE_FIELD = re.compile(
+    r"(?:.*[_ -])?(?:phone|tel|telephone|telefon|telefono|teléfono|téléphone|telefone|telefoon|mobile|mobil"
+    r"|handy|m[oó]vil|portable|cellulare|cell|kom[oó]rka|gsm|fax|celular|telem[oó]vel|mobiel|contact)"
+    r"(?:[_ -]?(?:number|nummer|numero|nr|no|fisso|fijo|fixe|mobile|privat|work|home))?"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
 _ID_WORD = re.compile(
@@ -104,7 +111,7 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
     number after a phone word, and without one a mobile number (in a grouped national format) that
     libphonenumber places in one of ``regions``."""
     text = t.text
-    for m in t.in_numbers(_PHONE_RUN):
+    for m in _phone_runs(t):
         start, end = m.span()
         before, run = _char(text, start - 1), m.group()
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
@@ -124,8 +131,27 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
             phone_word, id_word = _phone_context(t.lower, start)
             if id_word:
                 continue
-            if french or phone_word or _bare_mobile(run, regions):
+            if not (french or phone_word):
+                name = field_name(text, start)
+                phone_word = name is not None and _PHONE_FIELD.fullmatch(name) is not None
+            if phone_word and not french and _phone_type(run, regions) is None:
+                continue
+            if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
                 yield Finding("phone", start, end, run)
+
+
+_SLASH_AREA = re.compile(r"\(?0\d{2,4}\)? ?/ ?\Z")
+
+
+def _phone_runs(t: _Text) -> Iterator[re.Match[str]]:
+    """Phone candidates in the digit runs; a German area code before a slash (0221/4567890) is
+    joined to the run after it."""
+    text = t.text
+    for start, end in t.numbers:
+        area = _SLASH_AREA.search(text, max(0, start - 9), start)
+        if area:
+            start = area.start()
+        yield from _PHONE_RUN.finditer(text, start, end)
 
 
 def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
@@ -158,6 +184,36 @@ _MOBILE_TYPES = frozenset(
 #: a mobile number as people write it: grouped, 10 or 11 digits (07700 900123, 0171 1234567,
 #: 06-12345678, 333 123 4567); an ungrouped run is more often an order or account number
 _GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
+
+
+#: a landline as people write it: the trunk 0 and the area code, then the subscriber number grouped
+#: (030 12345678, 089 2190 5544, (0 69) 123 456 78, 0221/4567890, 020 624 1111, 06 6982 1234)
+_GROUPED_LANDLINE = re.compile(r"\(?0[1-9]\d{0,4}\)?(?: ?/ ?| - |[ -])\d{2,8}(?:[ -]\d{1,4}){0,3}|\(0 \d{1,4}\) \d{2,8}(?: \d{1,4}){0,3}")
+_LANDLINE_TYPES = frozenset(
+    {phonenumbers.PhoneNumberType.FIXED_LINE, *_MOBILE_TYPES, phonenumbers.PhoneNumberType.VOIP}
+)
+#: 9-digit numbers in Spain, Portugal and Poland, grouped as they are written (612 34 56 78, 912 345 678)
+_GROUPED_NINE = re.compile(r"\d{3}[ -]\d{3}[ -]\d{3}|\d{3} \d{2} \d{2} \d{2}|\d{2} \d{3} \d{2} \d{2}")
+
+
+def _bare_landline(run: str, regions: Sequence[str]) -> bool:
+    """With no phone word: a grouped national number from the trunk 0 that libphonenumber validates
+    (a landline too) in one of ``regions``, or a grouped 9-digit mobile of Spain, Portugal or Poland."""
+    digits = sum(map(str.isdigit, run))
+    if 10 <= digits <= 12 and _GROUPED_LANDLINE.fullmatch(run):
+        # France writes its numbers in pairs: that shape (``_FR_PHONE``) is checked on its own
+        trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR"]
+        return _phone_type(run, trunk_zero) in _LANDLINE_TYPES
+    if digits == 9 and run[0] in "56789" and _GROUPED_NINE.fullmatch(run):
+        nine = [r for r in regions if r in ("ES", "PT", "PL")]
+        return _phone_type(run, nine) in _MOBILE_TYPES
+    return False
+
+
+@functools.cache
+def _trunk(region: str) -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return (metadata.national_prefix or "") if metadata else ""
 
 
 def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
@@ -303,9 +359,9 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             yield _with_postcode(text, street_start, street_end)
 
 
-#: a capitalised street name of its own (Wiesengrund 5a, Am Lindenhof 3) counts before a postcode and city
+#: a German street named with a preposition (Am Lindenhof 3, In der Au 7) counts before a postcode and city
 _NAMED_BEFORE_POSTCODE = re.compile(
-    rf"(?<![\w.-])(?:(?:Am|An|Im|Auf|In|Zum|Zur|De|Het|Op) )?[A-ZÄÖÜ][a-zäöüß]{{3,}}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
+    rf"(?<![\w.-])(?:Am|An der|An den|Im|Auf der|Auf dem|Zum|Zur|In der|In den) [A-ZÄÖÜ][a-zäöüß]{{3,}}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
     rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
 )
 #: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these

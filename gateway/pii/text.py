@@ -125,3 +125,42 @@ class _Text:
                     if m:
                         yield m.end()
                 at = self.lower.find(needle, at + 1)
+
+
+_CSV_DELIMITERS = ",;\t|"
+#: a key right before a value: ``"tel": "``, ``bsn=``, ``passport: ``, ``<telefon>``
+_KEY_BEFORE = re.compile(r"([A-Za-zÀ-ÿ][\w .-]{0,30}?)[\"']?\s{0,2}(?:[:=]|=>)\s{0,3}[\"']?\Z|<([\w.-]{1,30})>\Z")
+
+
+def field_name(text: str, start: int) -> str | None:
+    """The lowercased name of the structural field the value at ``start`` sits in: the key of a JSON,
+    YAML or ``key=value`` pair right before it, or the header of its CSV column. None in prose."""
+    m = _KEY_BEFORE.search(text, max(0, start - 40), start)
+    if m:
+        return (m.group(1) or m.group(2)).strip().lower()
+    line_start = text.rfind("\n", max(0, start - 400), start) + 1
+    if line_start == 0:
+        return None  # the first line (or a very long one) has no header above it
+    line_end = text.find("\n", start)
+    line = text[line_start : len(text) if line_end == -1 else line_end]
+    delimiter = max(_CSV_DELIMITERS, key=line.count)
+    fields = line.count(delimiter)
+    if not fields:
+        return None
+    column = text.count(delimiter, line_start, start)
+    header, header_end = "", line_start - 1
+    for _ in range(50):  # up the table to its first line
+        header_start = text.rfind("\n", 0, header_end) + 1
+        if text.count(delimiter, header_start, header_end) != fields:
+            break
+        header = text[header_start:header_end]
+        if header_start == 0:
+            header_end = -1
+            break
+        header_end = header_start - 1
+    else:
+        return None
+    if header_end == line_start - 1:
+        return None  # no line above with the same fields
+    cells = header.rstrip("\r").split(delimiter)
+    return cells[column].strip(" \"'").lower() if column < len(cells) else None
