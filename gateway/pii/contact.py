@@ -188,7 +188,9 @@ _GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
 
 #: a landline as people write it: the trunk 0 and the area code, then the subscriber number grouped
 #: (030 12345678, 089 2190 5544, (0 69) 123 456 78, 0221/4567890, 020 624 1111, 06 6982 1234)
-_GROUPED_LANDLINE = re.compile(r"\(?0[1-9]\d{0,4}\)?(?: ?/ ?| - |[ -])\d{2,8}(?:[ -]\d{1,4}){0,3}|\(0 \d{1,4}\) \d{2,8}(?: \d{1,4}){0,3}")
+_GROUPED_LANDLINE = re.compile(
+    r"\(?0[1-9]\d{0,4}\)?(?: ?/ ?| - |[ -])\d{2,8}(?:[ -]\d{1,4}){0,3}|\(0 \d{1,4}\) \d{2,8}(?: \d{1,4}){0,3}"
+)
 _LANDLINE_TYPES = frozenset(
     {phonenumbers.PhoneNumberType.FIXED_LINE, *_MOBILE_TYPES, phonenumbers.PhoneNumberType.VOIP}
 )
@@ -298,7 +300,10 @@ _TYPE_BEFORE = (
     r"|laan(?= van )"
 )
 #: a word of a street's name: capitalised (any script of these languages), a particle, or an ordinal
-_PARTICLE = r"van der|van de|van|der|den|ten|ter|de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
+_PARTICLE = (
+    r"van der|van de|van|der|den|ten|ter|de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli"
+    r"|du|des|le|les|l'|d'|dell'|e|y|i"
+)
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
@@ -361,7 +366,8 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
 
 #: a German street named with a preposition (Am Lindenhof 3, In der Au 7) counts before a postcode and city
 _NAMED_BEFORE_POSTCODE = re.compile(
-    rf"(?<![\w.-])(?:Am|An der|An den|Im|Auf der|Auf dem|Zum|Zur|In der|In den) [A-ZÄÖÜ][a-zäöüß]{{3,}}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
+    r"(?<![\w.-])(?:Am|An der|An den|Im|Auf der|Auf dem|Zum|Zur|In der|In den) "
+    r"[A-ZÄÖÜ][a-zäöüß]{3,}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
     rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
 )
 #: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these
@@ -378,7 +384,36 @@ _AMBIGUOUS_TYPES = frozenset(
      "alameda", "camino", "plac", "pl.", "av", "av."}
 )  # fmt: skip
 _PREPOSITIONS = frozenset(
-    "in a al alla di da na no em en à au sur presso nella della dalla de la el on at przy w we na op aan".split()
+    [
+        "in",
+        "a",
+        "al",
+        "alla",
+        "di",
+        "da",
+        "na",
+        "no",
+        "em",
+        "en",
+        "à",
+        "au",
+        "sur",
+        "presso",
+        "nella",
+        "della",
+        "dalla",
+        "de",
+        "la",
+        "el",
+        "on",
+        "at",
+        "przy",
+        "w",
+        "we",
+        "na",
+        "op",
+        "aan",
+    ]
 )
 _TYPE_FIRST_BARE = re.compile(
     rf"(?<![\w/])(?P<type>(?i:{_TYPE_BEFORE}))\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
@@ -395,24 +430,31 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Each candidate is a short number after a capitalised
     word, or before a street type, so prose costs one cheap test a number."""
     text = t.text
-    for m in _SHORT_NUMBER.finditer(text):
-        start, end = m.span()
+    for start in t.short_numbers:
         before = _char(text, start - 1)
-        if _char(text, start - 1).isalnum() or before in "_.-/+#$€£:" or _UNIT_AFTER.match(text, end):
+        if before.isalnum() or before in "_.-/+#$€£:":
             continue
-        number_first = _NUMBER_FIRST_BARE.match(text, start)
-        if number_first and _type_ok(text, start, number_first.group("type")):
-            yield _with_postcode(text, start, number_first.end())
+        m = _SHORT_NUMBER.match(text, start)
+        if m is None:
             continue
-        if before not in " ,\t\"'" or (len(m.group()) == 4 and _YEAR.match(m.group())):
+        end = m.end()
+        after = (
+            text[end + 1 : end + 3].lower() if _char(text, end) == " " else text[end + 2 : end + 4].lower()
+        )
+        if after in _TYPE_STARTS and _next_word(text, end) in _TYPE_WORDS:
+            number_first = _NUMBER_FIRST_BARE.match(text, start)
+            if number_first and _type_ok(text, start, number_first.group("type")):
+                yield _with_postcode(text, start, number_first.end())
+                continue
+        if before not in " ,\t\"'" or (end - start == 4 and _YEAR.match(text, start, end)):
             continue
-        word_end = len(text[:start].rstrip(" ,\t\"'"))
-        word_end -= text.endswith(("nº", "n°", "no", "nr"), 0, word_end) * 2
-        word_end = len(text[:word_end].rstrip(" ,.")) if word_end < start else word_end
-        word_start = word_end
-        while word_start > 0 and (text[word_start - 1].isalpha() or text[word_start - 1] in ".-'"):
-            word_start -= 1
-        if word_start == word_end or not text[word_start].isupper():
+        # the word before the number (past "nº", "Nr."): a street's name or ending is capitalised
+        space = text.rfind(" ", max(0, start - 40), start - 1)
+        word = text[space + 1 : start - 1].strip(",\"'(")
+        if word in _NUMBER_WORDS:
+            space = text.rfind(" ", max(0, space - 40), space)
+            word = text[space + 1 : start].split(" ", 1)[0].strip(",\"'(")
+        if not word or not word[0].isupper() or _UNIT_AFTER.match(text, end):
             continue
         window = _before(text, end, 80) + " "
         offset = end - (len(window) - 1)
@@ -423,6 +465,85 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
         suffix = _suffix_street(window, strict=True)
         if suffix:
             yield _with_postcode(text, offset + suffix.start(), end)
+
+
+#: the street types of ``_TYPE_BEFORE`` as words, to test the word after a number before any regex
+_TYPE_WORDS = frozenset(
+    [
+        "rue",
+        "avenue",
+        "av.",
+        "av",
+        "bd",
+        "boulevard",
+        "place",
+        "pl.",
+        "chemin",
+        "allée",
+        "allee",
+        "impasse",
+        "quai",
+        "route",
+        "cours",
+        "square",
+        "calle",
+        "c/",
+        "avda.",
+        "avda",
+        "avenida",
+        "plaza",
+        "pza.",
+        "pza",
+        "paseo",
+        "carrer",
+        "camino",
+        "ronda",
+        "travesía",
+        "travesia",
+        "rua",
+        "r.",
+        "travessa",
+        "praça",
+        "praca",
+        "largo",
+        "alameda",
+        "estrada",
+        "rodovia",
+        "via",
+        "v.",
+        "viale",
+        "v.le",
+        "corso",
+        "c.so",
+        "piazza",
+        "p.za",
+        "piazzale",
+        "vicolo",
+        "lungomare",
+        "strada",
+        "ul.",
+        "ul",
+        "ulica",
+        "al.",
+        "aleja",
+        "os.",
+        "osiedle",
+        "plac",
+    ]
+)
+
+
+_NUMBER_WORDS = frozenset({"nº", "n°", "no", "nr", "Nr", "nr.", "Nr.", "n.º", "N.º", "Nº", "No.", "no."})
+_TYPE_STARTS = frozenset(word[:2] for word in _TYPE_WORDS) | {"bi", "te"}
+
+
+def _next_word(text: str, end: int) -> str:
+    """The lowercased word after ``end`` (past a letter, ", ", "bis"/"ter"), up to 12 characters."""
+    chunk = text[end : end + 24].lstrip(", ")
+    words = chunk.split(" ", 2)
+    if words and words[0].lower() in ("bis", "ter") and len(words) > 1:
+        words = words[1:]
+    return words[0].lower().rstrip(",") if words else ""
 
 
 def _type_ok(text: str, start: int, street_type: str) -> bool:

@@ -81,6 +81,22 @@ def _unpronounceable(body: str) -> bool:
     return len(body) >= 30 and vowels / len(body) < 0.3
 
 
+def _vendor_keys(t: _Text) -> Iterator[Finding]:
+    """``prefix_body`` keys of vendors not listed in ``_API_KEYS``, found from their underscore."""
+    text = t.text
+    for at in t.find_all("_"):
+        prefix_start = at
+        while prefix_start > 0 and at - prefix_start < 9 and "a" <= text[prefix_start - 1] <= "z":
+            prefix_start -= 1
+        if prefix_start == at or _char(text, prefix_start - 1) in _KEY_CHARS:
+            continue
+        m = _VENDOR_KEY.match(text, prefix_start)
+        if m is None or m.group(1) in _NOT_KEY_PREFIXES or not _looks_random(body := m.group(2)):
+            continue
+        if any(map(str.isdigit, body)) or _unpronounceable(body):
+            yield Finding("api_key", m.start(), m.end(), m.group())
+
+
 def _scan_api_key(t: _Text) -> Iterator[Finding]:
     text = t.text
     for pattern in _API_KEYS:
@@ -96,16 +112,7 @@ def _scan_api_key(t: _Text) -> Iterator[Finding]:
             named = _SECRET_NAME.search(t.lower, max(0, m.start() - 48), m.start())
             if named and _looks_random(m.group(1)):
                 yield Finding("api_key", m.start(1), m.end(1), m.group(1))
-    for at in t.find_all("_"):
-        prefix_start = at
-        while prefix_start > 0 and at - prefix_start < 9 and "a" <= text[prefix_start - 1] <= "z":
-            prefix_start -= 1
-        if prefix_start == at or _char(text, prefix_start - 1) in _KEY_CHARS:
-            continue
-        m = _VENDOR_KEY.match(text, prefix_start)
-        if m and m.group(1) not in _NOT_KEY_PREFIXES and _looks_random(m.group(2)):
-            if any(map(str.isdigit, m.group(2))) or _unpronounceable(m.group(2)):
-                yield Finding("api_key", m.start(), m.end(), m.group())
+    yield from _vendor_keys(t)
     for m in _BEARER.finditer(text):
         is_word = _char(text, m.start() - 1) in "Bb" and not _char(text, m.start() - 2).isalnum()
         if is_word and _looks_random(m.group(1)):

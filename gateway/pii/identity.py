@@ -52,7 +52,9 @@ _PASSPORT_GAP = re.compile(
     r"(?:'s|s|u|a|es|e|nummer|nr)?[\"']?(?:\s{1,2}(?:[a-zäöüéèàíóú]{1,6}\s){1,3}(?=nummer|numer|number|num[ée]ro|número|nr|no\b))?\s{0,2}"
     r"(?:(?:nummer|numer|number|numéro|numero|número|num|nr|no|n\.?\s?[°º]|n\.|#)\.?\s{0,2})?[\s:#=\"']{0,4}"
 )
-_PASSPORT_FIELD = re.compile(r"(?:.*[_ -])?(?:" + _PASSPORT_WORD.pattern + r")(?:[_ -]?(?:no|nr|number|nummer|numero|id))?")
+_PASSPORT_FIELD = re.compile(
+    r"(?:.*[_ -])?(?:" + _PASSPORT_WORD.pattern + r")(?:[_ -]?(?:no|nr|number|nummer|numero|id))?"
+)
 _PASSPORT_NUMBER = re.compile(r"[A-Z0-9]{6,9}(?![\w-])")
 
 
@@ -94,16 +96,28 @@ def _scan_national_id(t: _Text) -> Iterator[Finding]:
 
 #: a UK National Insurance number: two prefix letters (not D, F, I, Q, U, V; the second not O), six
 #: digits, a suffix A to D; written in pairs (QQ 12 34 56 C) it counts on its own, compact after a cue
-_NINO = re.compile(r"(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
-                   r"(?P<sp> ?)\d\d(?P=sp)\d\d(?P=sp)\d\d(?P=sp)[A-D](?![\w-])")
+_NINO = re.compile(
+    r"(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"(?P<sp> ?)\d\d(?P=sp)\d\d(?P=sp)\d\d(?P=sp)[A-D](?![\w-])"
+)
 _NINO_CUE = re.compile(r"national[-_ ]insurance|\bnino\b|\bni[-_ ]?(?:number|no\b|nr\b)")
 
 
+_NINO_NEEDLES = ("insurance", "nino", "ni n")
+
+
 def _scan_nino(t: _Text) -> Iterator[Finding]:
+    """In pairs from the digit runs (``JG 10 37 59 A``); compact only within 40 characters of a cue."""
     text = t.text
-    for m in _NINO.finditer(text):
-        if m.group("sp") or _NINO_CUE.search(_before(t.lower, m.start(), 40)):
+    for start, _ in t.numbers:
+        m = _NINO.match(text, start - 3)
+        if start >= 3 and m and m.group("sp"):
             yield Finding("national_id", m.start(), m.end(), m.group())
+    for needle in _NINO_NEEDLES:
+        for at in t.find_all(needle):
+            for m in _NINO.finditer(text, at, at + 60):
+                if not m.group("sp") and _NINO_CUE.search(_before(t.lower, m.start(), 40)):
+                    yield Finding("national_id", m.start(), m.end(), m.group())
 
 
 def _spanish_id(text: str, start: int, end: int) -> Iterator[Finding]:

@@ -33,11 +33,13 @@ def _ascii_spaces(text: str) -> str:
 
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
-#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year)
+#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
+#: ``short`` any other number of up to four digits (a house number after its street)
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
-    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
+    r"|(?P<short>[0-9]{0,3}[a-zA-Z]?(?![0-9A-Za-z])))"
 )
 
 
@@ -67,18 +69,24 @@ class _Text:
         return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
+    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]], list[int]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
+        shorts: list[int] = []
         for m in _DIGIT_RUN.finditer(self.text):
-            if m.lastgroup == "number":
+            group = m.lastgroup
+            if group == "short":
+                shorts.append(m.start())
+            elif group == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
-            elif m.lastgroup == "house":
+                shorts.append(m.start())
+            elif group == "house":
                 houses.append(m.start())
+                shorts.append(m.start())
             else:
                 tails.append(m.span())
-        return numbers, houses, tails
+        return numbers, houses, tails, shorts
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -89,6 +97,11 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
+
+    @property
+    def short_numbers(self) -> list[int]:
+        """Starts of the numbers of up to four digits, and of ``house_numbers`` and ``numbers``."""
+        return self._digit_runs[3]
 
     @property
     def codice_fiscale_tails(self) -> list[tuple[int, int]]:
@@ -129,7 +142,9 @@ class _Text:
 
 _CSV_DELIMITERS = ",;\t|"
 #: a key right before a value: ``"tel": "``, ``bsn=``, ``passport: ``, ``<telefon>``
-_KEY_BEFORE = re.compile(r"([A-Za-zÀ-ÿ][\w .-]{0,30}?)[\"']?\s{0,2}(?:[:=]|=>)\s{0,3}[\"']?\Z|<([\w.-]{1,30})>\Z")
+_KEY_BEFORE = re.compile(
+    r"([A-Za-zÀ-ÿ][\w .-]{0,30}?)[\"']?\s{0,2}(?:[:=]|=>)\s{0,3}[\"']?\Z|<([\w.-]{1,30})>\Z"
+)
 
 
 def field_name(text: str, start: int) -> str | None:
