@@ -427,34 +427,33 @@ _NUMBER_FIRST_BARE = re.compile(
 def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
     the name or as its ending) and the house number in the language's order (Goethestraße 8a,
-    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Each candidate is a short number after a capitalised
-    word, or before a street type, so prose costs one cheap test a number."""
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a street type (from
+    the shared digit pass) or right after a capitalised word, so prose costs next to nothing."""
     text = t.text
-    for start in t.short_numbers:
-        before = _char(text, start - 1)
-        if before.isalnum() or before in "_.-/+#$€£:":
-            continue
-        m = _SHORT_NUMBER.match(text, start)
-        if m is None:
-            continue
-        end = m.end()
-        after = (
-            text[end + 1 : end + 3].lower() if _char(text, end) == " " else text[end + 2 : end + 4].lower()
-        )
-        if after in _TYPE_STARTS and _next_word(text, end) in _TYPE_WORDS:
+    for needle in _LOWER_TYPES_AFTER_NUMBER:
+        for at in t.find_all(needle):
+            if _char(text, at - 1) != " " or not _char(text, at - 2).isalnum():
+                continue
+            number = _NUMBER_BEFORE_TYPE.search(text, max(0, at - 12), at - 1)
+            if number is None:
+                continue
+            start = number.start()
+            if _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.-/+#$€£:":
+                continue
             number_first = _NUMBER_FIRST_BARE.match(text, start)
             if number_first and _type_ok(text, start, number_first.group("type")):
                 yield _with_postcode(text, start, number_first.end())
-                continue
-        if before not in " ,\t\"'" or (end - start == 4 and _YEAR.match(text, start, end)):
+    for m in _NAME_THEN_NUMBER.finditer(text):
+        end = m.end()
+        number = _SHORT_NUMBER.match(text, m.start("number"))
+        if (
+            number is None
+            or number.end() < end
+            or (end - m.start("number") == 4 and _YEAR.match(m["number"]))
+        ):
             continue
-        # the word before the number (past "nº", "Nr."): a street's name or ending is capitalised
-        space = text.rfind(" ", max(0, start - 40), start - 1)
-        word = text[space + 1 : start - 1].strip(",\"'(")
-        if word in _NUMBER_WORDS:
-            space = text.rfind(" ", max(0, space - 40), space)
-            word = text[space + 1 : start].split(" ", 1)[0].strip(",\"'(")
-        if not word or not word[0].isupper() or _UNIT_AFTER.match(text, end):
+        end = number.end()
+        if _UNIT_AFTER.match(text, end):
             continue
         window = _before(text, end, 80) + " "
         offset = end - (len(window) - 1)
@@ -467,83 +466,17 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             yield _with_postcode(text, offset + suffix.start(), end)
 
 
-#: the street types of ``_TYPE_BEFORE`` as words, to test the word after a number before any regex
-_TYPE_WORDS = frozenset(
-    [
-        "rue",
-        "avenue",
-        "av.",
-        "av",
-        "bd",
-        "boulevard",
-        "place",
-        "pl.",
-        "chemin",
-        "allée",
-        "allee",
-        "impasse",
-        "quai",
-        "route",
-        "cours",
-        "square",
-        "calle",
-        "c/",
-        "avda.",
-        "avda",
-        "avenida",
-        "plaza",
-        "pza.",
-        "pza",
-        "paseo",
-        "carrer",
-        "camino",
-        "ronda",
-        "travesía",
-        "travesia",
-        "rua",
-        "r.",
-        "travessa",
-        "praça",
-        "praca",
-        "largo",
-        "alameda",
-        "estrada",
-        "rodovia",
-        "via",
-        "v.",
-        "viale",
-        "v.le",
-        "corso",
-        "c.so",
-        "piazza",
-        "p.za",
-        "piazzale",
-        "vicolo",
-        "lungomare",
-        "strada",
-        "ul.",
-        "ul",
-        "ulica",
-        "al.",
-        "aleja",
-        "os.",
-        "osiedle",
-        "plac",
-    ]
+#: lower-case street types written after the house number (French above all: 27 rue du Bac, 3 bd
+#: Saint-Michel): found with ``str.find``, then the number before them; each needle costs a pass
+_LOWER_TYPES_AFTER_NUMBER = (
+    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ",
+)  # fmt: skip
+_NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
+#: a capitalised word (a street's name or its ending) and a house number right after it: the regex
+#: engine skips to capitals fast, and prose has few "Word 12"
+_NAME_THEN_NUMBER = re.compile(
+    r"[A-ZÀ-ÖØ-ÞĀ-Ž][^\s\d]{0,30}[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)?(?P<number>[0-9]{1,4})(?![0-9])"
 )
-
-
-_NUMBER_WORDS = frozenset({"nº", "n°", "no", "nr", "Nr", "nr.", "Nr.", "n.º", "N.º", "Nº", "No.", "no."})
-_TYPE_STARTS = frozenset(word[:2] for word in _TYPE_WORDS) | {"bi", "te"}
-
-
-def _next_word(text: str, end: int) -> str:
-    """The lowercased word after ``end`` (past a letter, ", ", "bis"/"ter"), up to 12 characters."""
-    chunk = text[end : end + 24].lstrip(", ")
-    words = chunk.split(" ", 2)
-    if words and words[0].lower() in ("bis", "ter") and len(words) > 1:
-        words = words[1:]
-    return words[0].lower().rstrip(",") if words else ""
 
 
 def _type_ok(text: str, start: int, street_type: str) -> bool:

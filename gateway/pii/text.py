@@ -34,12 +34,10 @@ def _ascii_spaces(text: str) -> str:
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
 #: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
-#: ``short`` any other number of up to four digits (a house number after its street)
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
-    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
-    r"|(?P<short>[0-9]{0,3}[a-zA-Z]?(?![0-9A-Za-z])))"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
 )
 
 
@@ -69,24 +67,19 @@ class _Text:
         return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]], list[int]]:
+    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
-        shorts: list[int] = []
         for m in _DIGIT_RUN.finditer(self.text):
             group = m.lastgroup
-            if group == "short":
-                shorts.append(m.start())
-            elif group == "number":
+            if group == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
-                shorts.append(m.start())
             elif group == "house":
                 houses.append(m.start())
-                shorts.append(m.start())
             else:
                 tails.append(m.span())
-        return numbers, houses, tails, shorts
+        return numbers, houses, tails
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -97,11 +90,6 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
-
-    @property
-    def short_numbers(self) -> list[int]:
-        """Starts of the numbers of up to four digits, and of ``house_numbers`` and ``numbers``."""
-        return self._digit_runs[3]
 
     @property
     def codice_fiscale_tails(self) -> list[tuple[int, int]]:
