@@ -133,9 +133,9 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
                 continue
             if not (french or phone_word):
                 name = field_name(text, start)
-                phone_word = name is not None and _PHONE_FIELD.fullmatch(name) is not None
-            if phone_word and not french and _phone_type(run, regions) is None:
-                continue
+                # a field named for a phone: a number libphonenumber validates in one of the regions
+                in_field = name is not None and _PHONE_FIELD.fullmatch(name) is not None
+                phone_word = in_field and _phone_type(run, regions) is not None
             if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
                 yield Finding("phone", start, end, run)
 
@@ -204,12 +204,28 @@ def _bare_landline(run: str, regions: Sequence[str]) -> bool:
     digits = sum(map(str.isdigit, run))
     if 10 <= digits <= 12 and _GROUPED_LANDLINE.fullmatch(run):
         # France writes its numbers in pairs: that shape (``_FR_PHONE``) is checked on its own
-        trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR"]
-        return _phone_type(run, trunk_zero) in _LANDLINE_TYPES
+        national = "".join(filter(str.isdigit, run))[1:]
+        # a parse costs ~50 µs: only in regions whose fixed-line or mobile pattern already fits
+        trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR" and _fits_region(national, r)]
+        return bool(trunk_zero) and _phone_type(run, trunk_zero) in _LANDLINE_TYPES
     if digits == 9 and run[0] in "56789" and _GROUPED_NINE.fullmatch(run):
         nine = [r for r in regions if r in ("ES", "PT", "PL")]
         return _phone_type(run, nine) in _MOBILE_TYPES
     return False
+
+
+@functools.cache
+def _number_patterns(region: str) -> tuple[re.Pattern[str], ...]:
+    """A region's fixed-line and mobile national number patterns, from libphonenumber's metadata."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return ()
+    descs = (metadata.fixed_line, metadata.mobile)
+    return tuple(re.compile(d.national_number_pattern) for d in descs if d and d.national_number_pattern)
+
+
+def _fits_region(national: str, region: str) -> bool:
+    return any(pattern.fullmatch(national) for pattern in _number_patterns(region))
 
 
 @functools.cache
@@ -457,9 +473,13 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             continue
         window = _before(text, end, 80) + " "
         offset = end - (len(window) - 1)
-        street = _TYPE_FIRST_BARE.search(window)
+        words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
+        # regexes with a hundred alternatives cost far more than a set: only where a type word is
+        street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
         if street and _type_ok(window, street.start(), street.group("type")):
             yield _with_postcode(text, offset + street.start(), end)
+            continue
+        if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
             continue
         suffix = _suffix_street(window, strict=True)
         if suffix:
@@ -472,6 +492,77 @@ _LOWER_TYPES_AFTER_NUMBER = (
     "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ",
 )  # fmt: skip
 _NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
+#: the words of ``_TYPE_BEFORE``, to test a window's words before running it
+_TYPE_WORD_SET = frozenset(
+    [
+        "rue",
+        "avenue",
+        "av",
+        "av.",
+        "bd",
+        "boulevard",
+        "place",
+        "pl.",
+        "chemin",
+        "allée",
+        "allee",
+        "impasse",
+        "quai",
+        "route",
+        "cours",
+        "square",
+        "calle",
+        "c/",
+        "avda",
+        "avda.",
+        "avenida",
+        "plaza",
+        "pza",
+        "pza.",
+        "paseo",
+        "pº",
+        "p°",
+        "carrer",
+        "camino",
+        "ronda",
+        "travesía",
+        "travesia",
+        "rua",
+        "r.",
+        "travessa",
+        "praça",
+        "praca",
+        "largo",
+        "alameda",
+        "estrada",
+        "rodovia",
+        "via",
+        "v.",
+        "viale",
+        "v.le",
+        "corso",
+        "c.so",
+        "piazza",
+        "p.za",
+        "piazzale",
+        "vicolo",
+        "lungomare",
+        "strada",
+        "ul",
+        "ul.",
+        "ulica",
+        "ulicy",
+        "al.",
+        "aleja",
+        "alei",
+        "os.",
+        "osiedle",
+        "osiedlu",
+        "plac",
+        "placu",
+        "laan",
+    ]
+)
 #: a capitalised word (a street's name or its ending) and a house number right after it: the regex
 #: engine skips to capitals fast, and prose has few "Word 12"
 _NAME_THEN_NUMBER = re.compile(
