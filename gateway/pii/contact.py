@@ -459,6 +459,11 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             number_first = _NUMBER_FIRST_BARE.match(text, start)
             if number_first and _type_ok(text, start, number_first.group("type")):
                 yield _with_postcode(text, start, number_first.end())
+    yield from _named_street_spans(text)
+
+
+def _named_street_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Type-first and suffix streets ending in a house number, from a capitalised word before it."""
     for m in _NAME_THEN_NUMBER.finditer(text):
         end = m.end()
         number = _SHORT_NUMBER.match(text, m.start("number"))
@@ -493,76 +498,14 @@ _LOWER_TYPES_AFTER_NUMBER = (
 )  # fmt: skip
 _NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
 #: the words of ``_TYPE_BEFORE``, to test a window's words before running it
-_TYPE_WORD_SET = frozenset(
-    [
-        "rue",
-        "avenue",
-        "av",
-        "av.",
-        "bd",
-        "boulevard",
-        "place",
-        "pl.",
-        "chemin",
-        "allée",
-        "allee",
-        "impasse",
-        "quai",
-        "route",
-        "cours",
-        "square",
-        "calle",
-        "c/",
-        "avda",
-        "avda.",
-        "avenida",
-        "plaza",
-        "pza",
-        "pza.",
-        "paseo",
-        "pº",
-        "p°",
-        "carrer",
-        "camino",
-        "ronda",
-        "travesía",
-        "travesia",
-        "rua",
-        "r.",
-        "travessa",
-        "praça",
-        "praca",
-        "largo",
-        "alameda",
-        "estrada",
-        "rodovia",
-        "via",
-        "v.",
-        "viale",
-        "v.le",
-        "corso",
-        "c.so",
-        "piazza",
-        "p.za",
-        "piazzale",
-        "vicolo",
-        "lungomare",
-        "strada",
-        "ul",
-        "ul.",
-        "ulica",
-        "ulicy",
-        "al.",
-        "aleja",
-        "alei",
-        "os.",
-        "osiedle",
-        "osiedlu",
-        "plac",
-        "placu",
-        "laan",
-    ]
-)
+_TYPE_WORD_SET = frozenset({
+    "rue", "avenue", "av", "av.", "bd", "boulevard", "place", "pl.", "chemin", "allée", "allee", "impasse",
+    "quai", "route", "cours", "square", "calle", "c/", "avda", "avda.", "avenida", "plaza", "pza", "pza.",
+    "paseo", "pº", "p°", "carrer", "camino", "ronda", "travesía", "travesia", "rua", "r.", "travessa",
+    "praça", "praca", "largo", "alameda", "estrada", "rodovia", "via", "v.", "viale", "v.le", "corso",
+    "c.so", "piazza", "p.za", "piazzale", "vicolo", "lungomare", "strada", "ul", "ul.", "ulica", "ulicy",
+    "al.", "aleja", "alei", "os.", "osiedle", "osiedlu", "plac", "placu", "laan",
+})  # fmt: skip
 #: a capitalised word (a street's name or its ending) and a house number right after it: the regex
 #: engine skips to capitals fast, and prose has few "Word 12"
 _NAME_THEN_NUMBER = re.compile(
