@@ -443,8 +443,8 @@ _NUMBER_FIRST_BARE = re.compile(
 def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
     the name or as its ending) and the house number in the language's order (Goethestraße 8a,
-    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a street type (from
-    the shared digit pass) or right after a capitalised word, so prose costs next to nothing."""
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a French street type
+    (found with ``str.find``) or right after a capitalised word (``_NAME_THEN_NUMBER``)."""
     text = t.text
     for needle in _LOWER_TYPES_AFTER_NUMBER:
         for at in t.find_all(needle):
