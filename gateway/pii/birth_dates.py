@@ -24,7 +24,7 @@ _BIRTH_WORD = re.compile(
     r"(?:born|birth(?:[ _-]?(?:day|date))?|dob|d\.o\.b\.?"
     r"|né(?:e|\(e\))?s?|naissance"
     r"|geboren|geb\.(?:-?datum)?|geburts(?:datum|tag)|geboorte(?:datum)?"
-    r"|nac(?:imiento|id[oa]s?|\.)|nasc(?:imento|id[oa]s?|ita)"
+    r"|nac(?:imiento|id[oa]s?|\.)|nasc(?:imento|id[oa]s?|ita|\.)"
     r"|nat[oa](?=\s+(?:il|a|ad)\s)"
     r"|ur(?:odz(?:ony|ona|eni[ea]|in[ya]?|i[łl][ae]?m?)|\.))"  # Italian "nato il", "nata a Roma il"; not NATO
     r"(?![^\W\d_])"
@@ -73,7 +73,7 @@ _DATE = re.compile(
 #: Lyon le", "nata a Roma il"), a format hint, JSON quotes; not other words ("our birthday sale runs
 #: 2024-06-01" is a sale)
 _BIRTH_GAP = re.compile(
-    r"[\s:=,()'\"-]*(?:(?:is|was|on|of|in|at|the|le|à|a|am|em|el|en|il|ad|op|de|du|da|di|do|dnia|w"
+    r"[\s:=,()'\"-]*(?:(?:is|was|on|of|in|at|the|le|à|a|am|em|el|en|il|ad|op|de|du|da|di|do|dnia|w|się"
     r"|[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+|[A-Za-z]+/[A-Za-z]+/[A-Za-z]+)\b[\s:=,()'\"-]*){0,4}"
 )
 #: a field of a CSV header ("id", "e-mail", "date_of_birth", "Date (ISO)"): a short label, or empty
@@ -126,6 +126,25 @@ def _scan_date_of_birth(t: _Text, today: date | None = None) -> Iterator[Finding
         elif word_end >= table_end:
             found, table_end = _csv_column_dates(text, word_end, today)
             yield from found
+            if not found:
+                yield from _date_before(t, word_end, today)
+
+
+#: a birth word after its date: "am 7. Mai 1990 geboren", "1985-03-14 born", "14 lutego 1991 urodzona"
+_AFTER_DATE_WORD = re.compile(r"(?:geboren|born|urodzon[ya]|urodzi[łl][ao]?)\Z")
+
+
+def _date_before(t: _Text, word_end: int, today: date) -> Iterator[Finding]:
+    text = t.text
+    word = _AFTER_DATE_WORD.search(t.lower, max(0, word_end - 12), word_end)
+    if word is None:
+        return
+    window_start = max(0, word.start() - 40)
+    last = None
+    for m in _DATE.finditer(text, window_start, word.start()):
+        last = m
+    if last and not text[last.end() : word.start()].strip() and _date_ok(last, today):
+        yield Finding("date_of_birth", last.start(), last.end(), last.group())
 
 
 def _csv_column_dates(text: str, word_end: int, today: date) -> tuple[list[Finding], int]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import phonenumbers
 
 from gateway.pii.findings import DEFAULT_PHONE_REGIONS, Finding
-from gateway.pii.text import _before, _char, _Text
+from gateway.pii.text import _before, _char, _Text, field_name
 
 # --- email ----------------------------------------------------------------------------------------
 
@@ -64,9 +64,9 @@ def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
 
 # --- phone ----------------------------------------------------------------------------------------
 
-_PHONE_RUN = re.compile(r"[+(\d][\d ().-]{6,24}\d")
+_PHONE_RUN = re.compile(r"[+(\d][\d ()./-]{6,24}\d")
 _INTL_PHONE = re.compile(r"\+[1-9]\d*(?: ?\(\d{1,4}\) ?\d+)?(?:[ .-]\d+)*")
-_LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}\) ?)?\d+(?:[ .-]\d+)*")
+_LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}(?: \d{1,4})?\) ?)?\d+(?:(?: ?[./-] ?| )\d+)*")
 _NANP = re.compile(
     r"(?<![\w.+-])(?:1[ .-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d(?P<sep>[.-]))[2-9]\d\d(?(sep)(?P=sep)|[.-])\d{4}"
     r"(?![\w]|[.-]\d)"
@@ -81,7 +81,14 @@ _PHONE_WORD = re.compile(
     r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
     r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
     r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
-    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń])\b"
+    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń]"
+    r"|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale)\b"
+)
+#: the names of a structural field (a JSON key, a CSV column) that holds a phone number
+_PHONE_FIELD = re.compile(
+    r"(?:.*[_ -])?(?:phone|tel|telephone|telefon|telefono|teléfono|téléphone|telefone|telefoon|mobile|mobil"
+    r"|handy|m[oó]vil|portable|cellulare|cell|kom[oó]rka|gsm|fax|celular|telem[oó]vel|mobiel|contact)"
+    r"(?:[_ -]?(?:number|nummer|numero|nr|no|fisso|fijo|fixe|mobile|privat|work|home))?"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
 _ID_WORD = re.compile(
@@ -104,7 +111,7 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
     number after a phone word, and without one a mobile number (in a grouped national format) that
     libphonenumber places in one of ``regions``."""
     text = t.text
-    for m in t.in_numbers(_PHONE_RUN):
+    for m in _phone_runs(t):
         start, end = m.span()
         before, run = _char(text, start - 1), m.group()
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
@@ -124,8 +131,27 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
             phone_word, id_word = _phone_context(t.lower, start)
             if id_word:
                 continue
-            if french or phone_word or _bare_mobile(run, regions):
+            if not (french or phone_word):
+                name = field_name(text, start)
+                # a field named for a phone: a number libphonenumber validates in one of the regions
+                in_field = name is not None and _PHONE_FIELD.fullmatch(name) is not None
+                phone_word = in_field and _phone_type(run, regions) is not None
+            if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
                 yield Finding("phone", start, end, run)
+
+
+_SLASH_AREA = re.compile(r"\(?0\d{2,4}\)? ?/ ?\Z")
+
+
+def _phone_runs(t: _Text) -> Iterator[re.Match[str]]:
+    """Phone candidates in the digit runs; a German area code before a slash (0221/4567890) is
+    joined to the run after it."""
+    text = t.text
+    for start, end in t.numbers:
+        area = _SLASH_AREA.search(text, max(0, start - 9), start)
+        if area:
+            start = area.start()
+        yield from _PHONE_RUN.finditer(text, start, end)
 
 
 def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
@@ -158,6 +184,54 @@ _MOBILE_TYPES = frozenset(
 #: a mobile number as people write it: grouped, 10 or 11 digits (07700 900123, 0171 1234567,
 #: 06-12345678, 333 123 4567); an ungrouped run is more often an order or account number
 _GROUPED_NATIONAL = re.compile(r"\(?\d{2,5}\)?[ -]\d{2,4}(?:[ -]?\d{2,4}){0,3}")
+
+
+#: a landline as people write it: the trunk 0 and the area code, then the subscriber number grouped
+#: (030 12345678, 089 2190 5544, (0 69) 123 456 78, 0221/4567890, 020 624 1111, 06 6982 1234)
+_GROUPED_LANDLINE = re.compile(
+    r"\(?0[1-9]\d{0,4}\)?(?: ?/ ?| - |[ -])\d{2,8}(?:[ -]\d{1,4}){0,3}|\(0 \d{1,4}\) \d{2,8}(?: \d{1,4}){0,3}"
+)
+_LANDLINE_TYPES = frozenset(
+    {phonenumbers.PhoneNumberType.FIXED_LINE, *_MOBILE_TYPES, phonenumbers.PhoneNumberType.VOIP}
+)
+#: 9-digit numbers in Spain, Portugal and Poland, grouped as they are written (612 34 56 78, 912 345 678)
+_GROUPED_NINE = re.compile(r"\d{3}[ -]\d{3}[ -]\d{3}|\d{3} \d{2} \d{2} \d{2}|\d{2} \d{3} \d{2} \d{2}")
+
+
+def _bare_landline(run: str, regions: Sequence[str]) -> bool:
+    """With no phone word: a grouped national number from the trunk 0 that libphonenumber validates
+    (a landline too) in one of ``regions``, or a grouped 9-digit mobile of Spain, Portugal or Poland."""
+    digits = sum(map(str.isdigit, run))
+    if 10 <= digits <= 12 and _GROUPED_LANDLINE.fullmatch(run):
+        # France writes its numbers in pairs: that shape (``_FR_PHONE``) is checked on its own
+        national = "".join(filter(str.isdigit, run))[1:]
+        # a parse costs ~50 µs: only in regions whose fixed-line or mobile pattern already fits
+        trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR" and _fits_region(national, r)]
+        return bool(trunk_zero) and _phone_type(run, trunk_zero) in _LANDLINE_TYPES
+    if digits == 9 and run[0] in "56789" and _GROUPED_NINE.fullmatch(run):
+        nine = [r for r in regions if r in ("ES", "PT", "PL")]
+        return _phone_type(run, nine) in _MOBILE_TYPES
+    return False
+
+
+@functools.cache
+def _number_patterns(region: str) -> tuple[re.Pattern[str], ...]:
+    """A region's fixed-line and mobile national number patterns, from libphonenumber's metadata."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return ()
+    descs = (metadata.fixed_line, metadata.mobile)
+    return tuple(re.compile(d.national_number_pattern) for d in descs if d and d.national_number_pattern)
+
+
+def _fits_region(national: str, region: str) -> bool:
+    return any(pattern.fullmatch(national) for pattern in _number_patterns(region))
+
+
+@functools.cache
+def _trunk(region: str) -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return (metadata.national_prefix or "") if metadata else ""
 
 
 def _bare_mobile(run: str, regions: Sequence[str]) -> bool:
@@ -238,10 +312,14 @@ _TYPE_BEFORE = (
     r"|calle|c/|avda\.?|avenida|plaza|pza\.?|paseo|p[º°]|carrer|camino|ronda|traves[ií]a"
     r"|rua|r\.|travessa|pra[çc]a|largo|alameda|estrada|rodovia"
     r"|via|v\.|viale|v\.le|corso|c\.so|piazza|p\.za|piazzale|vicolo|lungomare|strada"
-    r"|ul\.?|ulica|al\.|aleja|os\.|osiedle|plac"
+    r"|ul\.?|ulica|ulicy|al\.|aleja|alei|os\.|osiedle|osiedlu|plac|placu"
+    r"|laan(?= van )"
 )
 #: a word of a street's name: capitalised (any script of these languages), a particle, or an ordinal
-_PARTICLE = r"de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli|du|des|le|les|l'|d'|dell'|e|y|i"
+_PARTICLE = (
+    r"van der|van de|van|der|den|ten|ter|de|del|de la|la|las|los|da|do|dos|das|di|della|delle|dei|degli"
+    r"|du|des|le|les|l'|d'|dell'|e|y|i"
+)
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
@@ -259,8 +337,8 @@ _NUMBER_FIRST_STREET = re.compile(
 )
 #: German and Dutch street names end in their type: Hauptstraße, Berliner Str., Kerkstraat, Keizersgracht
 _TYPE_SUFFIXES = (
-    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee",
-    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg",
+    "straße", "strasse", "str.", "weg", "allee", "platz", "gasse", "damm", "ufer", "chaussee", "graben",
+    "straat", "laan", "plein", "gracht", "kade", "singel", "dijk", "steeg", "dreef",
 )  # fmt: skip
 _SUFFIX_STREET = re.compile(
     rf"(?P<street>(?:[A-ZÄÖÜ][\w.-]*[ -])?[A-ZÄÖÜ][\w.-]*)\s?{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
@@ -291,7 +369,10 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     for postcode in postcodes:
         window = _before(text, postcode, 100)
         street = (
-            _NUMBER_FIRST_BEFORE.search(window) or _TYPE_FIRST_BEFORE.search(window) or _suffix_street(window)
+            _NUMBER_FIRST_BEFORE.search(window)
+            or _TYPE_FIRST_BEFORE.search(window)
+            or _suffix_street(window)
+            or _NAMED_BEFORE_POSTCODE.search(window)
         )
         if street and not _char(window, street.start() - 1).isalnum():
             street_start = postcode - len(window) + street.start()
@@ -299,12 +380,161 @@ def _eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             yield _with_postcode(text, street_start, street_end)
 
 
-def _suffix_street(window: str) -> re.Match[str] | None:
+#: a German street named with a preposition (Am Lindenhof 3, In der Au 7) counts before a postcode and city
+_NAMED_BEFORE_POSTCODE = re.compile(
+    r"(?<![\w.-])(?:Am|An der|An den|Im|Auf der|Auf dem|Zum|Zur|In der|In den) "
+    r"[A-ZÄÖÜ][a-zäöüß]{3,}(?:-[A-ZÄÖÜ][a-zäöüß]+)?"
+    rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+#: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these
+_SHORT_NUMBER = re.compile(r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/\d{1,4}[a-zA-Z]?)?(?![\w%°º])(?![.,:]\d)")
+#: what follows a number that makes it a quantity, not a house number ("2 times", "3 Mal", "80 cm")
+_UNIT_AFTER = re.compile(
+    r",?\s*(?:times|mal|volte|veces|vezes|razy|keer|fois|x|km|m|cm|mm|kg|g|h|min|uur|uhr|hours|euro|eur"
+    r"|€|\$|percent|prozent|procent|per cent|por ciento|pour cent|per cento|st[üu]ck|pcs|items|seiten)\b"
+)
+#: street types that are also ordinary words (via, route, place, corso, largo…): written lower case they
+#: count only after a preposition ("abito in via Roma 3", "na rua…")
+_AMBIGUOUS_TYPES = frozenset(
+    {"via", "v.", "route", "place", "cours", "square", "plaza", "largo", "corso", "strada", "r.", "ronda",
+     "alameda", "camino", "plac", "pl.", "av", "av."}
+)  # fmt: skip
+_PREPOSITIONS = frozenset(
+    [
+        "in",
+        "a",
+        "al",
+        "alla",
+        "di",
+        "da",
+        "na",
+        "no",
+        "em",
+        "en",
+        "à",
+        "au",
+        "sur",
+        "presso",
+        "nella",
+        "della",
+        "dalla",
+        "de",
+        "la",
+        "el",
+        "on",
+        "at",
+        "przy",
+        "w",
+        "we",
+        "na",
+        "op",
+        "aan",
+    ]
+)
+_TYPE_FIRST_BARE = re.compile(
+    rf"(?<![\w/])(?P<type>(?i:{_TYPE_BEFORE}))\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
+    rf"{_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
+)
+_NUMBER_FIRST_BARE = re.compile(
+    rf"\d{{1,4}}(?: ?(?:bis|ter|[A-Za-z]))?,? (?P<type>(?i:{_TYPE_BEFORE})) +{_STREET_NAME}"
+)
+
+
+def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
+    """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
+    the name or as its ending) and the house number in the language's order (Goethestraße 8a,
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a French street type
+    (found with ``str.find``) or right after a capitalised word (``_NAME_THEN_NUMBER``)."""
+    text = t.text
+    for needle in _LOWER_TYPES_AFTER_NUMBER:
+        for at in t.find_all(needle):
+            if _char(text, at - 1) != " " or not _char(text, at - 2).isalnum():
+                continue
+            number = _NUMBER_BEFORE_TYPE.search(text, max(0, at - 12), at - 1)
+            if number is None:
+                continue
+            start = number.start()
+            if _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.-/+#$€£:":
+                continue
+            number_first = _NUMBER_FIRST_BARE.match(text, start)
+            if number_first and _type_ok(text, start, number_first.group("type")):
+                yield _with_postcode(text, start, number_first.end())
+    yield from _named_street_spans(text)
+
+
+def _named_street_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Type-first and suffix streets ending in a house number, from a capitalised word before it."""
+    for m in _NAME_THEN_NUMBER.finditer(text):
+        end = m.end()
+        number = _SHORT_NUMBER.match(text, m.start("number"))
+        if (
+            number is None
+            or number.end() < end
+            or (end - m.start("number") == 4 and _YEAR.match(m["number"]))
+        ):
+            continue
+        end = number.end()
+        if _UNIT_AFTER.match(text, end):
+            continue
+        window = _before(text, end, 80) + " "
+        offset = end - (len(window) - 1)
+        words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
+        # regexes with a hundred alternatives cost far more than a set: only where a type word is
+        street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
+        if street and _type_ok(window, street.start(), street.group("type")):
+            yield _with_postcode(text, offset + street.start(), end)
+            continue
+        if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
+            continue
+        suffix = _suffix_street(window, strict=True)
+        if suffix:
+            yield _with_postcode(text, offset + suffix.start(), end)
+
+
+#: lower-case street types written after the house number (French above all: 27 rue du Bac, 3 bd
+#: Saint-Michel): found with ``str.find``, then the number before them; each needle costs a pass
+_LOWER_TYPES_AFTER_NUMBER = (
+    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ",
+)  # fmt: skip
+_NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
+#: the words of ``_TYPE_BEFORE``, to test a window's words before running it
+_TYPE_WORD_SET = frozenset({
+    "rue", "avenue", "av", "av.", "bd", "boulevard", "place", "pl.", "chemin", "allée", "allee", "impasse",
+    "quai", "route", "cours", "square", "calle", "c/", "avda", "avda.", "avenida", "plaza", "pza", "pza.",
+    "paseo", "pº", "p°", "carrer", "camino", "ronda", "travesía", "travesia", "rua", "r.", "travessa",
+    "praça", "praca", "largo", "alameda", "estrada", "rodovia", "via", "v.", "viale", "v.le", "corso",
+    "c.so", "piazza", "p.za", "piazzale", "vicolo", "lungomare", "strada", "ul", "ul.", "ulica", "ulicy",
+    "al.", "aleja", "alei", "os.", "osiedle", "osiedlu", "plac", "placu", "laan",
+})  # fmt: skip
+#: a capitalised word (a street's name or its ending) and a house number right after it: the regex
+#: engine skips to capitals fast, and prose has few "Word 12"
+_NAME_THEN_NUMBER = re.compile(
+    r"[A-ZÀ-ÖØ-ÞĀ-Ž][^\s\d]{0,30}[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)?(?P<number>[0-9]{1,4})(?![0-9])"
+)
+
+
+def _type_ok(text: str, start: int, street_type: str) -> bool:
+    """A lower-case street type that is also an ordinary word needs a preposition before it; "et al."
+    is a citation."""
+    if text.endswith("et ", 0, start):
+        return False
+    if street_type[0].isupper() or street_type.lower() not in _AMBIGUOUS_TYPES:
+        return True
+    words = _before(text, start, 16).split()
+    return bool(words) and words[-1].lower() in _PREPOSITIONS
+
+
+def _suffix_street(window: str, *, strict: bool = False) -> re.Match[str] | None:
+    """A street named by its ending (Hauptstraße, Keizersgracht) or by a type word after its name
+    (Berliner Str.); ``strict`` (no postcode after): not the type word alone ("Platz 3", "Weg 2")."""
     m = _SUFFIX_STREET.search(window)
     if m is None:
         return None
     words = m.group("street").split()
-    if words[-1].lower().endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+    last = words[-1].lower()
+    if last.endswith(_TYPE_SUFFIXES) and (len(words[-1]) > 4 or len(words) == 2):
+        if strict and len(words) == 1 and last.rstrip(".") in {x.rstrip(".") for x in _TYPE_SUFFIXES}:
+            return None
         return m
     if len(words) == 2 and words[-1].lower().rstrip(".") in (
         "str",
@@ -325,7 +555,13 @@ def _with_postcode(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _scan_postal_address(t: _Text) -> Iterator[Finding]:
     text = t.text
-    spans = [*_street_spans(t), *_city_state_zip_spans(text), *_postcode_spans(t), *_eu_street_spans(t)]
+    spans = [
+        *_street_spans(t),
+        *_city_state_zip_spans(text),
+        *_postcode_spans(t),
+        *_eu_street_spans(t),
+        *_bare_eu_street_spans(t),
+    ]
     for start, end in _merge_spans(sorted(spans), text):
         yield Finding("postal_address", start, end, text[start:end])
 

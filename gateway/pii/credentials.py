@@ -47,10 +47,20 @@ _API_KEYS = (  # OpenAI and Anthropic (sk-), Stripe (sk_, rk_), AWS key ids, Goo
     re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"),
     re.compile(r"xox[baprs]-[A-Za-z0-9-]{10,}"),
     re.compile(r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"),  # SendGrid; GitLab's glpat- is above
+    re.compile(r"xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"),  # Brevo (Sendinblue)
+    re.compile(r"key-[a-f0-9]{32}"),  # Mailgun
 )
+#: a vendor prefix and an underscore before a long random body (hf_…, shpat_…, lin_api_…, ntn_…,
+#: dop_v1_…, glsa_…, npm_…, whsec_…): found from the underscore, the body must look random
+_VENDOR_KEY = re.compile(r"([a-z]{2,8})_(?:[a-z0-9]{2,6}_)?([A-Za-z0-9]{24,128})(?![\w-])")
+#: prefixes that name a hash or an identifier, not a credential
+_NOT_KEY_PREFIXES = frozenset(
+    {"sha", "sha1", "md5", "hash", "id", "uuid", "commit", "rev", "build", "trace", "span", "req", "request",
+     "file", "img", "image", "test", "mock", "run", "job", "msg", "evt", "obj", "ch", "cus", "pi", "pm"}
+)  # fmt: skip
 _KEY_PREFIX = re.compile(
     r"sk-(?:ant-(?:api\d+-|admin\d+-)?|proj-|svcacct-|admin-)?|AKIA|ASIA|gh[pousr]_|github_pat_"
-    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza|SG\.|glpat-"
+    r"|xox[baprs]-|[sr]k_(?:live|test)_|AIza|SG\.|glpat-|xkeysib-|key-"
 )
 #: ``api_key = "…"``, ``"token": "…"``, ``password=…``: a secret-sounding name right before ``:`` or ``=``
 _ASSIGNMENTS = (
@@ -63,6 +73,28 @@ _SECRET_NAME = re.compile(
     r"[\"']?\s{0,3}\Z"
 )
 _BEARER = re.compile(r"earer\s+([A-Za-z0-9._~+/=-]{16,})")
+
+
+def _unpronounceable(body: str) -> bool:
+    """A letters-only body of random characters (hf_…), not camelCase words: 30+ letters, few vowels."""
+    vowels = sum(c in "aeiouAEIOU" for c in body)
+    return len(body) >= 30 and vowels / len(body) < 0.3
+
+
+def _vendor_keys(t: _Text) -> Iterator[Finding]:
+    """``prefix_body`` keys of vendors not listed in ``_API_KEYS``, found from their underscore."""
+    text = t.text
+    for at in t.find_all("_"):
+        prefix_start = at
+        while prefix_start > 0 and at - prefix_start < 9 and "a" <= text[prefix_start - 1] <= "z":
+            prefix_start -= 1
+        if prefix_start == at or _char(text, prefix_start - 1) in _KEY_CHARS:
+            continue
+        m = _VENDOR_KEY.match(text, prefix_start)
+        if m is None or m.group(1) in _NOT_KEY_PREFIXES or not _looks_random(body := m.group(2)):
+            continue
+        if any(map(str.isdigit, body)) or _unpronounceable(body):
+            yield Finding("api_key", m.start(), m.end(), m.group())
 
 
 def _scan_api_key(t: _Text) -> Iterator[Finding]:
@@ -80,6 +112,7 @@ def _scan_api_key(t: _Text) -> Iterator[Finding]:
             named = _SECRET_NAME.search(t.lower, max(0, m.start() - 48), m.start())
             if named and _looks_random(m.group(1)):
                 yield Finding("api_key", m.start(1), m.end(1), m.group(1))
+    yield from _vendor_keys(t)
     for m in _BEARER.finditer(text):
         is_word = _char(text, m.start() - 1) in "Bb" and not _char(text, m.start() - 2).isalnum()
         if is_word and _looks_random(m.group(1)):
@@ -177,7 +210,7 @@ _PASSWORD_VALUE = re.compile(r"[^\s\"'`,;<>()\[\]{}]{4,128}")
 _PASSWORD_PLACEHOLDER = re.compile(
     r"(?:\$.*|%.*|\{.*|<.*|\*+|x{3,}|\.{3,}|•+|_+|-+|#+|[\w.]+\(.*"
     r"|change_?me|change_?it|password\d*|passwort|secret|token|example|redacted|hidden|masked|none|null"
-    r"|nil|true|false|required|optional|string|str|bytes|int|text|empty|undefined|your[_-]?\w*|my[_-]?\w*"
+    r"|nil|true|false|required|optional|string|str|bytes|int|text|empty|undefined|your[_-]?[\w-]*|my[_-]?[\w-]*"
     r"|placeholder|dummy|sample|test|todo|tbd|n/a|hunter2|letmein|qwerty|123456\d*|abc123"
     r"|\w+\.(?:get|env|environ|getenv)\b.*)\Z",
     re.IGNORECASE,
@@ -232,6 +265,9 @@ def _secret_name_before(t: _Text, end: int) -> str | None:
     return None
 
 
+_XML_KEY = re.compile(r"(?:key|name)=[\"'][\w.:-]*?(password|passwd|pwd|secret|token|api_?key)[\"']\s+\Z")
+
+
 def _scan_password(t: _Text) -> Iterator[Finding]:
     """A value assigned to a password-like name (``"password": "…"``, ``DB_PASSWORD=…``,
     ``api_key: …``, ``Pwd=…;``, "Passwort: …", "la contraseña es …"), placeholders excluded."""
@@ -252,6 +288,10 @@ def _scan_password(t: _Text) -> Iterator[Finding]:
             while value_start < len(text) and value_start - sep < 5 and text[value_start] in " \t":
                 value_start += 1
             yield from _password_value(text, value_start, name in _PASSWORD_NAMES)
+    for at in t.find_all("value="):  # <add key="SmtpPassword" value="…" />, .NET and Java XML config
+        key = _XML_KEY.search(t.lower, max(0, at - 64), at)
+        if key and _char(text, at + 6) in "\"'":
+            yield from _password_value(text, at + 6, key.group(1) in _PASSWORD_NAMES)
     ascii_only = text.isascii()
     for needle in _PROSE_NEEDLES:
         for at in t.find_all(needle) if needle.isascii() or not ascii_only else ():

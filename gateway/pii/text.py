@@ -33,7 +33,7 @@ def _ascii_spaces(text: str) -> str:
 
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
-#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year)
+#: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
@@ -72,9 +72,10 @@ class _Text:
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
         for m in _DIGIT_RUN.finditer(self.text):
-            if m.lastgroup == "number":
+            group = m.lastgroup
+            if group == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
-            elif m.lastgroup == "house":
+            elif group == "house":
                 houses.append(m.start())
             else:
                 tails.append(m.span())
@@ -125,3 +126,44 @@ class _Text:
                     if m:
                         yield m.end()
                 at = self.lower.find(needle, at + 1)
+
+
+_CSV_DELIMITERS = ",;\t|"
+#: a key right before a value: ``"tel": "``, ``bsn=``, ``passport: ``, ``<telefon>``
+_KEY_BEFORE = re.compile(
+    r"([A-Za-zÀ-ÿ][\w .-]{0,30}?)[\"']?\s{0,2}(?:[:=]|=>)\s{0,3}[\"']?\Z|<([\w.-]{1,30})>\Z"
+)
+
+
+def field_name(text: str, start: int) -> str | None:
+    """The lowercased name of the structural field the value at ``start`` sits in: the key of a JSON,
+    YAML or ``key=value`` pair right before it, or the header of its CSV column. None in prose."""
+    m = _KEY_BEFORE.search(text, max(0, start - 40), start)
+    if m:
+        return (m.group(1) or m.group(2)).strip().lower()
+    line_start = text.rfind("\n", max(0, start - 400), start) + 1
+    if line_start == 0:
+        return None  # the first line (or a very long one) has no header above it
+    line_end = text.find("\n", start)
+    line = text[line_start : len(text) if line_end == -1 else line_end]
+    delimiter = max(_CSV_DELIMITERS, key=line.count)
+    fields = line.count(delimiter)
+    if not fields:
+        return None
+    column = text.count(delimiter, line_start, start)
+    header, header_end = "", line_start - 1
+    for _ in range(50):  # up the table to its first line
+        header_start = text.rfind("\n", 0, header_end) + 1
+        if text.count(delimiter, header_start, header_end) != fields:
+            break
+        header = text[header_start:header_end]
+        if header_start == 0:
+            header_end = -1
+            break
+        header_end = header_start - 1
+    else:
+        return None
+    if header_end == line_start - 1:
+        return None  # no line above with the same fields
+    cells = header.rstrip("\r").split(delimiter)
+    return cells[column].strip(" \"'").lower() if column < len(cells) else None

@@ -1,0 +1,230 @@
+"""Validates the third held-out PII corpus itself (never the detector): schema, coverage, checksums, phones.
+
+Like v2, the corpus is only worth something while it is well formed and frozen, so these checks fail when a
+case is malformed, a listed value is not in its text, a checksum-bearing value is invalid, a phone number is
+not valid for its language's region, a negative looks like PII it must not hold, or the file changed without
+its pinned digest being updated on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+CORPUS = Path(__file__).with_name("holdout_v3.yaml")
+# Pinned so that any edit to the frozen corpus shows up as a deliberate change in review.
+CORPUS_SHA256 = "d3cc3ead3cf2ff6cf58903c25889b4a7932bcc912ecdf0392a4f1160c7705b5c"
+
+LANGUAGES = {"en", "de", "fr", "es", "pt", "it", "nl", "pl"}
+CATEGORIES = {
+    "email",
+    "phone",
+    "postal_address",
+    "date_of_birth",
+    "credit_card",
+    "iban",
+    "national_id",
+    "passport",
+    "api_key",
+    "password",
+    "private_key",
+    "jwt",
+    "url_password",
+    "ip_address",
+}
+POSITIVE_KEYS = {"id", "language", "kind", "category", "text", "values"}
+NEGATIVE_KEYS = {"id", "language", "kind", "text", "values"}
+ADDRESS_LANGUAGES = {"en", "de", "fr", "es", "pt", "it", "nl", "pl"}
+# stdnum modules a national_id value of each language must satisfy (at least one of them);
+# "gb.nino" is checked here because python-stdnum has no module for it.
+NATIONAL_ID_MODULES = {
+    "en": ["us.ssn", "gb.nino"],
+    "de": ["de.idnr"],
+    "fr": ["fr.nir"],
+    "es": ["es.dni", "es.nie"],
+    "pt": ["pt.nif"],
+    "it": ["it.codicefiscale"],
+    "nl": ["nl.bsn"],
+    "pl": ["pl.pesel"],
+}
+# Regions a phone number of each language is parsed in (numbers with a + or 00 prefix name their own).
+PHONE_REGIONS = {
+    "en": ["GB", "US"],
+    "de": ["DE"],
+    "fr": ["FR"],
+    "es": ["ES"],
+    "pt": ["PT"],
+    "it": ["IT"],
+    "nl": ["NL"],
+    "pl": ["PL"],
+}
+_NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]")
+
+
+def _load() -> dict[str, Any]:
+    with CORPUS.open(encoding="utf-8") as fh:
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return data
+
+
+DATA = _load()
+CASES: list[dict[str, Any]] = DATA["cases"]
+POSITIVES = [c for c in CASES if c["kind"] == "positive"]
+NEGATIVES = [c for c in CASES if c["kind"] == "negative"]
+
+
+def _values(category: str) -> list[tuple[str, str, str]]:
+    """(case id, language, value) for the first value of every case of a category (its headline value)."""
+    return [(c["id"], c["language"], c["values"][0]) for c in POSITIVES if c["category"] == category]
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(value: str) -> bool:
+    compact = re.sub(r"\s", "", value).upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def _national_id_ok(module: str, value: str) -> bool:
+    if module == "gb.nino":
+        return _NINO.fullmatch(re.sub(r"\s", "", value).upper()) is not None
+    valid: bool = importlib.import_module(f"stdnum.{module}").is_valid(value)
+    return valid
+
+
+def test_header_marks_the_corpus_frozen() -> None:
+    assert DATA["version"] == 3
+    assert DATA["frozen"] is True
+
+
+def test_file_matches_its_pinned_digest() -> None:
+    assert hashlib.sha256(CORPUS.read_bytes()).hexdigest() == CORPUS_SHA256
+
+
+def test_ids_are_unique_and_name_their_language_and_category() -> None:
+    ids = [c["id"] for c in CASES]
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    for case in CASES:
+        topic = case["category"].replace("_", "-") if case["kind"] == "positive" else "neg"
+        assert re.fullmatch(rf"{case['language']}-{topic}-([a-z0-9]+-)?\d\d", case["id"]), case["id"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_case_schema(case: dict[str, Any]) -> None:
+    assert case["language"] in LANGUAGES
+    assert isinstance(case["text"], str) and case["text"].strip()
+    assert isinstance(case["values"], list)
+    if case["kind"] == "positive":
+        assert set(case) == POSITIVE_KEYS
+        assert case["category"] in CATEGORIES
+        assert case["values"], "a positive lists at least one value"
+        assert len(set(case["values"])) == len(case["values"])
+        for value in case["values"]:
+            assert isinstance(value, str) and value.strip() == value and value
+            assert value in case["text"], value
+    else:
+        assert case["kind"] == "negative"
+        assert set(case) == NEGATIVE_KEYS
+        assert case["values"] == []
+
+
+def test_counts_per_kind_and_language() -> None:
+    assert len(POSITIVES) >= 220
+    assert sum(len(c["values"]) for c in POSITIVES) >= 240
+    assert len(NEGATIVES) >= 140
+    per = Counter((c["language"], c["kind"]) for c in CASES)
+    for lang in LANGUAGES:
+        assert per[(lang, "positive")] >= 27, lang
+        assert per[(lang, "negative")] >= 17, lang
+
+
+def test_classes_are_covered_in_every_language() -> None:
+    present = {(c["language"], c["category"]) for c in POSITIVES}
+    every = ("email", "phone", "date_of_birth", "national_id", "passport", "iban", "credit_card")
+    for lang in LANGUAGES:
+        for category in (*every, "password", "api_key", "url_password", "ip_address"):
+            assert (lang, category) in present, (lang, category)
+    for lang in ADDRESS_LANGUAGES:
+        assert (lang, "postal_address") in present, lang
+    assert {c["category"] for c in POSITIVES} == CATEGORIES
+
+
+@pytest.mark.parametrize(("case_id", "lang", "value"), _values("credit_card"))
+def test_credit_cards_pass_luhn(case_id: str, lang: str, value: str) -> None:
+    digits = re.sub(r"[ -]", "", value)
+    assert digits.isdigit() and 13 <= len(digits) <= 19
+    assert _luhn_ok(digits), case_id
+
+
+@pytest.mark.parametrize(("case_id", "lang", "value"), _values("iban"))
+def test_ibans_pass_mod_97(case_id: str, lang: str, value: str) -> None:
+    assert _iban_ok(value), case_id
+
+
+@pytest.mark.parametrize(("case_id", "lang", "value"), _values("iban"))
+def test_ibans_pass_the_country_rules(case_id: str, lang: str, value: str) -> None:
+    iban = pytest.importorskip("stdnum.iban")
+    assert iban.is_valid(value), case_id
+
+
+@pytest.mark.parametrize(("case_id", "lang", "value"), _values("national_id"))
+def test_national_ids_have_valid_checksums(case_id: str, lang: str, value: str) -> None:
+    pytest.importorskip("stdnum")
+    assert any(_national_id_ok(m, value) for m in NATIONAL_ID_MODULES[lang]), case_id
+
+
+@pytest.mark.parametrize(("case_id", "lang", "value"), _values("phone"))
+def test_phone_numbers_are_valid_for_their_region(case_id: str, lang: str, value: str) -> None:
+    phonenumbers = pytest.importorskip("phonenumbers")
+
+    def valid(region: str) -> bool:
+        try:
+            ok: bool = phonenumbers.is_valid_number(phonenumbers.parse(value, region))
+        except phonenumbers.NumberParseException:
+            return False
+        return ok
+
+    assert any(valid(region) for region in PHONE_REGIONS[lang]), case_id
+
+
+def test_order_numbers_in_negatives_fail_luhn() -> None:
+    """A negative 'order number' that passed Luhn would be indistinguishable from a card number."""
+    for case in NEGATIVES:
+        for run in re.findall(r"\d[\d -]{11,24}\d", case["text"]):
+            digits = re.sub(r"\D", "", run)
+            if 13 <= len(digits) <= 19:
+                assert not _luhn_ok(digits), (case["id"], run)
+
+
+def test_negatives_hold_no_email_or_iban() -> None:
+    for case in NEGATIVES:
+        assert not re.search(r"[\w.+-]+@[\w-]+\.\w", case["text"]), case["id"]
+        for run in re.findall(r"\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,30}", case["text"]):
+            assert not _iban_ok(run.strip()), (case["id"], run)
+
+
+def test_negatives_hold_no_valid_phone_number() -> None:
+    phonenumbers = pytest.importorskip("phonenumbers")
+    for case in NEGATIVES:
+        for region in PHONE_REGIONS[case["language"]]:
+            leniency = phonenumbers.Leniency.VALID
+            found = phonenumbers.PhoneNumberMatcher(case["text"], region, leniency=leniency)
+            assert [m.raw_string for m in found] == [], (case["id"], region)
