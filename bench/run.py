@@ -359,14 +359,14 @@ def _cell(value: float | None, key: str, direct: float | None) -> str:
         else f"{value:,.0f} ms"
     )
     times = peers.ratio(value, direct) if not key.startswith(("added", "cpu")) else None
-    return text if times is None else f"{text} ({times:.2f} ×)"
+    return text if times is None else f"{text} ×{times:.1f}" if times >= 10 else f"{text} ×{times:.2f}"
 
 
 def print_peers(report: dict[str, Any]) -> None:
     """Each figure with its ratio to direct, and aigw (native API / chat endpoint) ÷ each peer."""
     names = [n for n in report["peers"] if "error" not in report["peers"][n]]
     table = Table(
-        title="Beside the peers: value (× direct); aigw ÷ peer for the native API / the chat endpoint"
+        title="Beside the peers: value ×(ratio to direct); aigw ÷ peer, native /v1/jobs / chat completions"
     )
     for column in (
         "scenario",
@@ -390,7 +390,7 @@ def print_peers(report: dict[str, Any]) -> None:
         for name in names:
             peer = fig.get(name, {}).get(key)
             pair = [peers.ratio(fig.get(s, {}).get(key), peer) for s in ("aigw", "aigw-chat")]
-            ratios.append(" / ".join("—" if r is None else f"{r:.2f} ×" for r in pair))
+            ratios.append(" / ".join("—" if r is None else f"{r:.2f}" for r in pair))
         first = "—" if key.startswith(("added", "cpu")) else _cell(direct, key, None)
         table.add_row(scenario, label, first, *cells, *ratios)
     console.print(table)
