@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from bench.peers import figures  # noqa: E402
 
@@ -44,10 +45,17 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _plain(ax: Axes, axis: str) -> None:
+    """Log axis labelled 1,000 rather than 10^3, without minor labels."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+    target.set_minor_formatter(NullFormatter())
+
+
 def _clients_axis(ax: Axes, clients: list[int]) -> None:
     ax.set_xscale("log")
     ax.set_xticks(clients)
-    ax.set_xticklabels([f"{c:,}" for c in clients])
+    _plain(ax, "x")
     ax.set_xlabel("concurrent clients (closed loop)")
     ax.grid(True, which="major", alpha=0.3)
 
@@ -61,15 +69,18 @@ def sweep_plots(report: dict[str, Any], out: Path) -> list[Path]:
     if direct:
         ax.plot([p["clients"] for p in direct], [p["jobs_per_s"] for p in direct], "o--",
                 color=COLOURS["direct"], label="direct to the fake (ceiling)")  # fmt: skip
-    for workers, points in report["load"].items():
+    for index, (workers, points) in enumerate(report["load"].items()):
         ax.plot([p["clients"] for p in points], [p["jobs_per_s"] for p in points], "o-",
                 color=COLOURS.get(workers), label=f"aigw, {workers} worker process(es)")  # fmt: skip
         for p in points:
             xy = (p["clients"], p["jobs_per_s"])
-            ax.annotate(f"{p['jobs_per_s']:,.0f}", xy, textcoords="offset points", xytext=(0, 6), ha="center",
+            ax.annotate(f"{p['jobs_per_s']:,.0f}", xy, textcoords="offset points",
+                        xytext=(0, 6 if index % 2 == 0 else -13), ha="center",
                         fontsize=8, color=COLOURS.get(workers))  # fmt: skip
     _clients_axis(ax, clients)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    _plain(ax, "y")
     ax.set_ylabel("completed per second (log)")
     ax.set_title(f"Jobs/s against clients (POST /v1/jobs?wait=30)\n{_subtitle(report)}", fontsize=10)
     ax.legend(fontsize=8)
@@ -85,10 +96,11 @@ def sweep_plots(report: dict[str, Any], out: Path) -> list[Path]:
             ax.plot(xs, [p["cpu_ms_per_job"].get(part, 0) for p in points], style, color=colour, alpha=0.6,
                     label=f"{workers} worker(s): {part}")  # fmt: skip
     _clients_axis(ax, clients)
-    ax.set_ylim(bottom=0)
+    top = max((p["cpu_ms_per_job"]["total"] for points in report["load"].values() for p in points), default=1)
+    ax.set_ylim(0, top * 1.7)
     ax.set_ylabel("CPU ms per job")
     ax.set_title(f"CPU per job against clients\n{_subtitle(report)}", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     written.append(_save(fig, out / "sweep-cpu.png"))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -108,7 +120,7 @@ def sweep_plots(report: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xscale("log")
     ticks = sorted(levels)
     ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:,}" for t in ticks])
+    _plain(ax, "x")
     ax.set_xlabel("jobs in flight (RQ started registry; dotted: idle RSS)")
     ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
