@@ -11,6 +11,7 @@ with the same load generator, warm-up and sizes as the scenario measured direct 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -386,8 +387,33 @@ def _phase(ctx: Ctx, scenario: str, params: dict[str, Any], target: Target) -> d
     )
 
 
+def _quietest(
+    ctx: Ctx, run: Callable[[], dict[str, Any]], before: Callable[[], None], retries: int, max_foreign: float
+) -> dict[str, Any]:
+    """Run a phase again (up to ``retries`` times) while other processes took more than
+    ``max_foreign`` cores during it; keep the quietest attempt (as bench.run does for a scenario)."""
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(1 + retries):
+        if attempt:
+            busy = attempts[-1]["usage"]["foreign_cores"]
+            ctx.log(f"[yellow]other processes used {busy:.2f} cores; running the phase again[/]")
+            before()
+        attempts.append(run())
+        if attempts[-1]["usage"]["foreign_cores"] <= max_foreign:
+            break
+    best = min(attempts, key=lambda r: float(r["usage"]["foreign_cores"]))
+    best["attempts"] = len(attempts)
+    return best
+
+
 def compare(
-    ctx: Ctx, scenario: str, params: dict[str, Any], peers: list[Installed], before_phase: Callable[[], None]
+    ctx: Ctx,
+    scenario: str,
+    params: dict[str, Any],
+    peers: list[Installed],
+    before_phase: Callable[[], None],
+    retries: int = 0,
+    max_foreign: float = 0.1,
 ) -> dict[str, Any]:
     """aigw's /v1/chat/completions, then every peer, at the sizes the scenario ran direct and aigw with."""
     stack = ctx.stack
@@ -399,7 +425,8 @@ def compare(
             api_workers = [aigw.api.pid, *(w.pid for w in aigw.workers)]
             target = Target("aigw-chat", aigw.port, chat_request(aigw, latency), chat_ok,
                             [*api_workers, stack.redis_pid], api_workers)  # fmt: skip
-            out["aigw-chat"] = _phase(ctx, scenario, params, target)
+            phase = functools.partial(_phase, ctx, scenario, params, target)
+            out["aigw-chat"] = _quietest(ctx, phase, before_phase, retries, max_foreign)
             aigw.check_alive()
     except (RuntimeError, TimeoutError, OSError) as exc:
         out["aigw-chat"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -410,7 +437,8 @@ def compare(
             with running(installed, stack) as peer:
                 pids = peer.pids()
                 target = Target(installed.name, peer.port, peer.request(latency), peer_ok, pids, pids)
-                out[installed.name] = _phase(ctx, scenario, params, target)
+                phase = functools.partial(_phase, ctx, scenario, params, target)
+                out[installed.name] = _quietest(ctx, phase, before_phase, retries, max_foreign)
                 peer.check_alive()
         except (PeerUnavailable, RuntimeError, TimeoutError, OSError) as exc:
             out[installed.name] = {"error": f"{type(exc).__name__}: {exc}"}

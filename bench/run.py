@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.peers and name in peers.COMPARED and "error" not in best:
                     ctx = Ctx(stack, runner, args.quick, log)
                     quiet = _quiet(log, args.quick or args.no_wait_quiet)
-                    best["peers"] = peers.compare(ctx, name, best["params"], installed, quiet)
+                    retries = 0 if args.quick or args.profile else args.retries
+                    best["peers"] = peers.compare(
+                        ctx, name, best["params"], installed, quiet, retries, args.max_foreign
+                    )
                 failed = failed or "error" in best
                 report["scenarios"][name] = {"title": title, **best}
     except KeyboardInterrupt:
@@ -394,6 +397,18 @@ def print_peers(report: dict[str, Any]) -> None:
         first = "—" if key.startswith(("added", "cpu")) else _cell(direct, key, None)
         table.add_row(scenario, label, first, *cells, *ratios)
     console.print(table)
+    noise = []
+    for scenario in peers.COMPARED:
+        result = report["scenarios"].get(scenario) or {}
+        parts = [f"aigw {result.get('foreign_cores', 0):.2f}"] if result else []
+        for name, peer in (result.get("peers") or {}).items():
+            if "usage" in peer:
+                parts.append(
+                    f"{name} {peer['usage']['foreign_cores']:.2f} ({peer.get('attempts', 1)} attempt(s))"
+                )
+        if parts:
+            noise.append(f"{scenario}: " + ", ".join(parts))
+    console.print("[dim]cores other processes used during each kept phase: " + "; ".join(noise) + "[/]")
     for name, error in peers.unavailable(report).items():
         console.print(f"[bold red]{name}:[/] unavailable: {escape(error[:300])}")
     for name, info in report["peers"].items():
