@@ -126,6 +126,7 @@ def _point(
         "ok": result.ok,
         "failed": result.failed,
         "errors": dict(result.errors),
+        **({"failure_samples": result.failure_samples} if result.failure_samples else {}),
         "window_s": round(result.wall_s, 3),
         "jobs_per_s": round(result.ok / wall, 1),
         "p50_ms": _ms(percentile(result.latencies, 50)),
