@@ -190,6 +190,77 @@ async def closed_loop(
     return result
 
 
+async def timed_loop(
+    port: int,
+    clients: int,
+    request: Request,
+    check: Check,
+    *,
+    warmup_s: float,
+    measure_s: float,
+    request_timeout_s: float,
+    on_start: Callable[[], None] | None = None,
+    on_end: Callable[[], None] | None = None,
+    drain_s: float = 30.0,
+) -> LoadResult:
+    """``clients`` workers, one connection each, send ``request`` back to back for a fixed time.
+
+    After ``warmup_s`` (the pipeline fills: a saturated server's queue reaches its steady length)
+    comes a window of ``measure_s``: only answers that arrive inside it count, and ``on_start`` /
+    ``on_end`` run at its edges (CPU snapshots). Then no new request is sent and the outstanding
+    ones get ``drain_s`` to finish (they do not count). ``wall_s`` is the window's length.
+    """
+    result = LoadResult()
+    connections = [Connection(port) for _ in range(clients)]
+    await _open_all(connections)
+    window = [float("inf"), float("inf")]
+    stopping = False
+
+    def counts(now: float) -> bool:
+        return window[0] <= now < window[1]
+
+    async def client(connection: Connection) -> None:
+        while not stopping:
+            began = time.perf_counter()
+            try:
+                async with asyncio.timeout(request_timeout_s):
+                    status, body = await connection.send(request)
+            except (OSError, HttpError, TimeoutError, ValueError) as exc:
+                if counts(time.perf_counter()):
+                    result.failed += 1
+                    result.errors[type(exc).__name__] += 1
+                continue
+            now = time.perf_counter()
+            if not counts(now):
+                continue
+            if check(status, body):
+                result.latencies.append(now - began)
+                result.ok += 1
+            else:
+                result.failed_answer(status, body)
+
+    tasks = [asyncio.ensure_future(client(c)) for c in connections]
+    try:
+        await asyncio.sleep(warmup_s)
+        if on_start is not None:
+            on_start()
+        window[0] = time.perf_counter()
+        await asyncio.sleep(measure_s)
+        window[1] = time.perf_counter()
+        if on_end is not None:
+            on_end()
+        stopping = True
+        result.wall_s = window[1] - window[0]
+        _done, pending = await asyncio.wait(tasks, timeout=drain_s)
+        result.timed_out = bool(pending)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in connections))
+    return result
+
+
 async def _open_all(connections: list[Connection], batch: int = 200) -> None:
     """Open in batches so a burst of SYNs never overflows a listen backlog."""
     for i in range(0, len(connections), batch):

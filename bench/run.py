@@ -1,7 +1,9 @@
-"""``python -m bench.run [--scenario NAME ...] [--quick] [--workers K] [--profile]``.
+"""``python -m bench.run [--scenario NAME ...] [--quick] [--workers K] [--profile] [--peers LIST] [--sweep]``.
 
 Starts Redis, fake providers and aigw as subprocesses on 127.0.0.1, runs the scenarios (direct and
-through aigw side by side), prints the tables and writes bench/results/latest.json.
+through aigw side by side), prints the tables and writes bench/results/latest.json. With
+``--peers`` the latency, throughput and slow500 scenarios also measure aigw's /v1/chat/completions
+and each peer (bench/peers.py); ``--sweep`` runs the scaling sweep instead (bench/sweep.py).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from bench import dropin, scenarios
+from bench import dropin, peers, scenarios
 from bench.procs import machine_cpu
 from bench.scenarios import Ctx
 from bench.stack import REPO, BenchStack
@@ -69,8 +72,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-foreign", type=float, default=0.1,
         help="cores other processes may use during a measured phase before it counts as disturbed",
     )  # fmt: skip
+    parser.add_argument(
+        "--peers", type=_peer_list, default=[],
+        help="comma-separated peers to measure beside aigw: litellm, portkey (installed on first use)",
+    )  # fmt: skip
+    parser.add_argument("--sweep", action="store_true", help="run the scaling sweep (python -m bench.sweep)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="JSON result file")
     return parser.parse_args(argv)
+
+
+def _peer_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in peers.NAMES:
+            raise argparse.ArgumentTypeError(f"unknown peer {name!r} (known: {', '.join(peers.NAMES)})")
+    return list(dict.fromkeys(names))
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -175,8 +191,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _quiet(log: Callable[[str], None], skip: bool) -> Callable[[], None]:
+    """What to do before each peer phase: wait for the machine to go quiet (unless told not to)."""
+
+    def wait() -> None:
+        if not skip:
+            wait_quiet(log)
+
+    return wait
+
+
+def install_peers(names: list[str], report: dict[str, Any]) -> list[peers.Installed]:
+    """Install (or find) each peer; one that fails is reported as such and left out."""
+    installed = []
+    for name in names:
+        try:
+            peer = peers.install(name, lambda message: console.print(f"  [dim]peers:[/] {escape(message)}"))
+        except peers.PeerUnavailable as exc:
+            console.print(f"[bold red]{name} unavailable:[/] {escape(str(exc)[:400])}")
+            report["peers"][name] = {"error": f"install: {exc}"}
+            continue
+        report["peers"][name] = peer.to_dict()
+        console.print(f"  [dim]peers:[/] {name} {peer.version}: {escape(peer.settings)}")
+        installed.append(peer)
+    return installed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        from bench import sweep
+
+        return sweep.main(["--workers-list", "1,2"] + (["--quick"] if args.quick else []))
     names = args.scenario or list(SCENARIOS)
     # our own handlers (not asyncio.Runner's SIGINT one, which only cancels the running task)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -192,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "scenarios": {},
     }
+    if args.peers:
+        report["peers"] = {}
+        installed = install_peers(args.peers, report)
     latencies = sorted({lat for name in names for lat in SCENARIOS[name][2]})
     began = time.monotonic()
     failed = False
@@ -224,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 best = min(attempts, key=lambda r: float(r.get("foreign_cores", 0.0)))
                 best["attempts"] = len(attempts)
+                if args.peers and name in peers.COMPARED and "error" not in best:
+                    ctx = Ctx(stack, runner, args.quick, log)
+                    quiet = _quiet(log, args.quick or args.no_wait_quiet)
+                    retries = 0 if args.quick or args.profile else args.retries
+                    best["peers"] = peers.compare(
+                        ctx, name, best["params"], installed, quiet, retries, args.max_foreign
+                    )
                 failed = failed or "error" in best
                 report["scenarios"][name] = {"title": title, **best}
     except KeyboardInterrupt:
@@ -238,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # nothing left to clean up
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print_report(report)
+    if "peers" in report:
+        print_peers(report)
     if isinstance(report["code"], list):
         console.print(f"[bold yellow]the code under test changed during the run:[/] {', '.join(versions)}")
     console.print(f"\ncode under test: {report['code']}; results: {args.output}")
@@ -291,6 +349,71 @@ def print_report(report: dict[str, Any]) -> None:
             for entry in summary["self"][:12]:
                 prof.add_row(entry["function"], f"{entry['pct']:.1f}")
             console.print(prof)
+
+
+def _cell(value: float | None, key: str, direct: float | None) -> str:
+    if value is None:
+        return "—"
+    text = (
+        f"{value:,.0f} /s"
+        if key == "throughput_per_s"
+        else f"{value:.2f} ms"
+        if value < 100
+        else f"{value:,.0f} ms"
+    )
+    times = peers.ratio(value, direct) if not key.startswith(("added", "cpu")) else None
+    return text if times is None else f"{text} ×{times:.1f}" if times >= 10 else f"{text} ×{times:.2f}"
+
+
+def print_peers(report: dict[str, Any]) -> None:
+    """Each figure with its ratio to direct, and aigw (native API / chat endpoint) ÷ each peer."""
+    names = [n for n in report["peers"] if "error" not in report["peers"][n]]
+    table = Table(
+        title="Beside the peers: value ×(ratio to direct); aigw ÷ peer, native /v1/jobs / chat completions"
+    )
+    for column in (
+        "scenario",
+        "measure",
+        "direct",
+        "aigw",
+        "aigw chat",
+        *names,
+        *(f"aigw ÷ {n}" for n in names),
+    ):
+        table.add_column(column, justify="right")
+    for scenario, label, key, _higher in peers.MEASURES:
+        result = report["scenarios"].get(scenario)
+        if not result or "peers" not in result:
+            continue
+        fig = peers.figures(result)
+        direct = fig["direct"].get(key)
+        systems = ["aigw", "aigw-chat", *names]
+        cells = [_cell(fig.get(s, {}).get(key), key, direct) for s in systems]
+        ratios = []
+        for name in names:
+            peer = fig.get(name, {}).get(key)
+            pair = [peers.ratio(fig.get(s, {}).get(key), peer) for s in ("aigw", "aigw-chat")]
+            ratios.append(" / ".join("—" if r is None else f"{r:.2f}" for r in pair))
+        first = "—" if key.startswith(("added", "cpu")) else _cell(direct, key, None)
+        table.add_row(scenario, label, first, *cells, *ratios)
+    console.print(table)
+    noise = []
+    for scenario in peers.COMPARED:
+        result = report["scenarios"].get(scenario) or {}
+        parts = [f"aigw {result.get('foreign_cores', 0):.2f}"] if result else []
+        for name, peer in (result.get("peers") or {}).items():
+            if "usage" in peer:
+                parts.append(
+                    f"{name} {peer['usage']['foreign_cores']:.2f} ({peer.get('attempts', 1)} attempt(s))"
+                )
+        if parts:
+            noise.append(f"{scenario}: " + ", ".join(parts))
+    console.print("[dim]cores other processes used during each kept phase: " + "; ".join(noise) + "[/]")
+    for name, error in peers.unavailable(report).items():
+        console.print(f"[bold red]{name}:[/] unavailable: {escape(error[:300])}")
+    for name, info in report["peers"].items():
+        if "error" not in info:
+            console.print(f"[dim]{name} {info['version']}: {escape(info['settings'])}[/]")
 
 
 if __name__ == "__main__":

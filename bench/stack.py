@@ -172,11 +172,23 @@ class BenchStack:
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
+        return self.spawn(name, argv)
+
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Child:
+        """A child that ``close()`` stops; its output goes to a log in the run's temp dir."""
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        child = Child(name, argv, self.env(), logs / f"{name}-{time.monotonic_ns()}.log", REPO)
+        log = logs / f"{name}-{time.monotonic_ns()}.log"
+        child = Child(name, argv, self.env() if env is None else env, log, cwd or REPO)
         self.children.append(child)
         return child
+
+    def forget(self, child: Child) -> None:
+        """A child the caller has stopped: ``close()`` need not stop it again."""
+        with contextlib.suppress(ValueError):
+            self.children.remove(child)
 
     def _write_config(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +202,8 @@ class BenchStack:
                 "api_base": f"http://127.0.0.1:{port}/v1",
                 "api_key_env": KEY_ENV,
                 "max_connections": self.max_connections,
-                "timeouts": {"connect": 5, "read": 60, "total": 120},
+                # a fake that holds calls (the sweep's in-flight jobs) gets the time it takes
+                "timeouts": {"connect": 5, "read": max(60, latency + 60), "total": max(120, latency + 120)},
             }
         # the PII policy needs a sensitive alias to route to; the bench prompts carry no PII
         models["models"]["offline"] = {"provider": "offline", "model": "aigw-offline-1", "sensitive": True}
