@@ -64,6 +64,18 @@ def will_retry(job: Job, error: GatewayError) -> bool:
 
 #: the most jobs one dequeue round trip takes (when that many slots are free and the queue holds them)
 DEQUEUE_BATCH = 16
+#: after the queue was found empty, how many jobs come one by one before it is asked for more again
+PROBE_EVERY = 8
+#: KEYS[1] the queue, KEYS[2] its intermediate queue: up to ARGV[1] LMOVEs, stopping at an empty queue
+_MOVE_UP_TO = """
+local moved = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not id then break end
+  moved[#moved + 1] = id
+end
+return moved
+"""
 
 #: the most of an unexpected exception's first line that reaches a job record and its audit line
 MAX_UNEXPECTED_CHARS = 300
@@ -174,6 +186,8 @@ class AsyncWorker(BaseWorker):
         #: the starts and finishes of one loop tick share a round trip (gateway/group_commit.py)
         self.group_commit = GroupCommit(connection)
         self._scripts = ScriptedPipelines(self.group_commit)
+        self._queue_was_empty = False
+        self._since_probe = 0
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
         #: one guard per background loop (gateway/loop_guard.py): what each skipped and survived
         self.guards = {
@@ -271,11 +285,17 @@ class AsyncWorker(BaseWorker):
                 task.add_done_callback(lambda _t: slots.release())
 
     async def _dequeue_more(self, aconn: aredis.Redis, slots: asyncio.Semaphore) -> list[str]:
-        """After a job came, up to ``DEQUEUE_BATCH`` more in one round trip, one per free slot.
+        """After a job came, up to ``DEQUEUE_BATCH - 1`` more in one round trip, one per free slot.
 
         A deep queue then costs one round trip per batch, not per job, and the batch's starts share
-        one group commit. Each is its own LMOVE, as crash safe as the blocking one.
+        one group commit; each move is RQ's LMOVE into the intermediate queue, as crash safe as the
+        blocking one. An empty queue is asked again only every ``PROBE_EVERY`` jobs, so a quiet
+        worker (one client) does not pay a second round trip per job.
         """
+        self._since_probe += 1
+        if self._queue_was_empty and self._since_probe < PROBE_EVERY:
+            return []
+        self._since_probe = 0
         want = 0
         while want < DEQUEUE_BATCH - 1 and not slots.locked():
             await slots.acquire()  # (does not wait: a slot is free)
@@ -283,20 +303,18 @@ class AsyncWorker(BaseWorker):
         if not want:
             return []
         try:
-            async with aconn.pipeline(transaction=False) as pipe:
-                for _ in range(want):
-                    pipe.lmove(self.queue.key, self.queue.intermediate_queue_key)
-                replies = await pipe.execute()
+            move_up_to = aconn.register_script(_MOVE_UP_TO)  # (hashes the source; loads on NOSCRIPT)
+            replies = await move_up_to(keys=[self.queue.key, self.queue.intermediate_queue_key], args=[want])
         except Exception as exc:  # what was moved is in the intermediate queue: the reaper hands it back
             logger.warning("worker {}: dequeueing more jobs failed: {}", self.name, exc)
             replies = []
+        self._queue_was_empty = len(replies) < want
         taken = []
         for raw in replies:
-            if isinstance(raw, bytes):
-                with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
-                    taken.append(raw.decode())
-                    continue
-                await aconn.lrem(self.queue.intermediate_queue_key, 1, raw)
+            with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
+                taken.append(raw.decode())
+                continue
+            await aconn.lrem(self.queue.intermediate_queue_key, 1, raw)
         for _ in range(want - len(taken)):
             slots.release()
         return taken
