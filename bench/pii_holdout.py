@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False, width=120)
     figures: dict[str, Any] = {}
     for group in ("category", "language", "all"):
-        table = Table(
-            title=f"{corpus} by {group}" if group != "all" else f"{corpus}, overall"
-        )
+        table = Table(title=f"{corpus} by {group}" if group != "all" else f"{corpus}, overall")
         for column in (group, "values", "recall", "negatives", "false-positive rate"):
             table.add_column(column, justify="right" if column != group else "left")
         for name, t in sorted(tallies[group].items()):
