@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from tests.pii.corpus import headline_values, iban_ok, load, luhn_ok
 
 CORPUS = Path(__file__).with_name("holdout_v2.yaml")
 # Pinned so that any edit to the frozen corpus shows up as a deliberate change in review.
@@ -54,39 +55,14 @@ NATIONAL_ID_MODULES = {
 }
 
 
-def _load() -> dict[str, Any]:
-    with CORPUS.open(encoding="utf-8") as fh:
-        data: dict[str, Any] = yaml.safe_load(fh)
-    return data
-
-
-DATA = _load()
+DATA = load(CORPUS)
 CASES: list[dict[str, Any]] = DATA["cases"]
 POSITIVES = [c for c in CASES if c["kind"] == "positive"]
 NEGATIVES = [c for c in CASES if c["kind"] == "negative"]
 
 
 def _values(category: str) -> list[tuple[str, str, str]]:
-    """(case id, language, value) for the first value of every case of a category (its headline value)."""
-    return [(c["id"], c["language"], c["values"][0]) for c in POSITIVES if c["category"] == category]
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _iban_ok(value: str) -> bool:
-    compact = re.sub(r"\s", "", value).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", compact):
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return headline_values(POSITIVES, category)
 
 
 def test_header_marks_the_corpus_frozen() -> None:
@@ -147,12 +123,12 @@ def test_issue_classes_are_covered_in_every_language() -> None:
 def test_credit_cards_pass_luhn(case_id: str, lang: str, value: str) -> None:
     digits = re.sub(r"[ -]", "", value)
     assert digits.isdigit() and 13 <= len(digits) <= 19
-    assert _luhn_ok(digits), case_id
+    assert luhn_ok(digits), case_id
 
 
 @pytest.mark.parametrize(("case_id", "lang", "value"), _values("iban"))
 def test_ibans_pass_mod_97(case_id: str, lang: str, value: str) -> None:
-    assert _iban_ok(value), case_id
+    assert iban_ok(value), case_id
 
 
 def test_order_numbers_in_negatives_fail_luhn() -> None:
@@ -161,7 +137,7 @@ def test_order_numbers_in_negatives_fail_luhn() -> None:
         for run in re.findall(r"\d[\d -]{11,24}\d", case["text"]):
             digits = re.sub(r"\D", "", run)
             if 13 <= len(digits) <= 19:
-                assert not _luhn_ok(digits), (case["id"], run)
+                assert not luhn_ok(digits), (case["id"], run)
 
 
 @pytest.mark.parametrize(("case_id", "lang", "value"), _values("national_id"))

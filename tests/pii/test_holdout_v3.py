@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from tests.pii.corpus import headline_values, iban_ok, load, luhn_ok
 
 CORPUS = Path(__file__).with_name("holdout_v3.yaml")
 # Pinned so that any edit to the frozen corpus shows up as a deliberate change in review.
@@ -68,39 +69,14 @@ PHONE_REGIONS = {
 _NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]")
 
 
-def _load() -> dict[str, Any]:
-    with CORPUS.open(encoding="utf-8") as fh:
-        data: dict[str, Any] = yaml.safe_load(fh)
-    return data
-
-
-DATA = _load()
+DATA = load(CORPUS)
 CASES: list[dict[str, Any]] = DATA["cases"]
 POSITIVES = [c for c in CASES if c["kind"] == "positive"]
 NEGATIVES = [c for c in CASES if c["kind"] == "negative"]
 
 
 def _values(category: str) -> list[tuple[str, str, str]]:
-    """(case id, language, value) for the first value of every case of a category (its headline value)."""
-    return [(c["id"], c["language"], c["values"][0]) for c in POSITIVES if c["category"] == category]
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _iban_ok(value: str) -> bool:
-    compact = re.sub(r"\s", "", value).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", compact):
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return headline_values(POSITIVES, category)
 
 
 def _national_id_ok(module: str, value: str) -> bool:
@@ -171,12 +147,12 @@ def test_classes_are_covered_in_every_language() -> None:
 def test_credit_cards_pass_luhn(case_id: str, lang: str, value: str) -> None:
     digits = re.sub(r"[ -]", "", value)
     assert digits.isdigit() and 13 <= len(digits) <= 19
-    assert _luhn_ok(digits), case_id
+    assert luhn_ok(digits), case_id
 
 
 @pytest.mark.parametrize(("case_id", "lang", "value"), _values("iban"))
 def test_ibans_pass_mod_97(case_id: str, lang: str, value: str) -> None:
-    assert _iban_ok(value), case_id
+    assert iban_ok(value), case_id
 
 
 @pytest.mark.parametrize(("case_id", "lang", "value"), _values("iban"))
@@ -211,14 +187,14 @@ def test_order_numbers_in_negatives_fail_luhn() -> None:
         for run in re.findall(r"\d[\d -]{11,24}\d", case["text"]):
             digits = re.sub(r"\D", "", run)
             if 13 <= len(digits) <= 19:
-                assert not _luhn_ok(digits), (case["id"], run)
+                assert not luhn_ok(digits), (case["id"], run)
 
 
 def test_negatives_hold_no_email_or_iban() -> None:
     for case in NEGATIVES:
         assert not re.search(r"[\w.+-]+@[\w-]+\.\w", case["text"]), case["id"]
         for run in re.findall(r"\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,30}", case["text"]):
-            assert not _iban_ok(run.strip()), (case["id"], run)
+            assert not iban_ok(run.strip()), (case["id"], run)
 
 
 def test_negatives_hold_no_valid_phone_number() -> None:
