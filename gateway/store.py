@@ -128,6 +128,7 @@ class JobStore:
             self._free_key(service, request)
             raise
         if failed:  # nothing a queued job needs may be missing (a key of the wrong type, by hand)
+            self._free_key(service, request)
             raise redis.ResponseError(f"enqueueing job {job_id} failed: {'; '.join(failed)}")
         return job_id, True
 

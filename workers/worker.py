@@ -108,7 +108,7 @@ def _report_failed_commands(job_id: str, failed: list[str]) -> None:
     happen for spend or tokens; what is left (a key of the wrong type written by hand) is logged.
     """
     if failed:
-        logger.error("job {} is stored, but its finish transaction lost: {}", job_id, "; ".join(failed))
+        logger.error("job {}: Redis refused part of its start or finish: {}", job_id, "; ".join(failed))
 
 
 @dataclass(frozen=True)
@@ -292,6 +292,8 @@ class AsyncWorker(BaseWorker):
         blocking one. An empty queue is asked again only every ``PROBE_EVERY`` jobs, so a quiet
         worker (one client) does not pay a second round trip per job.
         """
+        if self._stopping.is_set():  # shutting down: take nothing more
+            return []
         self._since_probe += 1
         if self._queue_was_empty and self._since_probe < PROBE_EVERY:
             return []

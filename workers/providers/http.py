@@ -76,6 +76,7 @@ def build_session(deployment: Deployment) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
         skip_auto_headers=("User-Agent",),
+        trust_env=True,  # HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE apply, as they did with httpx
         auto_decompress=True,
     )
 
@@ -365,7 +366,9 @@ class HttpProvider:
         with self._transport_errors(url, key, reading="reading the stream from"):
             async with (
                 asyncio.timeout(self.deployment.timeouts.total),
-                self.session().post(url, data=body, headers=self._json_headers(key)) as response,
+                self.session().post(
+                    url, data=body, headers=self._json_headers(key), allow_redirects=False
+                ) as response,
             ):
                 if not 200 <= response.status < 300:
                     raise self._status_error(response, await self._read_capped(response), key)
@@ -420,7 +423,7 @@ class HttpProvider:
         except aiohttp.ClientConnectorError as exc:
             # the errno's own words: aiohttp's message repeats the address, which the URL already says
             errno = exc.os_error.errno
-            detail = os.strerror(errno) if errno else "connection failed"
+            detail = os.strerror(errno) if errno and errno > 0 else "name or address not found"
             raise ProviderUnavailableError(
                 f"ConnectError {reading} {url}: {detail}", deployment=self.name
             ) from exc
@@ -489,7 +492,7 @@ class HttpProvider:
             async with (
                 asyncio.timeout(self.deployment.timeouts.total),
                 self.session().post(
-                    url, data=body, headers={**self._json_headers(None), **headers}
+                    url, data=body, headers={**self._json_headers(None), **headers}, allow_redirects=False
                 ) as response,
             ):
                 raw = await self._read_capped(response)
