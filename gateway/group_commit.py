@@ -35,16 +35,16 @@ class _Entry:
 class GroupCommit:
     """One per process and connection; every ``execute`` of a tick shares one pipeline."""
 
-    def __init__(self, connection: redis.Redis, scripts: dict[str, str] | None = None) -> None:
+    def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
         #: sends the batches: a pool of its own that never retries, since redis-py's default retry
         #: would send a whole batch again after a read timeout and run every caller's commands twice
         #: (a job enqueued twice); a caller sees the error instead
         self._sender = redis.Redis(connection_pool=_pool_without_retries(connection))
         #: Lua source by SHA, loaded again when Redis says NOSCRIPT (a restart, SCRIPT FLUSH)
-        self.scripts: dict[str, str] = dict(scripts or {})
+        self.scripts: dict[str, str] = {}
         self._pending: list[_Entry] = []
-        self.batches = 0  # flushes so far, and the calls they carried (for the bench)
+        self.batches = 0  # flushes so far, and the calls they carried (the worker logs them at exit)
         self.calls = 0
 
     def register(self, source: str) -> str:

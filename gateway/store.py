@@ -124,12 +124,11 @@ class JobStore:
         try:
             self._enqueue_into(pipe, job_id, queue_name, queued)
             failed = await self._scripts.run(pipe)
+            if failed:  # nothing a queued job needs may be missing (a key of the wrong type, by hand)
+                raise redis.ResponseError(f"enqueueing job {job_id} failed: {'; '.join(failed)}")
         except redis.RedisError:
             self._free_key(service, request)
             raise
-        if failed:  # nothing a queued job needs may be missing (a key of the wrong type, by hand)
-            self._free_key(service, request)
-            raise redis.ResponseError(f"enqueueing job {job_id} failed: {'; '.join(failed)}")
         return job_id, True
 
     def _prepare(

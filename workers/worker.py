@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aredis
 from loguru import logger
 from redis.client import Pipeline
+from redis.commands.core import AsyncScript
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -186,6 +187,7 @@ class AsyncWorker(BaseWorker):
         #: the starts and finishes of one loop tick share a round trip (gateway/group_commit.py)
         self.group_commit = GroupCommit(connection)
         self._scripts = ScriptedPipelines(self.group_commit)
+        self._move_up_to: AsyncScript | None = None  # on the dequeue connection, made in run
         self._queue_was_empty = False
         self._since_probe = 0
         self._scheduler = RQScheduler([self.queue], connection=connection, serializer=JSONSerializer)
@@ -211,6 +213,7 @@ class AsyncWorker(BaseWorker):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_shutdown)
         aconn = aredis.Redis.from_url(self.redis_url, socket_keepalive=True)
+        self._move_up_to = aconn.register_script(_MOVE_UP_TO)
         loops: dict[str, Callable[[], Awaitable[None]]] = {
             "heartbeat": self._heartbeat_loop,
             "reaper": self._reaper_loop,
@@ -305,18 +308,14 @@ class AsyncWorker(BaseWorker):
         if not want:
             return []
         try:
-            move_up_to = aconn.register_script(_MOVE_UP_TO)  # (hashes the source; loads on NOSCRIPT)
-            replies = await move_up_to(keys=[self.queue.key, self.queue.intermediate_queue_key], args=[want])
+            keys_ = [self.queue.key, self.queue.intermediate_queue_key]
+            assert self._move_up_to is not None  # (registered in run, on this connection)
+            replies = await self._move_up_to(keys=keys_, args=[want])
         except Exception as exc:  # what was moved is in the intermediate queue: the reaper hands it back
             logger.warning("worker {}: dequeueing more jobs failed: {}", self.name, exc)
             replies = []
         self._queue_was_empty = len(replies) < want
-        taken = []
-        for raw in replies:
-            with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
-                taken.append(raw.decode())
-                continue
-            await aconn.lrem(self.queue.intermediate_queue_key, 1, raw)
+        taken = [job_id for raw in replies if (job_id := await self._job_id(aconn, raw)) is not None]
         for _ in range(want - len(taken)):
             slots.release()
         return taken
@@ -334,9 +333,16 @@ class AsyncWorker(BaseWorker):
                 raw = await aconn.blmove(self.queue.key, intermediate, timeout=1)
             if not isinstance(raw, bytes):
                 return raw
-            with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
-                return raw.decode()
-            await aconn.lrem(intermediate, 1, raw)
+            job_id = await self._job_id(aconn, raw)
+            if job_id is not None:
+                return job_id
+
+    async def _job_id(self, aconn: aredis.Redis, raw: bytes) -> str | None:
+        """The job id a moved entry holds; one that is not text is dropped from the intermediate queue."""
+        with self.guards["dequeue"].message(f"job id on {self.queue.key}"):
+            return raw.decode()
+        await aconn.lrem(self.queue.intermediate_queue_key, 1, raw)
+        return None
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

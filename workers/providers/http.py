@@ -325,14 +325,14 @@ class HttpProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         key = self._key()
-        data = await self._post(self._render(request, stream=False), self.headers(key), key)
+        data = await self._post(self._render(request, stream=False), key)
         return self._parsed(self.parse, data, key)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         if self.embed_path is None:
             raise ProviderRequestError(f"{self.kind} has no embeddings API", deployment=self.name)
         key = self._key()
-        data = await self._post(self.embed_payload(request), self.headers(key), key, path=self.embed_path)
+        data = await self._post(self.embed_payload(request), key, path=self.embed_path)
         embeddings = self._parsed(self.parse_embeddings, data, key)
         if len(embeddings.vectors) != len(request.inputs):
             raise BadProviderResponseError(
@@ -482,9 +482,7 @@ class HttpProvider:
             raise ProviderAuthError(f"{self.key_env} is not set", deployment=self.name)
         return key
 
-    async def _post(
-        self, payload: dict[str, Any], headers: dict[str, str], key: str | None, *, path: str | None = None
-    ) -> Any:
+    async def _post(self, payload: dict[str, Any], key: str | None, *, path: str | None = None) -> Any:
         """One HTTP exchange; every way it can fail leaves as a ProviderError."""
         url = self.api_base + (path or self.path)
         body = self._encoded(payload)
@@ -492,7 +490,7 @@ class HttpProvider:
             async with (
                 asyncio.timeout(self.deployment.timeouts.total),
                 self.session().post(
-                    url, data=body, headers={**self._json_headers(None), **headers}, allow_redirects=False
+                    url, data=body, headers=self._json_headers(key), allow_redirects=False
                 ) as response,
             ):
                 raw = await self._read_capped(response)
@@ -550,10 +548,14 @@ def _timeout_name(exc: aiohttp.ServerTimeoutError) -> str:
 _FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
+def _headers(response: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    """The headers an ``httpx.Response`` over an already decoded body may carry."""
+    return [(k, v) for k, v in response.headers.items() if k.lower() not in _FRAMING]
+
+
 def _with_body(response: aiohttp.ClientResponse, body: bytes) -> httpx.Response:
     """A complete ``httpx.Response`` holding ``body`` (already decoded), for the status helpers."""
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _FRAMING]
-    return httpx.Response(response.status, headers=headers, content=body)
+    return httpx.Response(response.status, headers=_headers(response), content=body)
 
 
 class _AiohttpBody(httpx.AsyncByteStream):
@@ -568,5 +570,4 @@ class _AiohttpBody(httpx.AsyncByteStream):
 def _streamed(response: aiohttp.ClientResponse) -> httpx.Response:
     """An unread ``httpx.Response`` over aiohttp's body, so httpx-sse and httpx's line decoder
     read a stream exactly as they would from httpx itself."""
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _FRAMING]
-    return httpx.Response(response.status, headers=headers, stream=_AiohttpBody(response))
+    return httpx.Response(response.status, headers=_headers(response), stream=_AiohttpBody(response))
