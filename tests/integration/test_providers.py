@@ -417,3 +417,74 @@ def test_a_redirect_is_not_followed_so_the_key_and_prompt_stay_put(fake: FakePro
         server.server_close()
     assert "HTTP 307" in error.message
     assert fake.count() == 0
+
+
+class _RecordingProxy:
+    """A forward HTTP proxy on 127.0.0.1 that relays to the fake and records what reached it."""
+
+    def __init__(self, fake: FakeProvider) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        self.requests: list[tuple[str, str | None]] = []
+        seen = self.requests
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via HTTP_PROXY: itself
+
+        class Relay(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append((self.path, self.headers.get("Proxy-Authorization")))
+                upstream = fake.base_url + "/" + self.path.split("/", 3)[3]  # absolute-form: http://host/...
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hop = ("host", "proxy-authorization")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                with direct.open(urllib.request.Request(upstream, body, headers)) as answer:
+                    data = answer.read()
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.headers["Content-Type"])
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(fake: FakeProvider) -> Any:
+    relay = _RecordingProxy(fake)
+    yield relay
+    relay.close()
+
+
+def test_the_proxy_the_environment_names_carries_the_call(
+    fake: FakeProvider, proxy: _RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY (with credentials in its URL) applies to a provider's host, as with curl/httpx."""
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://ops:s3cret@"))
+    base = "http://provider.aigw-test.invalid/v1"  # only the proxy can reach this name
+    completion = _complete(_deployment("openai", fake, api_base=base))
+    assert completion.text
+    assert [path for path, _ in proxy.requests] == ["http://provider.aigw-test.invalid/v1/chat/completions"]
+    assert proxy.requests[0][1] == "Basic b3BzOnMzY3JldA=="  # ops:s3cret, to the proxy only
+    assert fake.count() == 1
+
+
+def test_no_proxy_exempts_a_host(
+    fake: FakeProvider, proxy: _RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert _complete(_deployment("openai", fake)).text
+    assert proxy.requests == []
+    assert fake.count() == 1
