@@ -16,13 +16,14 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.api import anthropic_routes, health, jobs, openai_routes
+from gateway.api import anthropic_routes, health, hot_routes, jobs, openai_routes
 from gateway.api.dependencies import Gateway
 from gateway.api.dropin import StillRunningError
+from gateway.api.hot_routes import Handler
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
 from gateway.errors import (
@@ -77,6 +78,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
     app.state.gateway = gw  # what the routes' dependencies hand them (gateway.api.dependencies)
     _install_error_handlers(app)
+    hot_routes.install(app, gw, EXCEPTION_HANDLERS)  # POST /v1/jobs, GET /v1/jobs/{id}: no routing
     app.include_router(jobs.router())
     app.include_router(health.router())
     app.include_router(openai_routes.router())
@@ -121,35 +123,47 @@ class _HttpError(GatewayError):
         self.type, self.http_status = kind, status
 
 
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _error_response(exc, request.url.path)
+
+
+async def _redis_down(request: Request, _exc: Exception) -> Response:
+    down = UnavailableError("Redis is unreachable; try again shortly", retry_after=1.0)
+    return _error_response(down, request.url.path)
+
+
+async def _bad_params(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = first_error(exc)
+    return _error_response(ValidationError(f"{first.where or 'request'}: {first.msg}"), request.url.path)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    error = _HttpError(kinds.get(exc.status_code, "http_error"), exc.status_code, str(exc.detail))
+    body = wire_error_body(error, request.url.path)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, _exc: Exception) -> Response:
+    # a bug, not bad input; still the envelope (uvicorn logs the traceback after this answer)
+    body = wire_error_body(_HttpError("internal_error", 500, "internal error"), request.url.path)
+    return JSONResponse(body, status_code=500)
+
+
+#: every error's answer, by exception class: FastAPI's handlers and the hot routes' alike
+EXCEPTION_HANDLERS: dict[type[Exception], Handler] = {
+    Exception: _unexpected,
+    StarletteHTTPException: _http_error,
+    GatewayError: _gateway_error,
+    redis.ConnectionError: _redis_down,
+    redis.TimeoutError: _redis_down,
+    RequestValidationError: _bad_params,
+}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    async def gateway_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GatewayError)
-        return _error_response(exc, request.url.path)
-
-    async def redis_down(request: Request, _exc: Exception) -> JSONResponse:
-        down = UnavailableError("Redis is unreachable; try again shortly", retry_after=1.0)
-        return _error_response(down, request.url.path)
-
-    async def bad_params(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        first = first_error(exc)
-        return _error_response(ValidationError(f"{first.where or 'request'}: {first.msg}"), request.url.path)
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        kinds = {404: "not_found", 405: "method_not_allowed"}
-        error = _HttpError(kinds.get(exc.status_code, "http_error"), exc.status_code, str(exc.detail))
-        body = wire_error_body(error, request.url.path)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
-        # a bug, not bad input; still the envelope (uvicorn logs the traceback after this answer)
-        body = wire_error_body(_HttpError("internal_error", 500, "internal error"), request.url.path)
-        return JSONResponse(body, status_code=500)
-
-    app.add_exception_handler(Exception, unexpected)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(GatewayError, gateway_error)
-    app.add_exception_handler(redis.ConnectionError, redis_down)
-    app.add_exception_handler(redis.TimeoutError, redis_down)
-    app.add_exception_handler(RequestValidationError, bad_params)
+    for cls, handler in EXCEPTION_HANDLERS.items():
+        app.add_exception_handler(cls, handler)

@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from gateway.api import dropin
 from gateway.api.admission import enqueue_admitted
@@ -50,14 +50,14 @@ async def submit_job(
     gw: Shared,
     service: Service,
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (200 if done).")] = 0,
-) -> JSONResponse:
+) -> Response:
     api = gw.config.gateway.api
     body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
     job_request = parse_job_request(body, api.max_prompt_chars)
     # a retry of an accepted request (its idempotency key) gets its job: no second admission
     job_id, queued = await enqueue_admitted(gw, service, job_request)
     view = await wait_for(gw, job_id, service, wait, queued)
-    return _json(view, 200 if view.status.is_final else 202)
+    return json_view(view, 200 if view.status.is_final else 202)
 
 
 async def get_job(
@@ -65,23 +65,23 @@ async def get_job(
     gw: Shared,
     service: Service,
     wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
-) -> JSONResponse:
-    return _json(await wait_for(gw, job_id, service, wait))
+) -> Response:
+    return json_view(await wait_for(gw, job_id, service, wait))
 
 
-async def review_job(job_id: str, request: Request, gw: Shared, service: Service) -> JSONResponse:
+async def review_job(job_id: str, request: Request, gw: Shared, service: Service) -> Response:
     """Approve or reject a draft (all_outputs_are_drafts): its own service or a listed reviewer."""
     timeout = gw.config.gateway.api.body_timeout_seconds
     body = parse_model(await read_body(request, REVIEW_BODY_LIMIT, timeout), ReviewRequest)
     await view_for(gw, job_id, service)  # its own job, or a draft it may review; else "not found"
-    return _json(gw.store.review(job_id, body, reviewer=service))
+    return json_view(gw.store.review(job_id, body, reviewer=service))
 
 
-async def cancel_job(job_id: str, gw: Shared, service: Service) -> JSONResponse:
+async def cancel_job(job_id: str, gw: Shared, service: Service) -> Response:
     view, signalled = gw.store.cancel(job_id, service)
     if signalled:  # a running job: its worker finalises the cancel
         view = await wait_for(gw, job_id, service, 10.0)
-    return _json(view)
+    return json_view(view)
 
 
 async def stream_job(job_id: str, request: Request, gw: Shared, service: Service) -> StreamingResponse:
@@ -152,8 +152,10 @@ async def wait_for(
     return await view_for(gw, job_id, service)
 
 
-def _json(view: JobView, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(view.model_dump(mode="json", exclude_none=True), status_code=status_code)
+def json_view(view: JobView, status_code: int = 200) -> Response:
+    """The view as the API answers it, serialised by pydantic's own (Rust) JSON writer."""
+    body = view.model_dump_json(exclude_none=True).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def publish_job_request_schema(app: FastAPI) -> None:
