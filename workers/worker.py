@@ -39,7 +39,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from gateway import keys
+from gateway import keys, rq_speedups
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.group_commit import GroupCommit
@@ -155,6 +155,7 @@ class AsyncWorker(BaseWorker):
         background: list[BackgroundTask] | None = None,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
+        rq_speedups.install()
         super().__init__(
             [queue],
             name=name,

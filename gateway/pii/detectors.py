@@ -6,7 +6,8 @@ import bisect
 import functools
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 import phonenumbers
@@ -100,18 +101,59 @@ class BuiltinDetector:
     ) -> None:
         self.categories = _check_categories(categories)
         regions = _check_regions(phone_regions)
-        self._scanners = [
-            functools.partial(_scan_phone, regions=regions) if name == "phone" else _SCANNERS[name]
+        self._scanners: list[tuple[Hashable, Callable[[_Text], Iterator[Finding]]]] = [
+            (("phone", tuple(regions)), functools.partial(_scan_phone, regions=regions))
+            if name == "phone"
+            else (name, _SCANNERS[name])
             for name in sorted(self.categories, key=_PRIORITY.__getitem__)
         ]
 
     def find(self, text: str) -> list[Finding]:
-        scanned = _Text(text)
-        found = _resolve(finding for scan in self._scanners for finding in scan(scanned))
-        if scanned.text is text:
-            return found
+        scanned: _Text | None = None
+        candidates: list[Finding] = []
+        for key, scan in self._scanners:
+            found = _SCANS.get(key, text)
+            if found is None:
+                scanned = scanned or _Text(text)
+                found = _SCANS.put(key, text, tuple(scan(scanned)))
+            candidates.extend(found)
         # scanned with ASCII spaces; the values to mask are what the text holds (a no-break space)
-        return [Finding(f.category, f.start, f.end, text[f.start : f.end]) for f in found]
+        return [_as_in(text, f) for f in _resolve(candidates)]
+
+
+def _as_in(text: str, finding: Finding) -> Finding:
+    value = text[finding.start : finding.end]
+    return finding if finding.value == value else Finding(finding.category, finding.start, finding.end, value)
+
+
+class _ScanMemo:
+    """What each scanner found in the last few texts, shared by every detector of the process.
+
+    A worker judges a prompt with the PII rule's detector and then masks the same text for the
+    audit line with the log's detector: the categories both have are scanned once. Bounded in
+    entries and in the length of a text worth remembering; safe across threads.
+    """
+
+    def __init__(self, entries: int = 256, max_chars: int = 32_768) -> None:
+        self.entries, self.max_chars = entries, max_chars
+        self._found: dict[tuple[Hashable, str], tuple[Finding, ...]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, text: str) -> tuple[Finding, ...] | None:
+        if len(text) > self.max_chars:
+            return None
+        return self._found.get((key, text))
+
+    def put(self, key: Hashable, text: str, found: tuple[Finding, ...]) -> tuple[Finding, ...]:
+        if self.entries > 0 and len(text) <= self.max_chars:
+            with self._lock:
+                if len(self._found) >= self.entries:
+                    del self._found[next(iter(self._found))]  # the oldest
+                self._found[key, text] = found
+        return found
+
+
+_SCANS = _ScanMemo()
 
 
 #: Presidio's entity types that mean the same as one of ours (its DATE_TIME is any date, not a DOB)

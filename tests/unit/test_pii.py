@@ -718,3 +718,30 @@ def test_pii_scan_stays_linear_on_hostile_input(text: str) -> None:
     started = time.perf_counter()
     BuiltinDetector().find(text)
     assert time.perf_counter() - started < 2.0  # linear is ~10-100 ms; backtracking blow-ups take minutes
+
+
+def test_detectors_sharing_categories_find_the_same_as_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan memo (one scan per category and text in a process) changes no finding: a detector
+    after another with overlapping categories, and a no-break space's value taken from the text."""
+    from gateway.pii import detectors
+
+    text = "Mail jane.doe@example.com or call +44\u00a07911\u00a0123456, card 4111 1111 1111 1111."
+    monkeypatch.setattr(detectors, "_SCANS", detectors._ScanMemo(entries=0))  # remembers nothing
+    alone = make_detector("builtin").find(text)
+    monkeypatch.setattr(detectors, "_SCANS", detectors._ScanMemo())
+    make_detector("builtin", ["email", "phone"]).find(text)
+    shared = make_detector("builtin").find(text)
+    assert shared == alone
+    assert {f.category for f in alone} >= {"email", "phone", "credit_card"}
+    assert all(text[f.start : f.end] == f.value for f in shared)
+
+
+def test_the_scan_memo_is_bounded() -> None:
+    from gateway.pii.detectors import _ScanMemo
+
+    memo = _ScanMemo(entries=3, max_chars=10)
+    for i in range(5):
+        memo.put("email", f"text {i}", ())
+    assert memo.get("email", "text 0") is None and memo.get("email", "text 4") == ()
+    memo.put("email", "x" * 11, ())
+    assert memo.get("email", "x" * 11) is None  # too long to keep
