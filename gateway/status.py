@@ -6,11 +6,11 @@ from typing import Any
 
 import redis
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from gateway.auth_failures import recent_counts
 from gateway.config import Config
+from gateway.rq_speedups import JSONSerializer
 
 
 def live_workers(connection: redis.Redis) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from gateway import keys, notifications
 from gateway.config import Config
@@ -39,6 +38,7 @@ from gateway.jobs import (
     QueuedJob,
     ReviewRequest,
 )
+from gateway.rq_speedups import JSONSerializer
 from gateway.scripted_pipeline import ScriptedPipelines
 
 #: RQ's job hash fields a view needs (HMGET, not HGETALL: the job's data blob is not read).

@@ -35,7 +35,6 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
-from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
@@ -44,6 +43,7 @@ from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.group_commit import GroupCommit
 from gateway.loop_guard import LoopGuard
+from gateway.rq_speedups import JSONSerializer
 from gateway.scripted_pipeline import ScriptedPipelines
 
 #: What the worker runs for each job: the job pipeline (workers.pipeline.JobPipeline).

@@ -5,7 +5,6 @@ scrubbing of secrets, and the append to the Redis stream the writer drains.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -184,5 +183,6 @@ def append_event(
     pipe_or_client: redis.Redis, event: AuditEvent, maxlen: int | None = DEFAULT_STREAM_MAXLEN
 ) -> None:
     """XADD the event to the audit stream; pass the pipeline that writes the result to keep them together."""
-    payload = json.dumps(event.record(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    absent = {body for body in ("request", "response") if getattr(event, body) is None}
+    payload = event.model_dump_json(exclude=absent)  # record()'s fields, written by pydantic's JSON
     pipe_or_client.xadd(keys.AUDIT_STREAM, {EVENT_FIELD: payload}, maxlen=maxlen, approximate=True)

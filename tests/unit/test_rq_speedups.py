@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -37,3 +38,37 @@ def test_rq_builds_its_objects_with_the_memo_once_installed() -> None:
         assert module.resolve_serializer is rq_speedups.resolve_serializer, name
     job = Job(serializer=JSONSerializer, connection=redis.Redis(port=1))  # connects on first command only
     assert job.serializer is JSONSerializer
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"prompt": "héllo ✓", "n": [1, 2.5, None, True], "nested": {"a": {"b": []}}},
+        {1: "an int key"},  # orjson refuses it; the stdlib writes it (as "1"), as RQ's serializer does
+        [2**70, "an integer past 64 bits"],
+        ("a", "tuple"),
+    ],
+    ids=["unicode", "int-key", "big-int", "tuple"],
+)
+def test_the_json_serializer_writes_what_rqs_reads_back_as_it_would_its_own(value: object) -> None:
+    written = rq_speedups.JSONSerializer.dumps(value)
+    assert JSONSerializer.loads(written) == JSONSerializer.loads(JSONSerializer.dumps(value))
+    assert rq_speedups.JSONSerializer.loads(written) == JSONSerializer.loads(written)
+
+
+def test_timestamps_parse_as_rq_parses_them() -> None:
+    from rq.utils import utcformat, utcparse
+
+    now = datetime.now(UTC)
+    for written in (
+        utcformat(now),
+        utcformat(now.replace(microsecond=0)),
+        now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ):
+        assert rq_speedups.utcparse(written) == utcparse(written)
+        assert rq_speedups.utcparse(written).tzinfo == utcparse(written).tzinfo
+    for bad in ("", "yesterday", utcformat(now).replace("T", " "), "2026-13-99T99:99:99.999999Z"):
+        with pytest.raises(ValueError):
+            utcparse(bad)
+        with pytest.raises(ValueError):
+            rq_speedups.utcparse(bad)
