@@ -7,6 +7,8 @@ that dies, and drains the audit stream into ``$AIGW_HOME/audit.log`` in a thread
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
 import redis
 
 from gateway.audit import AuditWriter
@@ -26,6 +28,10 @@ from gateway.redis_server import RedisServer, embedded_url_file, port_free, reso
 from gateway.services import ServiceRegistry
 from gateway.settings import Settings
 from gateway.supervisor import Child, Supervisor, parent_death_signal
+
+#: what the fork server imports before it forks the API and the workers: everything both import,
+#: so it is in memory once, shared by every child (measured in docs/benchmarks.md, "Memory")
+FORK_PRELOAD = ("gateway.api", "gateway.api.server", "workers.main")
 
 
 @dataclass
@@ -78,21 +84,36 @@ class Stack:
         finally:
             connection.close()
         env = {**self.settings.environ, "REDIS_URL": self.redis_url, "AIGW_HOME": str(self.home)}
-        cli = [sys.executable, "-m", "gateway.cli"]
-        config_args = ["--config", self.config.directory]
-        children = self.supervisor.children
-        children.append(Child("api", [*cli, "api", *config_args, "--port", str(self.port)], env))
-        for queue in gw.queues:
-            for index in range(gw.workers.processes):
-                argv = [*cli, "worker", *config_args, "--queue", queue, "--processes", "1"]
-                children.append(Child(f"worker-{queue}-{index}", argv, env))
+        self.supervisor.children.append(Child("fork server", self._fork_server_argv(), env))
         self.supervisor.start_all()
         self._start_audit_writer()
         self._wait_for_api()
+        forks = self.supervisor.children[0].process
+        if forks is not None:  # start-up is over: from now on the fork server restarts the API too
+            forks.send_signal(signal.SIGUSR1)
         # so every other command finds this stack's API (on any --port) and config (any --config)
         api_url_file(self.home).write_text(self.api_url)
         config_dir_file(self.home).write_text(str(Path(self.config.directory).resolve()))
         return token
+
+    def _fork_server_argv(self) -> list[str]:
+        """The one child `aigw up` starts itself: ``gateway.supervisor``'s fork server, which
+        imports the API's and the workers' code once and forks the API and a worker per queue
+        (times ``workers.processes``) from itself, so they share those pages (docs/architecture.md)."""
+        gw = self.config.gateway
+        common = {"config_dir": self.config.directory, "redis_url": self.redis_url}
+        children: list[dict[str, Any]] = [
+            {"name": "aigw-api", "target": "gateway.api.server:serve", "essential": True,
+             "kwargs": {**common, "port": self.port}},
+        ]  # fmt: skip
+        for queue in gw.queues:
+            for index in range(gw.workers.processes):
+                children.append(
+                    {"name": f"aigw-worker-{queue}-{index}", "target": "workers.main:serve",
+                     "kwargs": {**common, "queue": queue}}
+                )  # fmt: skip
+        spec = {"preload": list(FORK_PRELOAD), "grace": gw.workers.shutdown_grace + 5, "children": children}
+        return [sys.executable, "-m", "gateway.supervisor", json.dumps(spec)]
 
     def _start_keeper(self, server: RedisServer) -> None:
         """The process that stops our Redis after the children drain if this one dies (kill -9)."""
@@ -125,13 +146,22 @@ class Stack:
         while time.monotonic() < deadline:
             if not self.supervisor.children[0].alive():
                 raise RuntimeError("the API process exited during start-up (see its log above)")
-            try:  # ready: Redis answers and every queue has a live worker
-                if httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._api_ready():  # Redis answers and every queue has a live worker
+                return
             time.sleep(0.1)
         raise RuntimeError(f"the API did not answer on {self.api_url} within {timeout:.0f}s")
+
+    def _api_ready(self) -> bool:
+        # http.client, not httpx: this process idles for as long as the stack runs, and httpx
+        # would be 3.6 MB of it for this one poll (docs/benchmarks.md, "Memory")
+        connection = http.client.HTTPConnection(self.config.gateway.api.host, self.port, timeout=1.0)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
 
     def supervise(self) -> None:
         self.supervisor.supervise()
@@ -142,7 +172,8 @@ class Stack:
             return
         api_url_file(self.home).unlink(missing_ok=True)
         config_dir_file(self.home).unlink(missing_ok=True)
-        self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
+        # the fork server drains its children within shutdown_grace + 5 s, then kills what is left
+        self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 10)
         self.writer_stop.set()  # after the workers: their last audit events get written now
         if self.writer_thread is not None:
             self.writer_thread.join(timeout=10)

@@ -1,32 +1,91 @@
-"""Child processes kept alive: start them, restart one that dies (backing off), stop them all."""
+"""Child processes kept alive: start them, restart one that dies (backing off), stop them all.
+
+A child is either exec'd (``argv``) or forked from this process (``target``, a ``module:function``
+it calls). ``python -m gateway.supervisor SPEC`` is the fork server of `aigw up`
+(gateway/stack.py): a process that imports the API's and the workers' modules once, freezes them
+(``gc.freeze()``), and forks the API and every worker from itself, so their pages are shared
+instead of each child importing its own copy. It holds no thread, event loop or Redis connection,
+so each fork (restarts too) starts from a clean state.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from loguru import logger
+# No loguru at import: the redis keeper imports this module and must stay small (loguru brings
+# asyncio and ssl). The supervisor imports it when it first has something to say.
+
+
+class ForkedProcess:
+    """A child forked from this process, with the part of ``subprocess.Popen``'s interface the
+    supervisor uses (``poll``, ``wait``, ``send_signal``, ``kill``, ``returncode``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, and how it ended is not known
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 @dataclass
 class Child:
-    """A supervised child process and how to start it again."""
+    """A supervised child process and how to start it again: exec ``argv`` with ``env``, or, with
+    ``target`` (``"module:function"``), fork this process and call it with ``kwargs``."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | ForkedProcess | None = None
     restarts: int = 0
     next_start: float = 0.0
+    target: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: its death while the supervisor is ``starting`` stops the supervisor (the API: a port it
+    #: cannot bind is reported at once, not retried behind the caller's back)
+    essential: bool = False
 
     def start(self) -> None:
+        if self.target:
+            self.process = fork_child(self.name, self.target, self.kwargs)
+            return
         # SIGTERM (a clean drain) if the supervisor dies, even by kill -9: no orphaned workers
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=parent_death_signal(signal.SIGTERM)
@@ -40,6 +99,9 @@ class Child:
 class Supervisor:
     children: list[Child] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    #: until cleared, an ``essential`` child's death stops the supervisor with its exit code
+    starting: bool = False
+    exit_code: int = 0
 
     def start_all(self) -> None:
         for child in self.children:
@@ -60,7 +122,14 @@ class Supervisor:
     def _restart_if_dead(self, child: Child) -> None:
         if child.alive() or time.monotonic() < child.next_start:
             return
+        from loguru import logger
+
         code = child.process.returncode if child.process else None
+        if self.starting and child.essential:
+            logger.error("{} exited with code {} while starting", child.name, code)
+            self.exit_code = code if code and code > 0 else 1
+            self.stop_event.set()
+            return
         child.restarts += 1
         child.next_start = time.monotonic() + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
         logger.warning("{} exited with code {}; restarting (restart #{})", child.name, code, child.restarts)
@@ -81,6 +150,55 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+
+
+def fork_child(name: str, target: str, kwargs: dict[str, Any]) -> ForkedProcess:
+    """Fork this process; the child becomes ``name`` and runs ``target(**kwargs)``, then exits with
+    its return value (an int; None is 0). Refused while another thread runs: a fork copies only the
+    calling thread, and any lock another one held stays locked in the child for good."""
+    if threading.active_count() > 1:
+        raise RuntimeError(f"cannot fork {name}: other threads are running ({threading.enumerate()})")
+    parent = os.getpid()
+    gc.freeze()  # what is imported so far stays out of the collector's way: its pages stay shared
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return ForkedProcess(pid)
+    code = 1
+    try:
+        _become_child(name, parent)
+        module, _, function = target.partition(":")
+        result = getattr(importlib.import_module(module), function)(**kwargs)
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)  # never the parent's atexit handlers or its finally blocks
+
+
+def _become_child(name: str, parent: int) -> None:
+    """In a forked child: the signals of a fresh interpreter, SIGTERM when the parent dies (as an
+    exec'd child gets from ``parent_death_signal``), and ``name`` as its process name."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]))  # PR_SET_NAME: what ps and top show
+    if os.getppid() != parent:  # the parent died before the prctl: nobody will signal us
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def parent_death_signal(sig: int) -> Callable[[], None] | None:
@@ -124,3 +242,58 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def serve_forked(spec: dict[str, Any]) -> int:
+    """The fork server: import ``spec["preload"]``, fork ``spec["children"]`` and keep them alive
+    until SIGTERM or SIGHUP (SIGINT is ignored: a terminal's Ctrl-C is for `aigw up`, which then
+    stops us), then stop them with ``spec["grace"]`` seconds to drain. SIGUSR1 ends the start-up:
+    from then on an essential child that dies is restarted like the others."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level=os.environ.get("AIGW_LOG_LEVEL") or "INFO",
+        format="{time:HH:mm:ss} {level:<7} {message}",
+        diagnose=False,  # a traceback must not print local variables: prompts, PII, keys
+    )
+    for module in spec.get("preload", []):
+        importlib.import_module(module)
+    supervisor = Supervisor(
+        [
+            Child(c["name"], [], {}, target=c["target"], kwargs=c.get("kwargs", {}), essential=c.get("essential", False))
+            for c in spec["children"]
+        ],
+        starting=True,
+    )
+
+    def started(*_: object) -> None:
+        supervisor.starting = False
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, started)
+    gc.collect()  # the import garbage goes before the freeze, not into every child
+    try:
+        supervisor.start_all()
+        supervisor.supervise()
+    finally:
+        supervisor.stop(float(spec.get("grace", 30.0)))
+    return supervisor.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m gateway.supervisor SPEC_JSON")
+    sys.exit(serve_forked(json.loads(args[0])))
+
+
+if __name__ == "__main__":
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"aigw-forkserver"))  # PR_SET_NAME
+    from gateway.supervisor import main as _main  # the module's one copy, not a second as __main__
+
+    _main()

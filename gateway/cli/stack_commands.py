@@ -89,19 +89,14 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
     """Run only the HTTP API (for compose or scale-out)."""
-    import uvicorn
-
     from gateway.api import create_app
-    from gateway.api.server import uvicorn_config
+    from gateway.api.server import run
 
     settings = settings_of(ctx)
     setup_logging(settings)
     cfg = read_config(settings, config)
     app_ = create_app(cfg, redis_url(settings, cfg), settings)
-    server = uvicorn.Server(uvicorn_config(app_, cfg.gateway.api, host=host, port=port))
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
-        server.run()
-    if not server.started:  # it could not bind, or the app's startup failed (uvicorn logged why)
+    if not run(app_, cfg.gateway.api, host=host, port=port):  # could not bind, or startup failed
         raise typer.Exit(3)
 
 
