@@ -113,7 +113,7 @@ def measure(requests: int, idle_s: float, extra_env: dict[str, str]) -> dict[str
                 answer.raise_for_status()
         time.sleep(idle_s)
         pids = [process.pid, *descendants(process.pid)]
-        rows = [{"pid": pid, "name": label(pid), **rollup(pid)} for pid in pids]
+        rows: list[dict[str, Any]] = [{"pid": pid, "name": label(pid), **rollup(pid)} for pid in pids]
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -131,6 +131,9 @@ def measure(requests: int, idle_s: float, extra_env: dict[str, str]) -> dict[str
     return {
         "processes": rows,
         "api_and_workers": total([r for r in rows if is_api_or_worker(r["name"])]),
+        "api_workers_and_fork_server": total(
+            [r for r in rows if is_api_or_worker(r["name"]) or r["name"] == "aigw-forkserver"]
+        ),
         "tree": total(rows),
         "requests": requests,
         "idle_s": idle_s,
@@ -144,11 +147,10 @@ def _wait_up(process: subprocess.Popen[bytes], log: Path, url: str, timeout: flo
         if process.poll() is not None:
             raise RuntimeError(f"aigw up exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         text = log.read_text(errors="replace")
-        if "Ctrl-C stops everything" in text:
+        if "Ctrl-C stops everything" in text and httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
             for line in text.splitlines():
                 if line.startswith("AIGW_TOKEN="):
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        return line.split("=", 1)[1].strip()
+                    return line.split("=", 1)[1].strip()
         time.sleep(0.1)
     raise TimeoutError(f"aigw up did not come up within {timeout:g}s:\n{log.read_text()[-2000:]}")
 
@@ -167,10 +169,13 @@ def show(result: dict[str, Any]) -> None:
     table.add_section()
     for title, key, target in (
         ("API + workers", "api_and_workers", "≤ 150 MB RSS"),
+        ("API + workers + the fork server", "api_workers_and_fork_server", ""),
         ("whole tree", "tree", "≤ 200 MB RSS"),
     ):
-        t = result[key]
-        table.add_row(f"{title} (target {target})", "", _mb(t["rss"]), _mb(t["pss"]), _mb(t["uss"]))
+        if not (t := result.get(key)) or not t["rss"]:
+            continue
+        title += f" (target {target})" if target else ""
+        table.add_row(title, "", _mb(t["rss"]), _mb(t["pss"]), _mb(t["uss"]))
     console.print(table)
 
 

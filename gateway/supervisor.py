@@ -260,13 +260,11 @@ def serve_forked(spec: dict[str, Any]) -> int:
     )
     for module in spec.get("preload", []):
         importlib.import_module(module)
-    supervisor = Supervisor(
-        [
-            Child(c["name"], [], {}, target=c["target"], kwargs=c.get("kwargs", {}), essential=c.get("essential", False))
-            for c in spec["children"]
-        ],
-        starting=True,
-    )
+    children = [
+        Child(c["name"], [], {}, target=c["target"], kwargs=c["kwargs"], essential=bool(c.get("essential")))
+        for c in spec["children"]
+    ]
+    supervisor = Supervisor(children, starting=True)
 
     def started(*_: object) -> None:
         supervisor.starting = False
