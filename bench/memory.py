@@ -84,7 +84,7 @@ def label(pid: int) -> str:
 
 
 def is_api_or_worker(name: str) -> bool:
-    return name.startswith(("aigw-api", "aigw-worker", "aigw-w-"))
+    return name.startswith(("aigw-api", "aigw-worker"))
 
 
 def measure(requests: int, idle_s: float, extra_env: dict[str, str]) -> dict[str, Any]:
@@ -131,9 +131,6 @@ def measure(requests: int, idle_s: float, extra_env: dict[str, str]) -> dict[str
     return {
         "processes": rows,
         "api_and_workers": total([r for r in rows if is_api_or_worker(r["name"])]),
-        "api_workers_and_fork_server": total(
-            [r for r in rows if is_api_or_worker(r["name"]) or r["name"] == "aigw-forkserver"]
-        ),
         "tree": total(rows),
         "requests": requests,
         "idle_s": idle_s,
@@ -169,7 +166,6 @@ def show(result: dict[str, Any]) -> None:
     table.add_section()
     for title, key, target in (
         ("API + workers", "api_and_workers", "≤ 150 MB RSS"),
-        ("API + workers + the fork server", "api_workers_and_fork_server", ""),
         ("whole tree", "tree", "≤ 200 MB RSS"),
     ):
         if not (t := result.get(key)) or not t["rss"]:

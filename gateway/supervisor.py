@@ -1,11 +1,10 @@
 """Child processes kept alive: start them, restart one that dies (backing off), stop them all.
 
 A child is either exec'd (``argv``) or forked from this process (``target``, a ``module:function``
-it calls). ``python -m gateway.supervisor SPEC`` is the fork server of `aigw up`
-(gateway/stack.py): a process that imports the API's and the workers' modules once, freezes them
-(``gc.freeze()``), and forks the API and every worker from itself, so their pages are shared
-instead of each child importing its own copy. It holds no thread, event loop or Redis connection,
-so each fork (restarts too) starts from a clean state.
+it calls). `aigw up` (gateway/stack.py) imports the API's and the workers' modules once and forks
+its API, its workers and its audit writer from itself, after ``gc.freeze()``, so their pages are
+shared instead of each child importing its own copy. A process that forks holds no other thread,
+event loop or open connection (``fork_child`` refuses while another thread runs).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import json
 import os
 import signal
 import subprocess
@@ -78,13 +76,12 @@ class Child:
     next_start: float = 0.0
     target: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: its death while the supervisor is ``starting`` stops the supervisor (the API: a port it
-    #: cannot bind is reported at once, not retried behind the caller's back)
-    essential: bool = False
+    #: stopped only once every other child has exited (the audit writer: the workers' last events)
+    stop_last: bool = False
 
     def start(self) -> None:
         if self.target:
-            self.process = fork_child(self.name, self.target, self.kwargs)
+            self.process = fork_child(self.name, self.target, self.kwargs, self.env)
             return
         # SIGTERM (a clean drain) if the supervisor dies, even by kill -9: no orphaned workers
         self.process = subprocess.Popen(
@@ -99,9 +96,6 @@ class Child:
 class Supervisor:
     children: list[Child] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
-    #: until cleared, an ``essential`` child's death stops the supervisor with its exit code
-    starting: bool = False
-    exit_code: int = 0
 
     def start_all(self) -> None:
         for child in self.children:
@@ -125,37 +119,43 @@ class Supervisor:
         from loguru import logger
 
         code = child.process.returncode if child.process else None
-        if self.starting and child.essential:
-            logger.error("{} exited with code {} while starting", child.name, code)
-            self.exit_code = code if code and code > 0 else 1
-            self.stop_event.set()
-            return
         child.restarts += 1
         child.next_start = time.monotonic() + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
         logger.warning("{} exited with code {}; restarting (restart #{})", child.name, code, child.restarts)
         child.start()
 
     def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM every child (workers drain in-flight jobs), then kill what is left at the deadline."""
+        """SIGTERM every child (workers drain in-flight jobs), then kill what is left at the deadline;
+        the ``stop_last`` ones once the others have exited, with what is left of ``grace`` (at least
+        10 s)."""
         self.stop_event.set()
-        for child in self.children:
-            if child.alive() and child.process is not None:
-                child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        first = [child for child in self.children if not child.stop_last]
+        _stop_all(first, deadline)
+        _stop_all([c for c in self.children if c.stop_last], max(deadline, time.monotonic() + 10))
 
 
-def fork_child(name: str, target: str, kwargs: dict[str, Any]) -> ForkedProcess:
-    """Fork this process; the child becomes ``name`` and runs ``target(**kwargs)``, then exits with
-    its return value (an int; None is 0). Refused while another thread runs: a fork copies only the
-    calling thread, and any lock another one held stays locked in the child for good."""
+def _stop_all(children: list[Child], deadline: float) -> None:
+    for child in children:
+        if child.alive() and child.process is not None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+def fork_child(
+    name: str, target: str, kwargs: dict[str, Any], env: dict[str, str] | None = None
+) -> ForkedProcess:
+    """Fork this process; the child becomes ``name``, takes ``env`` (if given) as its environment
+    and runs ``target(**kwargs)``, then exits with its return value (an int; None is 0). Refused
+    while another thread runs: a fork copies only the calling thread, and any lock another one held
+    stays locked in the child for good."""
     if threading.active_count() > 1:
         raise RuntimeError(f"cannot fork {name}: other threads are running ({threading.enumerate()})")
     parent = os.getpid()
@@ -167,7 +167,7 @@ def fork_child(name: str, target: str, kwargs: dict[str, Any]) -> ForkedProcess:
         return ForkedProcess(pid)
     code = 1
     try:
-        _become_child(name, parent)
+        _become_child(name, parent, env)
         module, _, function = target.partition(":")
         result = getattr(importlib.import_module(module), function)(**kwargs)
         code = result if isinstance(result, int) else 0
@@ -184,13 +184,32 @@ def fork_child(name: str, target: str, kwargs: dict[str, Any]) -> ForkedProcess:
         os._exit(code)  # never the parent's atexit handlers or its finally blocks
 
 
-def _become_child(name: str, parent: int) -> None:
-    """In a forked child: the signals of a fresh interpreter, SIGTERM when the parent dies (as an
-    exec'd child gets from ``parent_death_signal``), and ``name`` as its process name."""
+def _become_child(name: str, parent: int, env: dict[str, str] | None) -> None:
+    """In a forked child: what an exec'd child of ``subprocess`` starts with (no descriptor but
+    stdin, stdout and stderr; ``env``; a fresh interpreter's signals and logging), SIGTERM when the
+    parent dies (as ``parent_death_signal`` gives an exec'd child), and ``name`` as its process name."""
+    # The parent's open files are not the child's: `aigw up`'s stack lock above all, which would
+    # stay held (and the stack look alive) for as long as a child drains. Nothing in the parent at
+    # fork time wraps a descriptor it could later close by number (see fork_child's callers).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    null = os.open(os.devnull, os.O_RDONLY)  # stdin: a terminal's input is `aigw up`'s
+    os.dup2(null, 0)
+    os.close(null)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from loguru import logger  # the parent's level is its own (`aigw up` logs warnings only)
+
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level=os.environ.get("AIGW_LOG_LEVEL") or "INFO",
+        format="{time:HH:mm:ss} {level:<7} {message}",
+        diagnose=False,  # a traceback must not print local variables: prompts, PII, keys
+    )
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -242,56 +261,3 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def serve_forked(spec: dict[str, Any]) -> int:
-    """The fork server: import ``spec["preload"]``, fork ``spec["children"]`` and keep them alive
-    until SIGTERM or SIGHUP (SIGINT is ignored: a terminal's Ctrl-C is for `aigw up`, which then
-    stops us), then stop them with ``spec["grace"]`` seconds to drain. SIGUSR1 ends the start-up:
-    from then on an essential child that dies is restarted like the others."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(
-        sys.stderr,
-        level=os.environ.get("AIGW_LOG_LEVEL") or "INFO",
-        format="{time:HH:mm:ss} {level:<7} {message}",
-        diagnose=False,  # a traceback must not print local variables: prompts, PII, keys
-    )
-    for module in spec.get("preload", []):
-        importlib.import_module(module)
-    children = [
-        Child(c["name"], [], {}, target=c["target"], kwargs=c["kwargs"], essential=bool(c.get("essential")))
-        for c in spec["children"]
-    ]
-    supervisor = Supervisor(children, starting=True)
-
-    def started(*_: object) -> None:
-        supervisor.starting = False
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, started)
-    gc.collect()  # the import garbage goes before the freeze, not into every child
-    try:
-        supervisor.start_all()
-        supervisor.supervise()
-    finally:
-        supervisor.stop(float(spec.get("grace", 30.0)))
-    return supervisor.exit_code
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.exit("usage: python -m gateway.supervisor SPEC_JSON")
-    sys.exit(serve_forked(json.loads(args[0])))
-
-
-if __name__ == "__main__":
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"aigw-forkserver"))  # PR_SET_NAME
-    from gateway.supervisor import main as _main  # the module's one copy, not a second as __main__
-
-    _main()

@@ -95,8 +95,9 @@ def main(
 
 
 def serve(config_dir: str, redis_url: str, queue: str, concurrency: int | None = None) -> None:
-    """A worker of `aigw up`, in a child forked from its fork server (gateway/supervisor.py): the
-    config read afresh (a restarted child sees the files as they are now), then ``main``."""
+    """A worker of `aigw up` (or of `aigw worker --processes N`), in a child forked from it
+    (gateway/supervisor.py): the config read afresh (a restarted child sees the files as they are
+    now), then ``main``."""
     from gateway.config import load_config
 
     config = load_config(config_dir)

@@ -48,9 +48,9 @@ def run(app: Any, api: ApiConfig, *, host: str | None = None, port: int | None =
 
 
 def serve(config_dir: str, redis_url: str, port: int | None = None) -> int:
-    """The API of `aigw up`, in a child forked from its fork server (gateway/supervisor.py): the
-    config read afresh (a restarted child sees the files as they are now), then served; exit code 0,
-    or 3 if it never started (as `aigw api`)."""
+    """The API of `aigw up`, in a child forked from it (gateway/supervisor.py): the config read
+    afresh (a restarted child sees the files as they are now), then served; exit code 0, or 3 if
+    it never started (as `aigw api`)."""
     from gateway.api import create_app
     from gateway.config import load_config
     from gateway.settings import Settings
