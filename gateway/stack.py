@@ -31,9 +31,11 @@ from gateway.services import ServiceRegistry
 from gateway.settings import Settings
 from gateway.supervisor import Child, Supervisor, parent_death_signal
 
-#: what `aigw up` imports before it forks the API and the workers: everything they import, so it
-#: is in memory once, shared by every child (docs/benchmarks.md, "Memory (issue 13)")
-FORK_PRELOAD = ("gateway.api", "gateway.api.server", "workers.main")
+#: what `aigw up` imports before it forks its children, so it is in memory once for all of them:
+#: the workers' code (two or more processes use it; the API's shared base comes with it). Not the
+#: API's own (FastAPI, uvicorn): one process uses it, so preloading it would save no memory and
+#: only add to every other child's RSS (docs/benchmarks.md, "Memory (issue 13)")
+FORK_PRELOAD = ("workers.main",)
 
 
 @dataclass
