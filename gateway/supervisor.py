@@ -200,7 +200,8 @@ def _become_child(name: str, parent: int, env: dict[str, str] | None) -> None:
         os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored stays ignored, as on exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from loguru import logger  # the parent's level is its own (`aigw up` logs warnings only)
 
     logger.remove()
