@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 import time
 
-import redis
-
 from gateway.supervisor import pid_alive, stop_pid
+
+# It idles beside the stack for as long as the stack runs, so it stays small: no redis-py (which
+# brings asyncio and ssl, 20 MB of RSS), one RESP command over a plain socket instead.
+_CLIENT_LIST = b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,20 +48,60 @@ def main(argv: list[str] | None = None) -> None:
 def wait_for_drain(port: int, pid: int, grace: float) -> None:
     """Until no client but us is connected, the server is gone, or ``grace`` seconds pass."""
     deadline = time.monotonic() + grace
-    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=2)
+    client: socket.socket | None = None
     try:
-        while pid_alive(pid) and time.monotonic() < deadline and _other_clients(client) > 0:
+        while pid_alive(pid) and time.monotonic() < deadline:
+            if client is None:
+                client = _connect(port)
+            if client is None or (others := _other_clients(client)) is None:
+                return  # gone already: nothing left to drain into
+            if others == 0:
+                return
             time.sleep(0.2)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
-def _other_clients(client: redis.Redis) -> int:
+def _connect(port: int) -> socket.socket | None:
     try:
-        listed = client.client_list()
-    except (redis.ConnectionError, redis.TimeoutError):
-        return 0  # gone already: nothing left to drain into
-    return max(0, len(listed) - 1)  # minus this connection
+        return socket.create_connection(("127.0.0.1", port), timeout=1)
+    except OSError:
+        return None
+
+
+def _other_clients(client: socket.socket) -> int | None:
+    """Clients connected besides this one (``CLIENT LIST`` has a line per client); None when
+    Redis cannot be asked (gone, or an error reply)."""
+    try:
+        client.settimeout(2)
+        client.sendall(_CLIENT_LIST)
+        reply = _read_bulk(client)
+    except OSError:
+        return None
+    if reply is None:
+        return None
+    return max(0, len([line for line in reply.split(b"\n") if line.strip()]) - 1)  # minus us
+
+
+def _read_bulk(client: socket.socket) -> bytes | None:
+    """One RESP bulk-string reply (``$<length>\\r\\n<data>\\r\\n``); None for anything else."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = client.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    header, _, body = data.partition(b"\r\n")
+    if not header.startswith(b"$"):
+        return None
+    length = int(header[1:])
+    while len(body) < length + 2:
+        chunk = client.recv(max(4096, length + 2 - len(body)))
+        if not chunk:
+            return None
+        body += chunk
+    return body[:length]
 
 
 if __name__ == "__main__":

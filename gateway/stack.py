@@ -1,12 +1,17 @@
 """``aigw up``: the whole local stack in the foreground, supervised, stopped cleanly by Ctrl-C.
 
-It finds or starts Redis, makes sure the ``default`` service has a token, runs the API and one
-worker process per queue (times ``workers.processes``) as child processes, restarts a child
-that dies, and drains the audit stream into ``$AIGW_HOME/audit.log`` in a thread of its own.
+It finds or starts Redis, makes sure the ``default`` service has a token, runs the API, one
+worker process per queue (times ``workers.processes``) and the audit writer (the audit stream
+into ``$AIGW_HOME/audit.log``) as child processes forked from itself, and restarts a child that
+dies. It imports their code once before the first fork, so they share it; and it holds no
+thread and no open connection of its own, so that any fork, a restart too, starts clean.
 """
 
 from __future__ import annotations
 
+import gc
+import http.client
+import importlib
 import os
 import signal
 import subprocess
@@ -16,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 
 from gateway.audit import AuditWriter
@@ -27,6 +31,12 @@ from gateway.services import ServiceRegistry
 from gateway.settings import Settings
 from gateway.supervisor import Child, Supervisor, parent_death_signal
 
+#: what `aigw up` imports before it forks its children, so it is in memory once for all of them:
+#: the workers' code (two or more processes use it; the API's shared base comes with it). Not the
+#: API's own (FastAPI, uvicorn): one process uses it, so preloading it would save no memory and
+#: only add to every other child's RSS (docs/benchmarks.md, "Memory (issue 13)")
+FORK_PRELOAD = ("workers.main",)
+
 
 @dataclass
 class Stack:
@@ -36,8 +46,6 @@ class Stack:
     redis_url: str = ""
     redis_server: RedisServer | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
-    writer_stop: threading.Event = field(default_factory=threading.Event)
-    writer_thread: threading.Thread | None = None
     keeper: subprocess.Popen[bytes] | None = None
     _lock: StackLock | None = None
 
@@ -78,21 +86,38 @@ class Stack:
         finally:
             connection.close()
         env = {**self.settings.environ, "REDIS_URL": self.redis_url, "AIGW_HOME": str(self.home)}
-        cli = [sys.executable, "-m", "gateway.cli"]
-        config_args = ["--config", self.config.directory]
-        children = self.supervisor.children
-        children.append(Child("api", [*cli, "api", *config_args, "--port", str(self.port)], env))
-        for queue in gw.queues:
-            for index in range(gw.workers.processes):
-                argv = [*cli, "worker", *config_args, "--queue", queue, "--processes", "1"]
-                children.append(Child(f"worker-{queue}-{index}", argv, env))
+        self.supervisor.children.extend(self._children(env))
+        for module in FORK_PRELOAD:  # once, here: every child forked from this process shares it
+            importlib.import_module(module)
+        gc.collect()  # the import garbage goes before the freeze (fork_child), not into every child
         self.supervisor.start_all()
-        self._start_audit_writer()
         self._wait_for_api()
         # so every other command finds this stack's API (on any --port) and config (any --config)
         api_url_file(self.home).write_text(self.api_url)
         config_dir_file(self.home).write_text(str(Path(self.config.directory).resolve()))
         return token
+
+    def _children(self, env: dict[str, str]) -> list[Child]:
+        """The API, a worker per queue (times ``workers.processes``) and the audit writer, each
+        forked from this process (docs/architecture.md: "aigw up forks its children")."""
+        gw = self.config.gateway
+        common = {"config_dir": self.config.directory, "redis_url": self.redis_url}
+        api = {**common, "port": self.port}
+        children = [Child("aigw-api", [], env, target="gateway.api.server:serve", kwargs=api)]
+        for queue in gw.queues:
+            for index in range(gw.workers.processes):
+                worker = {**common, "queue": queue}
+                children.append(
+                    Child(f"aigw-worker-{queue}-{index}", [], env, target="workers.main:serve", kwargs=worker)
+                )
+        path = Path(gw.audit.path or self.home / "audit.log").expanduser()
+        audit = {"redis_url": self.redis_url, "path": str(path), "consumer": f"up-{os.getpid()}"}
+        children.append(
+            Child(
+                "aigw-audit", [], env, target="gateway.stack:run_audit_writer", kwargs=audit, stop_last=True
+            )
+        )
+        return children
 
     def _start_keeper(self, server: RedisServer) -> None:
         """The process that stops our Redis after the children drain if this one dies (kill -9)."""
@@ -111,27 +136,27 @@ class Stack:
             if self.keeper.stdout.readline().strip() != b"ready":
                 raise RuntimeError("the embedded Redis's keeper process did not start")
 
-    def _start_audit_writer(self) -> None:
-        path = Path(self.config.gateway.audit.path or self.home / "audit.log").expanduser()
-        client = redis.Redis.from_url(self.redis_url)
-        writer = AuditWriter(client, path, consumer=f"up-{os.getpid()}")
-        self.writer_thread = threading.Thread(
-            target=writer.run, args=(self.writer_stop,), name="audit-writer", daemon=True
-        )
-        self.writer_thread.start()
-
     def _wait_for_api(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.supervisor.children[0].alive():
                 raise RuntimeError("the API process exited during start-up (see its log above)")
-            try:  # ready: Redis answers and every queue has a live worker
-                if httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._api_ready():  # Redis answers and every queue has a live worker
+                return
             time.sleep(0.1)
         raise RuntimeError(f"the API did not answer on {self.api_url} within {timeout:.0f}s")
+
+    def _api_ready(self) -> bool:
+        # http.client, not httpx: this process idles for as long as the stack runs, and httpx
+        # would be 3.6 MB of it for this one poll (docs/benchmarks.md, "Memory")
+        connection = http.client.HTTPConnection(self.config.gateway.api.host, self.port, timeout=1.0)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
 
     def supervise(self) -> None:
         self.supervisor.supervise()
@@ -142,10 +167,8 @@ class Stack:
             return
         api_url_file(self.home).unlink(missing_ok=True)
         config_dir_file(self.home).unlink(missing_ok=True)
+        # the audit writer last: the workers' last audit events get written after they exit
         self.supervisor.stop(grace if grace is not None else self.config.gateway.workers.shutdown_grace + 5)
-        self.writer_stop.set()  # after the workers: their last audit events get written now
-        if self.writer_thread is not None:
-            self.writer_thread.join(timeout=10)
         if self.redis_server is not None:
             self.redis_server.stop()
             embedded_url_file(self.home).unlink(missing_ok=True)
@@ -155,3 +178,17 @@ class Stack:
             self.keeper = None
         self._lock.release()
         self._lock = None
+
+
+def run_audit_writer(redis_url: str, path: str, consumer: str) -> None:
+    """`aigw up`'s audit writer, in a child forked from it: drains the audit stream into ``path``
+    until SIGTERM (`aigw up` sends it once the workers have exited, or the kernel when `aigw up`
+    dies). Ctrl-C is not for it: the workers' last events are still to come."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client = redis.Redis.from_url(redis_url)
+    try:
+        AuditWriter(client, Path(path), consumer=consumer).run(stop)
+    finally:
+        client.close()

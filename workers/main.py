@@ -92,3 +92,13 @@ def main(
         asyncio.run(coroutine)
     else:
         uvloop.run(coroutine)
+
+
+def serve(config_dir: str, redis_url: str, queue: str, concurrency: int | None = None) -> None:
+    """A worker of `aigw up` (or of `aigw worker --processes N`), in a child forked from it
+    (gateway/supervisor.py): the config read afresh (a restarted child sees the files as they are
+    now), then ``main``."""
+    from gateway.config import load_config
+
+    config = load_config(config_dir)
+    main(config, redis_url, queue, concurrency, False, Settings.from_environ(os.environ))

@@ -12,6 +12,8 @@ tests' API alike, so the API under test is served the way production serves it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import uvicorn
@@ -34,3 +36,25 @@ def uvicorn_config(
         log_level="warning",
         access_log=False,
     )
+
+
+def run(app: Any, api: ApiConfig, *, host: str | None = None, port: int | None = None) -> bool:
+    """Serve ``app`` until stopped (SIGINT or SIGTERM); False if it never started (it could not
+    bind, or the app's startup failed: uvicorn logged why)."""
+    server = uvicorn.Server(uvicorn_config(app, api, host=host, port=port))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+        server.run()
+    return bool(server.started)
+
+
+def serve(config_dir: str, redis_url: str, port: int | None = None) -> int:
+    """The API of `aigw up`, in a child forked from it (gateway/supervisor.py): the config read
+    afresh (a restarted child sees the files as they are now), then served; exit code 0, or 3 if
+    it never started (as `aigw api`)."""
+    from gateway.api import create_app
+    from gateway.config import load_config
+    from gateway.settings import Settings
+
+    config = load_config(config_dir)
+    app = create_app(config, redis_url, Settings.from_environ(os.environ))
+    return 0 if run(app, config.gateway.api, port=port) else 3

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 from typing import Annotated, Any
 
 import redis
@@ -89,19 +88,14 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
     """Run only the HTTP API (for compose or scale-out)."""
-    import uvicorn
-
     from gateway.api import create_app
-    from gateway.api.server import uvicorn_config
+    from gateway.api.server import run
 
     settings = settings_of(ctx)
     setup_logging(settings)
     cfg = read_config(settings, config)
     app_ = create_app(cfg, redis_url(settings, cfg), settings)
-    server = uvicorn.Server(uvicorn_config(app_, cfg.gateway.api, host=host, port=port))
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
-        server.run()
-    if not server.started:  # it could not bind, or the app's startup failed (uvicorn logged why)
+    if not run(app_, cfg.gateway.api, host=host, port=port):  # could not bind, or startup failed
         raise typer.Exit(3)
 
 
@@ -135,12 +129,20 @@ def worker(
 def _supervise_workers(
     settings: Settings, cfg: Config, queue: str, count: int, concurrency: int | None
 ) -> None:
+    import gc
+
+    import workers.main  # noqa: F401  (imported once, here: the forked workers share it)
     from gateway.supervisor import Child, Supervisor
 
-    env = {**settings.environ, "REDIS_URL": redis_url(settings, cfg)}
-    argv = [sys.executable, "-m", "gateway.cli", "worker", "--config", cfg.directory, "--queue", queue]
-    argv += ["--processes", "1"] + (["--concurrency", str(concurrency)] if concurrency else [])
-    supervisor = Supervisor([Child(f"worker-{queue}-{i}", argv, env) for i in range(count)])
+    url = redis_url(settings, cfg)
+    env = {**settings.environ, "REDIS_URL": url}
+    kwargs = {"config_dir": cfg.directory, "redis_url": url, "queue": queue, "concurrency": concurrency}
+    target = "workers.main:serve"
+    children = [
+        Child(f"aigw-worker-{queue}-{i}", [], env, target=target, kwargs=kwargs) for i in range(count)
+    ]
+    supervisor = Supervisor(children)
+    gc.collect()
     supervisor.start_all()
     try:
         supervisor.supervise()

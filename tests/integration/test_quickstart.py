@@ -40,11 +40,20 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _cmdline(pid: int) -> str:
+def _comm(pid: int) -> str:
+    """The process name: `aigw up` forks its API and workers, which name themselves ``aigw-...``
+    (their command line is their fork server's)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -133,9 +142,9 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         wait_until(lambda: audit_log.exists() and len(tail(audit_log, 10)) >= 2, "audit lines")
         assert {line["job_id"] for line in tail(audit_log, 10)} >= {job["id"]}
 
-        # supervision: a worker killed with -9 is started again
+        # supervision: a worker (a child forked from the fork server) killed with -9 is started again
         def live_workers() -> set[int]:
-            return {p for p in _children(up.pid) if "worker" in _cmdline(p) and _alive(p)}
+            return {p for p in _children(up.pid) if _comm(p).startswith("aigw-worker") and _alive(p)}
 
         workers = live_workers()
         assert len(workers) == 2
@@ -144,6 +153,13 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
 
         children = _children(up.pid)
         assert len(children) >= 4  # redis-server, API, two workers
+        api = {p for p in children if _comm(p) == "aigw-api"}
+        assert len(api) == 1
+        os.kill(api.pop(), signal.SIGKILL)  # the API too: forked again, answering on the same port
+        wait_until(lambda: len({p for p in _children(up.pid) if _comm(p) == "aigw-api" and _alive(p)}) == 1,
+                   "a replacement API")  # fmt: skip
+        wait_until(lambda: _healthy(api_port), "the replacement API to answer", timeout=30)
+        children = _children(up.pid)
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0
         wait_until(lambda: not any(_alive(pid) for pid in children), "children to exit", timeout=10)

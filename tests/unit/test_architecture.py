@@ -109,6 +109,8 @@ READS_ENVIRONMENT = {
     GATEWAY / "api" / "app.py",
     WORKERS / "main.py",
     GATEWAY / "client.py",
+    GATEWAY / "api" / "server.py",  # serve(): the entry point of the API `aigw up` forks
+    GATEWAY / "supervisor.py",  # a forked child takes the environment it is given, as exec would
 }
 
 
