@@ -54,11 +54,14 @@ class AuditFiles:
     def newest_first(self) -> list[Path]:
         return list(reversed(self.chain()))
 
+    def numbered(self, number: int) -> Path:
+        """The rotated file of that number (it may not exist)."""
+        return self.live.with_name(f"{self.live.name}.{number:0{_WIDTH}d}")
+
     def next_rotated(self) -> Path:
         """The name the live file gets at the next rotation."""
         rotated = self.rotated()
-        number = rotated[-1][0] + 1 if rotated else 1
-        return self.live.with_name(f"{self.live.name}.{number:0{_WIDTH}d}")
+        return self.numbered(rotated[-1][0] + 1 if rotated else 1)
 
     def last_lines(self, n: int) -> list[tuple[Path, bytes]]:
         """The last ``n`` complete lines of the log (without newline) and their files, oldest first,

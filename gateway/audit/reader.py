@@ -77,17 +77,34 @@ def follow(
     """
     stop = stop or threading.Event()
     start = 0 if from_start else offset
+    target = path
     while not stop.is_set():
         try:
-            file = opened or path.open("rb")
+            file = opened or target.open("rb")
         except FileNotFoundError:  # between the rotation's rename and the new file
+            target = path
             stop.wait(poll_s)
             continue
         opened = None
         with file:
             file.seek(0, os.SEEK_END) if start is None else file.seek(start)
             yield from _follow_one(file, path, poll_s, stop)
+            target = _successor(path, os.fstat(file.fileno()))
         start = 0
+
+
+def _successor(live: Path, done: os.stat_result) -> Path:
+    """The file after the one just read to its end: the next rotated one if the writer rotated
+    more than once meanwhile, else the live file."""
+    for number, rotated in AuditFiles(live).rotated():
+        try:
+            same = os.path.samestat(os.stat(rotated), done)
+        except FileNotFoundError:
+            continue
+        if same:
+            after = AuditFiles(live).numbered(number + 1)
+            return after if after.exists() else live
+    return live
 
 
 def _follow_one(
@@ -150,7 +167,7 @@ def verify(path: Path) -> VerifyReport:
     for index, file in enumerate(files):
         number = numbers.get(file)
         if number is not None and number != expected_number and bad is None:
-            missing = file.with_name(f"{path.name}.{expected_number:06d}")
+            missing = audit_files.numbered(expected_number)
             bad = (file, 1, f"{missing.name} is missing: the files before and after it do not join")
         expected_number = (number or expected_number) + 1
         start_anywhere = index == 0 and number is not None and number > 1

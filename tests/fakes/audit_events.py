@@ -1,10 +1,13 @@
-"""A complete audit event with sensible values, for tests that only care about a few fields."""
+"""A complete audit event with sensible values, for tests that only care about a few fields, and a
+log of them written as the writer would chain it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditEvent, request_sha256
+from gateway.audit import GENESIS_HASH, AuditEvent, encode_line, request_sha256, seal
 
 
 def make_event(job_id: str = "job-1", **overrides: Any) -> AuditEvent:
@@ -28,3 +31,15 @@ def make_event(job_id: str = "job-1", **overrides: Any) -> AuditEvent:
         "calls": 1,
     }
     return AuditEvent(**(fields | overrides))
+
+
+def write_log(path: Path, events: Iterable[AuditEvent], prev: str = GENESIS_HASH) -> str:
+    """Append ``events`` to ``path`` as chained lines, as the writer would; the last line's hash."""
+    lines = []
+    for event in events:
+        sealed = seal(event.record(), prev)
+        lines.append(encode_line(sealed))
+        prev = sealed["hash"]
+    with path.open("ab") as file:
+        file.write(b"".join(lines))
+    return prev
