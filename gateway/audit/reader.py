@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -18,8 +18,7 @@ from typing import IO, Any
 
 from gateway.audit.chain import GENESIS_HASH, line_hash
 from gateway.audit.files import AuditFiles, lines_backwards
-
-Match = Callable[[Mapping[str, Any]], bool]
+from gateway.audit.query import LineFilter
 
 
 def read_last_lines(path: Path, n: int, block_size: int = 64 * 1024) -> list[bytes]:
@@ -33,14 +32,14 @@ def read_last_lines(path: Path, n: int, block_size: int = 64 * 1024) -> list[byt
 
 
 def tail(
-    path: Path, n: int, where: Match | None = None, *, live_end: int | None = None
+    path: Path, n: int, where: LineFilter | None = None, *, live_end: int | None = None
 ) -> list[dict[str, Any]]:
     """The last ``n`` lines of the log (the rotated files too) that ``where`` accepts, oldest first;
     ``live_end`` reads the live file only up to that offset (where a ``follow`` then starts).
 
     Lines that are not JSON are skipped: ``verify`` is the reader that reports them.
     """
-    since = getattr(where, "since", None)
+    since = where.since if where is not None else None
     found: list[dict[str, Any]] = []
     for file in reversed(AuditFiles(path).since(since)):
         for raw in lines_backwards(file, end=live_end if file == path else None):

@@ -34,12 +34,14 @@ def _live_path(config: Config, home: Path) -> Path:
     return Path(config.gateway.audit.path or home / "audit.log").expanduser()
 
 
-def _existing_log(ctx: typer.Context, config: Path | None, path: Path | None) -> Path:
+def _existing_log(
+    ctx: typer.Context, config: Path | None, path: Path | None, cfg: Config | None = None
+) -> Path:
     """``--path``, else the config's audit log; one readable line and exit 1 when it has no file."""
     from gateway.audit import AuditFiles
 
     settings = settings_of(ctx)
-    target = path or _live_path(read_config(settings, config), settings.home)
+    target = path or _live_path(cfg or read_config(settings, config), settings.home)
     if not AuditFiles(target).chain():
         fail(f"no audit log at {target}")
     return target
@@ -137,9 +139,8 @@ def audit_report(
     except ValueError as exc:
         fail(str(exc))
     moment = _since(since, datetime.now(UTC))
-    settings = settings_of(ctx)
-    cfg = read_config(settings, config)
-    target = _existing_log(ctx, config, path)
+    cfg = read_config(settings_of(ctx), config)  # its prices
+    target = _existing_log(ctx, config, path, cfg)
     result = report(target, keys, moment, priced_deployments(cfg.models))
     rows = [_report_record(row.group, row) for row in result.rows]
     total = _report_record({k: "total" if i == 0 else "" for i, k in enumerate(keys)}, result.total)
@@ -240,9 +241,8 @@ def audit_anomalies(
     now = datetime.now(UTC)
     start = _since(since, now)
     assert start is not None
-    settings = settings_of(ctx)
-    cfg = read_config(settings, config)
-    target = _existing_log(ctx, config, path)
+    cfg = read_config(settings_of(ctx), config)  # its prices
+    target = _existing_log(ctx, config, path, cfg)
     found = anomalies(target, now, now - start, timedelta(days=baseline), priced_deployments(cfg.models))
     if output == "json":
         flags = [{**vars(a), "hour": a.hour.isoformat()} for a in found.anomalies]
