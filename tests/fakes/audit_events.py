@@ -4,6 +4,7 @@ log of them written as the writer would chain it."""
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,7 +75,10 @@ def hour_events(service: str, hour: datetime, count: int, **overrides: Any) -> l
             "latency_ms": float(rng.randint(200, 900)),
             "deployment": "offline-1",
         }
-        events.append(make_event(f"{service}-{hour:%Y%m%d%H}-{i}", **(fields | overrides)))
+        # the id is unique even for events added to an hour that has some (the writer dedups by it)
+        events.append(
+            make_event(f"{service}-{hour:%Y%m%d%H}-{i}-{uuid.uuid4().hex[:8]}", **(fields | overrides))
+        )
     return events
 
 
