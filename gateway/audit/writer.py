@@ -5,9 +5,9 @@ with a consumer group, appends a batch, fsyncs, and only then XACKs and XDELs th
 crash at any point leaves the unwritten entries pending in Redis; on (re)start it claims every
 pending entry of the group (XAUTOCLAIM, its own and those of dead writers). Entries that did reach
 the file before the crash come back too, and are dropped by a bounded memory of recently written
-(job_id, attempt, status) keys, seeded from the tail of the file. There is one writer per file by
-design (the design brief, "Audit: Redis first, then one writer"), which is what lets it claim pending
-entries without waiting for them to go idle.
+(job_id, attempt, status, time) keys, seeded from the tail of the log (into the rotated files).
+There is one writer per file by design (the design brief, "Audit: Redis first, then one
+writer"), which is what lets it claim pending entries without waiting for them to go idle.
 
 Rotation (``audit.rotate_bytes``) happens between batches, before a batch that would take the live
 file past the limit: the live file, every line of it fsynced, is renamed to the next
