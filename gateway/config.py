@@ -279,10 +279,19 @@ class WorkersConfig(Strict):
         return self
 
 
+#: ``audit.rotate_bytes`` when gateway.yaml does not say: 100 MiB
+DEFAULT_AUDIT_ROTATE_BYTES = 100 * 1024 * 1024
+
+
 class AuditConfig(Strict):
-    """``path`` defaults to ``$AIGW_HOME/audit.log``."""
+    """``path`` defaults to ``$AIGW_HOME/audit.log``. Past ``rotate_bytes`` the writer renames the
+    file to ``audit.log.000001``, ``.000002``, ... (``gateway/audit/files.py``) and starts a new
+    one whose first line chains to the last line of the old; ``null`` never rotates. ``keep``
+    rotated files are kept (the oldest are deleted past it); ``null`` keeps them all."""
 
     path: str | None = None
+    rotate_bytes: int | None = Field(DEFAULT_AUDIT_ROTATE_BYTES, ge=65_536, le=1 << 50)
+    keep: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class SandboxLimits(Strict):

@@ -5,9 +5,18 @@ with a consumer group, appends a batch, fsyncs, and only then XACKs and XDELs th
 crash at any point leaves the unwritten entries pending in Redis; on (re)start it claims every
 pending entry of the group (XAUTOCLAIM, its own and those of dead writers). Entries that did reach
 the file before the crash come back too, and are dropped by a bounded memory of recently written
-(job_id, attempt, status) keys, seeded from the tail of the file. There is one writer per file by
-design (the design brief, "Audit: Redis first, then one writer"), which is what lets it claim pending
-entries without waiting for them to go idle.
+(job_id, attempt, status, time) keys, seeded from the tail of the log (into the rotated files).
+There is one writer per file by design (the design brief, "Audit: Redis first, then one
+writer"), which is what lets it claim pending entries without waiting for them to go idle.
+
+Rotation (``audit.rotate_bytes``) happens between batches, before a batch that would take the live
+file past the limit: the live file, every line of it fsynced, is renamed to the next
+``audit.log.NNNNNN`` (``files.py``) in one atomic ``rename``, the directory is fsynced, and the
+writer opens a new live file through the same path as a restart, so the new file's first line
+chains to the last line of the renamed one, found by reading back across the files. A crash
+before the rename leaves the old file live; after it, the restart finds the last line in the
+rotated file: no line is lost or written twice either way. Only then are rotated files past
+``audit.keep`` deleted, oldest first.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from pydantic import ValidationError
 from gateway import keys
 from gateway.audit.chain import GENESIS_HASH, encode_line, seal
 from gateway.audit.event import EVENT_FIELD, AuditEvent, now_time, scrub
-from gateway.audit.reader import read_last_lines
+from gateway.audit.files import AuditFiles
+from gateway.config import DEFAULT_AUDIT_ROTATE_BYTES
 from gateway.loop_guard import MALFORMED, LoopGuard
 
 #: one event, however often it is delivered: a re-delivered entry is the same event (same time);
@@ -42,6 +52,7 @@ class AuditWriter:
 
     The Redis client must not have a ``socket_timeout`` shorter than the ``block_ms`` it is run with.
     Malformed stream entries are not lost either: they go, scrubbed, to ``<path>.rejected``.
+    ``rotate_bytes=None`` never rotates; ``keep=None`` keeps every rotated file.
     """
 
     def __init__(
@@ -54,10 +65,17 @@ class AuditWriter:
         remember: int = 10_000,
         claim_idle_ms: int = 0,
         max_backoff_s: float = 30.0,
+        rotate_bytes: int | None = DEFAULT_AUDIT_ROTATE_BYTES,
+        keep: int | None = None,
     ) -> None:
         if batch_size < 1 or remember < 1:
             raise ValueError("batch_size and remember must be at least 1")
+        if (rotate_bytes is not None and rotate_bytes < 1) or (keep is not None and keep < 1):
+            raise ValueError("rotate_bytes and keep must be at least 1 (or None)")
         self.path = path
+        self.files = AuditFiles(path)
+        self._rotate_bytes = rotate_bytes
+        self._keep = keep
         self.consumer = consumer
         self._redis = redis_client
         self._batch_size = batch_size
@@ -96,15 +114,15 @@ class AuditWriter:
     def run_once(self, block_ms: int = 0) -> int:
         """Drain the stream (waiting up to ``block_ms`` for the first entry; 0 = no wait); lines written."""
         try:
-            fd = self._open()
-            written = 0 if self._joined else self._join(fd)
+            self._open()
+            written = 0 if self._joined else self._join()
             block = block_ms if block_ms > 0 else None
             while True:
                 reply = self._redis.xreadgroup(
                     keys.AUDIT_GROUP, self.consumer, {keys.AUDIT_STREAM: ">"}, self._batch_size, block
                 )
                 entries = _entries(reply)
-                written += self._process(fd, entries)
+                written += self._process(entries)
                 if len(entries) < self._batch_size:
                     return written
                 block = None
@@ -131,20 +149,23 @@ class AuditWriter:
         return fd
 
     def _resume(self, fd: int) -> None:
-        """Drop a torn last line, continue the chain from the last line, remember recent keys."""
+        """Drop a torn last line, continue the chain from the last line, remember recent keys.
+
+        The last lines may sit in rotated files: the live file is new (or empty after a crash
+        in a rotation), so read back across the files; an empty log starts at the zero hash.
+        """
         complete = _complete_size(self.path)
         if complete < os.fstat(fd).st_size:
             logger.warning("audit writer: dropping an incomplete last line of {} (torn write)", self.path)
             os.ftruncate(fd, complete)
             os.fsync(fd)
-        lines = read_last_lines(self.path, self._seen.maxlen)
-        for raw in lines:
+        lines = self.files.last_lines(self._seen.maxlen)
+        for _, raw in lines:
             if (key := _line_key(raw)) is not None:
                 self._seen.add(key)
-        if lines:
-            self._prev = _chain_hash(lines[-1], self.path)
+        self._prev = _chain_hash(lines[-1][1], lines[-1][0]) if lines else GENESIS_HASH
 
-    def _join(self, fd: int) -> int:
+    def _join(self) -> int:
         """Create the group if missing and write every entry still pending in it."""
         try:
             self._redis.xgroup_create(keys.AUDIT_STREAM, keys.AUDIT_GROUP, id="0", mkstream=True)
@@ -162,7 +183,7 @@ class AuditWriter:
                 count=self._batch_size,
             )
             cursor = _text(reply[0])
-            written += self._process(fd, list(reply[1]))
+            written += self._process(list(reply[1]))
             if cursor == "0-0":
                 break
         if written:
@@ -180,7 +201,7 @@ class AuditWriter:
 
     # -- one batch ----------------------------------------------------------------------------------
 
-    def _process(self, fd: int, entries: list[tuple[Any, Any]]) -> int:
+    def _process(self, entries: list[tuple[Any, Any]]) -> int:
         """Append the batch durably, then ack and delete it; duplicates are acked, not written."""
         if not entries:
             return 0
@@ -206,7 +227,7 @@ class AuditWriter:
             new_keys[key] = None
             prev = sealed["hash"]
         if lines:
-            _append_durably(fd, b"".join(lines))
+            self._append(b"".join(lines))
             self._prev = prev
             for written in new_keys:
                 self._seen.add(written)
@@ -214,6 +235,34 @@ class AuditWriter:
             self._write_rejects(rejects)
         self._ack([entry_id for entry_id, _ in entries])
         return len(lines)
+
+    def _append(self, data: bytes) -> None:
+        """Append one batch durably to the live file, rotating first if it would pass the limit."""
+        fd = self._open()
+        size = os.fstat(fd).st_size
+        if self._rotate_bytes is not None and size > 0 and size + len(data) > self._rotate_bytes:
+            self._rotate()
+            fd = self._open()
+        _append_durably(fd, data)
+
+    def _rotate(self) -> None:
+        """Rename the live file to the next rotated name; the next ``_open`` starts a new one."""
+        target = self.files.next_rotated()
+        os.rename(self.path, target)
+        self.close()  # the descriptor now names the rotated file; never write to it again
+        _fsync_dir(self.path.parent)
+        logger.info("audit writer: rotated {} to {}", self.path, target.name)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Delete the oldest rotated files past ``keep`` (a crash halfway: the next rotation goes on)."""
+        rotated = self.files.rotated()
+        if self._keep is None or len(rotated) <= self._keep:
+            return
+        for _, old in rotated[: len(rotated) - self._keep]:
+            old.unlink(missing_ok=True)
+            logger.info("audit writer: deleted {} (audit.keep is {})", old.name, self._keep)
+        _fsync_dir(self.path.parent)
 
     def _ack(self, ids: list[Any]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:

@@ -2,7 +2,8 @@
 
     helpers.py          the consoles (out, err), fail(), logging set-up, config and Redis lookup
     stack_commands.py   up, api, worker: run a part of the stack in the foreground
-    commands.py         ask, gateway status, config check, service, jobs, policy explain, audit
+    commands.py         ask, gateway status, config check, service, jobs, policy explain
+    audit_commands.py   aigw audit tail|verify|report|anomalies|writer
     skills.py           aigw skill list|show|new|test|deploy|rollback
 
 Command modules import ``helpers`` and never each other; this module mounts them on ``app``.
@@ -16,7 +17,7 @@ import os
 
 import typer
 
-from gateway.cli import commands, helpers, stack_commands
+from gateway.cli import audit_commands, commands, helpers, stack_commands
 from gateway.cli.skills import skill_app
 from gateway.settings import Settings
 
@@ -28,7 +29,7 @@ app.command()(commands.ask)
 app.add_typer(commands.gateway_app, name="gateway")
 app.add_typer(commands.config_app, name="config")
 app.add_typer(commands.service_app, name="service")
-app.add_typer(commands.audit_app, name="audit")
+app.add_typer(audit_commands.audit_app, name="audit")
 app.add_typer(commands.jobs_app, name="jobs")
 app.add_typer(commands.policy_app, name="policy")
 app.add_typer(skill_app, name="skill")

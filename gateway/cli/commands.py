@@ -1,12 +1,11 @@
 """The ``aigw`` commands that use a running stack: ask, gateway status, config check, service
-tokens, jobs, policy explain and the audit log (``audit writer`` runs until stopped, but belongs
-with the other audit commands). ``gateway/cli/__init__.py`` mounts the groups and ``ask``.
+tokens, jobs and policy explain (the audit log's are in ``audit_commands.py``).
+``gateway/cli/__init__.py`` mounts the groups and ``ask``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,6 @@ from gateway.cli.helpers import (
     out,
     read_config,
     settings_of,
-    setup_logging,
     try_connect,
 )
 from gateway.config import load_config
@@ -34,7 +32,6 @@ from gateway.validation import first_error
 gateway_app = typer.Typer(no_args_is_help=True, help="Inspect the running gateway.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate configuration.")
 service_app = typer.Typer(no_args_is_help=True, help="Service tokens.")
-audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs.")
 policy_app = typer.Typer(no_args_is_help=True, help="Policies.")
 
@@ -207,7 +204,7 @@ def service_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
     out.print(table)
 
 
-# --- jobs and audit ------------------------------------------------------------------------------
+# --- jobs and policies -----------------------------------------------------------------------------
 
 
 @jobs_app.command("get")
@@ -391,73 +388,3 @@ def _print_explanation(report: dict[str, Any]) -> None:
         out.print(f"budget {b['policy']}: ${spent:.4f} spent, ${held:.4f} held, of ${limit:.2f}")
     for name in report.get("budgets_unread", []):
         out.print(f"budget {name}: not read (no Redis reachable); the job may still be refused for it")
-
-
-def _audit_path(settings: Settings, config: Path | None) -> Path:
-    cfg = read_config(settings, config)
-    return Path(cfg.gateway.audit.path or settings.home / "audit.log").expanduser()
-
-
-def _existing_audit_log(ctx: typer.Context, config: Path | None, path: Path | None) -> Path:
-    """``--path``, else the config's audit log; one readable line and exit 1 when it is not there."""
-    target = path or _audit_path(settings_of(ctx), config)
-    if not target.exists():
-        fail(f"no audit log at {target}")
-    return target
-
-
-@audit_app.command("tail")
-def audit_tail(
-    ctx: typer.Context,
-    config: ConfigOpt = None,
-    lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 20,
-    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
-) -> None:
-    """The last audit lines."""
-    from gateway.audit import tail
-
-    target = _existing_audit_log(ctx, config, path)
-    for entry in tail(target, lines):
-        out.print(json.dumps(entry), soft_wrap=True, markup=False)
-
-
-@audit_app.command("verify")
-def audit_verify(
-    ctx: typer.Context,
-    config: ConfigOpt = None,
-    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
-) -> None:
-    """Check the hash chain; exits 1 at the first edited, deleted or reordered line."""
-    from gateway.audit import verify
-
-    target = _existing_audit_log(ctx, config, path)
-    report = verify(target)
-    if not report.ok:
-        fail(f"{target}: chain broken at line {report.first_bad_line}: {report.reason}")
-    out.print(f"[green]ok[/] {target}: {report.lines} lines, chain intact")
-
-
-@audit_app.command("writer")
-def audit_writer(
-    ctx: typer.Context,
-    config: ConfigOpt = None,
-    path: Annotated[Path | None, typer.Option(help="Audit log path.")] = None,
-) -> None:
-    """Drain the audit stream into the JSON-lines file (one writer per file; `aigw up` runs one)."""
-    import threading
-
-    from gateway.audit import AuditWriter
-
-    settings = settings_of(ctx)
-    setup_logging(settings)
-    cfg = read_config(settings, config)
-    target = path or _audit_path(settings, config)
-    writer = AuditWriter(connect(settings, cfg), target, consumer=f"writer-{os.getpid()}")
-    stop = threading.Event()
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        writer.run(stop)
-    except KeyboardInterrupt:
-        stop.set()

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -247,27 +248,30 @@ def test_report_aggregates_by_service_and_model(
         append_event(redis_client, event)
     writer.run_once()
 
-    def expected(selected: list[AuditEvent]) -> dict[tuple[str, str | None], dict[str, Any]]:
-        out: dict[tuple[str, str | None], dict[str, Any]] = {}
+    def expected(selected: list[AuditEvent]) -> dict[tuple[str | None, ...], dict[str, Any]]:
+        out: dict[tuple[str | None, ...], dict[str, Any]] = {}
         for key in sorted({(e.service, e.model) for e in selected}, key=lambda k: (k[0], k[1] or "")):
             group = [e for e in selected if (e.service, e.model) == key]
             latencies = [e.latency_ms for e in group if e.latency_ms is not None]
             out[key] = {
-                "count": len(group),
-                "succeeded": sum(e.status == "succeeded" for e in group),
-                "failed": sum(e.status == "failed" for e in group),
+                "attempts": len(group),
+                "requests": sum(e.status != "retrying" for e in group),
+                "failures": sum(e.status in ("failed", "refused") for e in group),
                 "input_tokens": sum(e.input_tokens for e in group),
                 "output_tokens": sum(e.output_tokens for e in group),
-                "cost_usd": pytest.approx(sum(e.cost_usd for e in group)),
+                "cost_usd": sum((Decimal(repr(e.cost_usd)) for e in group), Decimal(0)),
+                "unpriced": 0,
                 "p50_latency_ms": _percentile(latencies, 50),
                 "p95_latency_ms": _percentile(latencies, 95),
             }
         return out
 
-    def actual(since: datetime | None) -> dict[tuple[str, str | None], dict[str, Any]]:
+    priced = frozenset({"offline-1"})
+
+    def actual(since: datetime | None) -> dict[tuple[str | None, ...], dict[str, Any]]:
         return {
-            (row.service, row.model): {k: v for k, v in vars(row).items() if k not in ("service", "model")}
-            for row in report(log_path, since)
+            tuple(row.group.values()): {k: v for k, v in vars(row).items() if k != "group"}
+            for row in report(log_path, since=since, priced=priced).rows
         }
 
     assert list(actual(None)) == [("billing", "fast"), ("billing", "smart"), ("search", None)]

@@ -42,7 +42,9 @@ def test_verify_intact_chain_is_ok(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     _write_chain(path, 5)
 
-    assert verify(path) == VerifyReport(ok=True, lines=5, first_bad_line=None, reason="chain intact")
+    assert verify(path) == VerifyReport(
+        ok=True, lines=5, first_bad_line=None, reason="chain intact", files=(path,)
+    )
 
 
 def test_verify_empty_file_is_ok(tmp_path: Path) -> None:
