@@ -111,7 +111,14 @@ class Stack:
                     Child(f"aigw-worker-{queue}-{index}", [], env, target="workers.main:serve", kwargs=worker)
                 )
         path = Path(gw.audit.path or self.home / "audit.log").expanduser()
-        audit = {"redis_url": self.redis_url, "path": str(path), "consumer": f"up-{os.getpid()}"}
+        audit_config = self.config.gateway.audit
+        audit = {
+            "redis_url": self.redis_url,
+            "path": str(path),
+            "consumer": f"up-{os.getpid()}",
+            "rotate_bytes": audit_config.rotate_bytes,
+            "keep": audit_config.keep,
+        }
         children.append(
             Child(
                 "aigw-audit", [], env, target="gateway.stack:run_audit_writer", kwargs=audit, stop_last=True
@@ -180,7 +187,9 @@ class Stack:
         self._lock = None
 
 
-def run_audit_writer(redis_url: str, path: str, consumer: str) -> None:
+def run_audit_writer(
+    redis_url: str, path: str, consumer: str, rotate_bytes: int | None, keep: int | None
+) -> None:
     """`aigw up`'s audit writer, in a child forked from it: drains the audit stream into ``path``
     until SIGTERM (`aigw up` sends it once the workers have exited, or the kernel when `aigw up`
     dies). Ctrl-C is not for it: the workers' last events are still to come."""
@@ -189,6 +198,6 @@ def run_audit_writer(redis_url: str, path: str, consumer: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     client = redis.Redis.from_url(redis_url)
     try:
-        AuditWriter(client, Path(path), consumer=consumer).run(stop)
+        AuditWriter(client, Path(path), consumer=consumer, rotate_bytes=rotate_bytes, keep=keep).run(stop)
     finally:
         client.close()

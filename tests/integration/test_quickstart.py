@@ -188,3 +188,42 @@ def test_up_refuses_a_broken_config(
     assert result.returncode != 0
     assert "models.yaml" in result.stderr and "models.general" in result.stderr
     assert "input_per_mtok" in result.stderr
+
+
+def test_up_rotates_the_audit_log_as_gateway_yaml_says(
+    user_env: tuple[dict[str, str], Path, int, int], config_dir: Path
+) -> None:
+    """`aigw up`'s audit writer (a forked child) takes audit.rotate_bytes from gateway.yaml."""
+    env, home, _redis_port, api_port = user_env
+    gateway = yaml.safe_load((config_dir / "gateway.yaml").read_text())
+    gateway.setdefault("audit", {})["rotate_bytes"] = 65_536  # the smallest allowed
+    (config_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway))
+    log = (home.parent / "up.log").open("w")
+    up = subprocess.Popen(
+        [*AIGW, "up", "--port", str(api_port)], env=env, stdout=subprocess.PIPE, stderr=log, text=True
+    )
+    try:
+        token_match = re.search(r"AIGW_TOKEN=(aigw_\S+)", "".join(_read_banner(up)))
+        assert token_match
+        headers = {"Authorization": f"Bearer {token_match.group(1)}"}
+        prompt = "Summarise the quarterly figures for the board. " * 40  # ~2 KB, logged with the answer
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers=headers, timeout=30) as client:
+            for _ in range(200):
+                if (home / "audit.log.000001").exists():
+                    break
+                response = client.post("/v1/jobs", params={"wait": 10}, json={"prompt": prompt})
+                assert response.status_code == 200, response.text
+            else:
+                raise AssertionError("the audit log never rotated")
+        verify = subprocess.run(
+            [*AIGW, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        files = re.search(r"chain intact across (\d+) files", verify.stdout)
+        assert files and int(files.group(1)) >= 2, verify.stdout
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+        assert up.stdout is not None
+        up.stdout.close()
+        log.close()
