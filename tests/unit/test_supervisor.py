@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,8 +42,28 @@ def _comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
+def _in_a_fresh_process(scenario: str, *args: str) -> None:
+    """Run ``scenario`` in a new interpreter: the supervisor refuses to fork while other threads run,
+    and the test process has some (earlier tests' servers), as `aigw up` never does."""
+    root = Path(__file__).resolve().parents[2]
+    code = f"import sys; from tests.unit.test_supervisor import {scenario} as s; s(*sys.argv[1:])"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="reads /proc")
 def test_a_forked_child_named_restarted_after_kill_9_and_stopped_by_sigterm() -> None:
+    _in_a_fresh_process("_restart_scenario")
+
+
+def test_stop_last_children_are_stopped_after_the_others_have_exited(tmp_path: Path) -> None:
+    _in_a_fresh_process("_stop_order_scenario", str(tmp_path))
+
+
+def _restart_scenario() -> None:
     child = Child("aigw-test-sleep", [], {}, target=f"{__name__}:_sleep", kwargs={"seconds": 60})
     supervisor = Supervisor([child])
     supervisor.start_all()
@@ -59,7 +81,8 @@ def test_a_forked_child_named_restarted_after_kill_9_and_stopped_by_sigterm() ->
     assert child.process.returncode == -signal.SIGTERM
 
 
-def test_stop_last_children_are_stopped_after_the_others_have_exited(tmp_path: Path) -> None:
+def _stop_order_scenario(directory: str) -> None:
+    tmp_path = Path(directory)
     marker, note = str(tmp_path / "drained"), str(tmp_path / "note")
     drains = {"marker": marker, "drain": 0.5}
     worker = Child("aigw-test-w", [], {}, target=f"{__name__}:_drain_then_mark", kwargs=drains)
