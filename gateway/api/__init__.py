@@ -2,6 +2,7 @@
 
     app.py           create_app: the routers assembled, the lifespan, the one error envelope
                      (every error as {"error": {"type", "message"}}; 503 while Redis is down)
+    hot_routes.py    POST /v1/jobs and GET /v1/jobs/{id} answered straight from ASGI (the rest: FastAPI)
     dependencies.py  Gateway (what the routes share) and the auth dependency (Service)
     bodies.py        request bodies parsed into the contract's models, size limits first
     admission.py     the policies' plan and the quotas at the door, refusals audited
@@ -9,8 +10,8 @@
     health.py        /healthz and /readyz
 
 The API never imports ``workers``: jobs are enqueued by dotted path (gateway.jobs.JOB_FUNC).
-The compatible endpoints (the OpenAI and Anthropic wire formats) will land here as modules of
-their own, each a router that create_app includes.
+The compatible endpoints (the OpenAI and Anthropic wire formats) are modules of their own
+(dropin.py, openai_routes.py, anthropic_routes.py), each a router that create_app includes.
 """
 
 from gateway.api.app import create_app
