@@ -16,6 +16,7 @@ Starlette's ServerErrorMiddleware (outside this one), which answers 500 with the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -36,6 +37,8 @@ _JOB_PREFIX = JOBS + "/"
 _PLAIN_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{0,9})?")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
+#: what a hot route does with an authenticated request: (request, service, wait) -> response
+Answer = Callable[[Request, str, float], Awaitable[Response]]
 
 
 class HotRoutes:
@@ -50,42 +53,39 @@ class HotRoutes:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
             if method == "POST" and path == JOBS:
-                if await self._submit(scope, receive, send):
+                if await self._serve(scope, receive, send, self._submit):
                     return
             elif method == "GET" and path.startswith(_JOB_PREFIX):
                 job_id = path[len(_JOB_PREFIX) :]
-                if job_id and "/" not in job_id and await self._read(job_id, scope, receive, send):
-                    return
+                if job_id and "/" not in job_id:
+                    read = functools.partial(self._read, job_id)
+                    if await self._serve(scope, receive, send, read):
+                        return
         await self.app(scope, receive, send)
 
-    async def _submit(self, scope: Scope, receive: Receive, send: Send) -> bool:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, answer: Answer) -> bool:
+        """Answer with ``answer(request, service, wait)``; False (nothing read) for FastAPI to answer."""
         wait, service = self._wait(scope), self._service(scope)
         if wait is None or service is None:
             return False
         request = Request(scope, receive)
         try:
-            api = self.gw.config.gateway.api
-            body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
-            job_request = parse_job_request(body, api.max_prompt_chars)
-            job_id, queued = await enqueue_admitted(self.gw, service, job_request)
-            view = await wait_for(self.gw, job_id, service, wait, queued)
-            response = json_view(view, 200 if view.status.is_final else 202)
+            response = await answer(request, service, wait)
         except Exception as exc:
             response = await self._error(request, exc)
         await response(scope, receive, send)
         return True
 
-    async def _read(self, job_id: str, scope: Scope, receive: Receive, send: Send) -> bool:
-        wait, service = self._wait(scope), self._service(scope)
-        if wait is None or service is None:
-            return False
-        request = Request(scope, receive)
-        try:
-            response = json_view(await wait_for(self.gw, job_id, service, wait))
-        except Exception as exc:
-            response = await self._error(request, exc)
-        await response(scope, receive, send)
-        return True
+    async def _submit(self, request: Request, service: str, wait: float) -> Response:
+        api = self.gw.config.gateway.api
+        body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
+        job_request = parse_job_request(body, api.max_prompt_chars)
+        job_id, queued = await enqueue_admitted(self.gw, service, job_request)
+        view = await wait_for(self.gw, job_id, service, wait, queued)
+        return json_view(view, 200 if view.status.is_final else 202)
+
+    async def _read(self, job_id: str, _request: Request, service: str, wait: float) -> Response:
+        return json_view(await wait_for(self.gw, job_id, service, wait))
 
     async def _error(self, request: Request, exc: Exception) -> Response:
         """The app's own handler for ``exc`` (nearest class first, as Starlette looks it up)."""

@@ -1,5 +1,5 @@
-"""What the frozen held-out corpora's tests share: loading a corpus and the checksums its values
-must pass (each corpus's own test says what it pins and covers)."""
+"""What the frozen held-out corpora's tests share: loading a corpus, the schema every case keeps,
+and the checksums its values must pass (each corpus's own test says what it pins and covers)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+LANGUAGES = {"en", "de", "fr", "es", "pt", "it", "nl", "pl"}
+CATEGORIES = {
+    "email",
+    "phone",
+    "postal_address",
+    "date_of_birth",
+    "credit_card",
+    "iban",
+    "national_id",
+    "passport",
+    "api_key",
+    "password",
+    "private_key",
+    "jwt",
+    "url_password",
+    "ip_address",
+}
+POSITIVE_KEYS = {"id", "language", "kind", "category", "text", "values"}
+NEGATIVE_KEYS = {"id", "language", "kind", "text", "values"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -37,3 +57,37 @@ def iban_ok(value: str) -> bool:
         return False
     rearranged = compact[4:] + compact[:4]
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def assert_well_formed(case: dict[str, Any]) -> None:
+    """A case's schema: a known language, a text, and for a positive its values, each in the text."""
+    assert case["language"] in LANGUAGES
+    assert isinstance(case["text"], str) and case["text"].strip()
+    assert isinstance(case["values"], list)
+    if case["kind"] == "positive":
+        assert set(case) == POSITIVE_KEYS
+        assert case["category"] in CATEGORIES
+        assert case["values"], "a positive lists at least one value"
+        assert len(set(case["values"])) == len(case["values"])
+        for value in case["values"]:
+            assert isinstance(value, str) and value.strip() == value and value
+            assert value in case["text"], value
+    else:
+        assert case["kind"] == "negative"
+        assert set(case) == NEGATIVE_KEYS
+        assert case["values"] == []
+
+
+def assert_card_number(case_id: str, value: str) -> None:
+    digits = re.sub(r"[ -]", "", value)
+    assert digits.isdigit() and 13 <= len(digits) <= 19
+    assert luhn_ok(digits), case_id
+
+
+def assert_no_card_number(negatives: list[dict[str, Any]]) -> None:
+    """A negative 'order number' that passed Luhn would be indistinguishable from a card number."""
+    for case in negatives:
+        for run in re.findall(r"\d[\d -]{11,24}\d", case["text"]):
+            digits = re.sub(r"\D", "", run)
+            if 13 <= len(digits) <= 19:
+                assert not luhn_ok(digits), (case["id"], run)
