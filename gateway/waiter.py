@@ -10,19 +10,23 @@ dropped) reaches nobody, so every time the subscription is (re)made the waiter r
 each job it is waiting for, once, and wakes those that ended meanwhile. Waiters are not woken
 when the connection drops: they would re-read a job that has not ended, or a Redis that is not
 back. A message that is not a job id is logged, counted and skipped (``gateway/loop_guard.py``).
+
+A succeeded job's message carries its final view (``gateway/completion.py``): the woken request
+answers with it instead of reading the job again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
 from rq.job import Job
 
-from gateway import keys
+from gateway import completion, keys
 from gateway.jobs import RQ_STATUS_TO_STATE, JobState
 from gateway.loop_guard import LoopGuard
 
@@ -35,7 +39,7 @@ class CompletionWaiter:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self.guard = LoopGuard("completion waiter")
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[bytes | None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         #: the last completions heard, oldest first (a dict keeps insertion order)
@@ -57,23 +61,27 @@ class CompletionWaiter:
         return bool(self._waiters.get(job_id))
 
     async def wait(self, job_id: str, timeout: float) -> bool:
-        """True when ``job_id`` is published as done, False when ``timeout`` passes first.
+        """True when ``job_id`` is published as done, False when ``timeout`` passes first."""
+        return await self.wait_view(job_id, timeout) is not None
+
+    async def wait_view(self, job_id: str, timeout: float) -> Woken | None:
+        """How ``job_id`` was published as done (its final view, when the message held one), or
+        None when ``timeout`` passes first.
 
         Call it after reading the job: a completion published after that read either reaches the
         future registered here, or was handled before this call and is among the recent ones (the
-        read may await a shared round trip, so the listener can run in between). A spurious
-        wake-up is harmless; the caller re-reads.
+        read may await a shared round trip, so the listener can run in between; that one wakes
+        without its view). A spurious wake-up is harmless; the caller re-reads.
         """
         if self._recent.pop(job_id, 0) is None:  # published between the caller's read and this call
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return Woken(None)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(future)
         try:
             try:
-                await asyncio.wait_for(future, timeout)
+                return Woken(await asyncio.wait_for(future, timeout))
             except TimeoutError:
-                return False
-            return True
+                return None
         finally:
             futures = self._waiters.get(job_id)
             if futures is not None:
@@ -102,7 +110,7 @@ class CompletionWaiter:
             await self._recheck(client)
         elif kind == "message":
             with self.guard.message(f"message on {keys.DONE_CHANNEL}"):
-                self._wake(message["data"].decode())
+                self._wake(*completion.parse(message["data"]))
 
     async def _recheck(self, client: aredis.Redis) -> None:
         """Wake the waiters whose jobs ended (or expired) while nobody was subscribed."""
@@ -117,13 +125,21 @@ class CompletionWaiter:
             if status is None or _is_final(status):
                 self._wake(job_id)
 
-    def _wake(self, job_id: str) -> None:
-        self._recent[job_id] = None
+    def _wake(self, job_id: str, view: bytes | None = None) -> None:
+        self._recent[job_id] = None  # for a request that read the job before this and waits after
         if len(self._recent) > RECENT_COMPLETIONS:
             del self._recent[next(iter(self._recent))]
         for future in self._waiters.get(job_id, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(view)
+
+
+@dataclass(frozen=True, slots=True)
+class Woken:
+    """A wait that ended because the job did: ``view`` is its final view as the worker published it
+    (the bytes ``GET /v1/jobs/{id}`` answers), or None when the caller must read the job."""
+
+    view: bytes | None
 
 
 def _is_final(rq_status: bytes) -> bool:

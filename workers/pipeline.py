@@ -257,7 +257,7 @@ class JobPipeline:
                         attempt.cache_ttl,
                     )
 
-        return Outcome(result.model_dump(mode="json"), commit=commit)
+        return Outcome(result.model_dump(mode="json"), commit=commit, result=result)
 
     async def _plan(self, attempt: JobAttempt) -> None:
         """Run a skill's scripts (if any), then the policies over everything that would leave.
@@ -416,7 +416,7 @@ class JobPipeline:
             append_event(pipe, event)
             _announce(pipe, attempt, result)
 
-        return Outcome(result.model_dump(mode="json"), commit=commit)
+        return Outcome(result.model_dump(mode="json"), commit=commit, result=result)
 
     async def _answer(self, attempt: JobAttempt) -> Answer:
         """The answer from the response cache when the job opts in and one is there, else from the chain."""

@@ -38,10 +38,11 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from gateway import keys, rq_speedups
+from gateway import completion, keys, rq_speedups
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.group_commit import GroupCommit
+from gateway.jobs import JobResult
 from gateway.loop_guard import LoopGuard
 from gateway.rq_speedups import JSONSerializer
 from gateway.scripted_pipeline import ScriptedPipelines
@@ -118,6 +119,8 @@ class Outcome:
 
     value: Any
     commit: Callable[[Pipeline], None] | None = None
+    #: the value as the model it was dumped from: the finish publishes the job's final view with it
+    result: JobResult | None = None
     #: called when the outcome could not be stored (an error inside ``_succeed`` other than Redis
     #: itself): the runner settles and audits the attempt as failed, before the job is failed
     failed: Callable[[GatewayError], None] | None = None
@@ -513,7 +516,8 @@ class AsyncWorker(BaseWorker):
         )
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=pipe, execution=execution)
-        pipe.publish(keys.DONE_CHANNEL, job.id)
+        view = None if outcome.result is None else completion.succeeded_view(job, outcome.result)
+        pipe.publish(keys.DONE_CHANNEL, completion.message(job.id, view))
         _report_failed_commands(job.id, await self._scripts.run(pipe))
         if job.has_rate_limit:  # a concurrent_jobs slot: free it and start the next held job
             self._release_slot_safely(job)

@@ -124,8 +124,11 @@ async def answer(gw: Gateway, service: str, call: Call) -> JobView:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StillRunningError(job_id)
-        await gw.waiter.wait(job_id, left)
-        view = await gw.store.view_grouped(job_id, service)
+        woken = await gw.waiter.wait_view(job_id, left)
+        if woken is not None and woken.view is not None:  # the worker sent its final view
+            view = JobView.model_validate_json(woken.view)
+        else:
+            view = await gw.store.view_grouped(job_id, service)
     raise_for_failure(view)
     return view
 

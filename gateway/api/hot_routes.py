@@ -81,8 +81,7 @@ class HotRoutes:
         body = await read_body(request, job_body_limit(api.max_prompt_chars), api.body_timeout_seconds)
         job_request = parse_job_request(body, api.max_prompt_chars)
         job_id, queued = await enqueue_admitted(self.gw, service, job_request)
-        view = await wait_for(self.gw, job_id, service, wait, queued)
-        return json_view(view, 200 if view.status.is_final else 202)
+        return json_view(await wait_for(self.gw, job_id, service, wait, queued), submitted=True)
 
     async def _read(self, job_id: str, _request: Request, service: str, wait: float) -> Response:
         return json_view(await wait_for(self.gw, job_id, service, wait))

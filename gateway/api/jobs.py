@@ -56,8 +56,7 @@ async def submit_job(
     job_request = parse_job_request(body, api.max_prompt_chars)
     # a retry of an accepted request (its idempotency key) gets its job: no second admission
     job_id, queued = await enqueue_admitted(gw, service, job_request)
-    view = await wait_for(gw, job_id, service, wait, queued)
-    return json_view(view, 200 if view.status.is_final else 202)
+    return json_view(await wait_for(gw, job_id, service, wait, queued), submitted=True)
 
 
 async def get_job(
@@ -80,7 +79,7 @@ async def review_job(job_id: str, request: Request, gw: Shared, service: Service
 async def cancel_job(job_id: str, gw: Shared, service: Service) -> Response:
     view, signalled = gw.store.cancel(job_id, service)
     if signalled:  # a running job: its worker finalises the cancel
-        view = await wait_for(gw, job_id, service, 10.0)
+        return json_view(await wait_for(gw, job_id, service, 10.0))
     return json_view(view)
 
 
@@ -139,8 +138,9 @@ async def view_for(gw: Gateway, job_id: str, service: str) -> JobView:
 
 async def wait_for(
     gw: Gateway, job_id: str, service: str, wait: float, view: JobView | None = None
-) -> JobView:
-    """The job once final, or as it stands after ``wait`` seconds.
+) -> JobView | bytes:
+    """The job once final, or as it stands after ``wait`` seconds; a job whose worker published
+    its final view (``gateway/completion.py``) comes as those bytes, the answer as it stands.
 
     ``view`` is what the caller already knows (a job it just enqueued is queued), saving a read.
     """
@@ -148,12 +148,19 @@ async def wait_for(
     if view.status.is_final or wait <= 0:
         return view
     wait = min(wait, gw.config.gateway.api.max_wait_seconds)
-    await gw.waiter.wait(job_id, wait)  # woken or timed out, the job is read once more
-    return await view_for(gw, job_id, service)
+    woken = await gw.waiter.wait_view(job_id, wait)
+    if woken is not None and woken.view is not None:
+        return woken.view
+    return await view_for(gw, job_id, service)  # woken without a view, or timed out: read it
 
 
-def json_view(view: JobView, status_code: int = 200) -> Response:
-    """The view as the API answers it, serialised by pydantic's own (Rust) JSON writer."""
+def json_view(view: JobView | bytes, status_code: int = 200, *, submitted: bool = False) -> Response:
+    """The view as the API answers it, serialised by pydantic's own (Rust) JSON writer (a published
+    view already was). A ``submitted`` job that is not final yet is 202."""
+    if isinstance(view, bytes):
+        return Response(view, status_code=status_code, media_type="application/json")
+    if submitted and not view.status.is_final:
+        status_code = 202
     body = view.model_dump_json(exclude_none=True).encode()
     return Response(body, status_code=status_code, media_type="application/json")
 
