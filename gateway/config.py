@@ -263,6 +263,9 @@ class BreakerConfig(Strict):
 
 class WorkersConfig(Strict):
     processes: int = Field(1, ge=1, le=64)
+    #: how `aigw up` lays out its worker processes: ``shared``, each of the ``processes`` serves
+    #: every queue (each queue keeps its own slots); ``per_queue``, ``processes`` of them per queue
+    layout: Literal["shared", "per_queue"] = "shared"
     heartbeat_interval: float = Field(3.0, gt=0)
     #: an in-flight job whose worker stops heartbeating is recovered after this many seconds
     heartbeat_ttl: int = Field(15, ge=2)

@@ -32,10 +32,20 @@ from gateway.settings import Settings
 from gateway.supervisor import Child, Supervisor, parent_death_signal
 
 #: what `aigw up` imports before it forks its children, so it is in memory once for all of them:
-#: the workers' code (two or more processes use it; the API's shared base comes with it). Not the
-#: API's own (FastAPI, uvicorn): one process uses it, so preloading it would save no memory and
-#: only add to every other child's RSS (docs/benchmarks.md, "Memory (issue 13)")
-FORK_PRELOAD = ("workers.main",)
+#: what the API and the workers both use (the policies and PII detector, the wire formats, RQ, the
+#: audit event). Not what one process alone uses (FastAPI and uvicorn; aiohttp, httpx and the
+#: providers): a page the parent holds counts in the RSS of every child that maps it, so
+#: preloading those would save no memory and add to every other child's RSS (docs/benchmarks.md)
+FORK_PRELOAD = (
+    "gateway.policies",
+    "gateway.wire.openai",
+    "gateway.wire.anthropic",
+    "gateway.audit.writer",
+    "gateway.quotas",
+    "gateway.job_stream",
+    "gateway.scripted_pipeline",
+    "rq.worker",
+)
 
 
 @dataclass
@@ -98,17 +108,20 @@ class Stack:
         return token
 
     def _children(self, env: dict[str, str]) -> list[Child]:
-        """The API, a worker per queue (times ``workers.processes``) and the audit writer, each
-        forked from this process (docs/architecture.md: "aigw up forks its children")."""
+        """The API, the worker processes and the audit writer, each forked from this process
+        (docs/architecture.md: "aigw up forks its children"). ``workers.layout: shared`` runs
+        ``workers.processes`` workers that each serve every queue; ``per_queue`` that many per queue."""
         gw = self.config.gateway
         common = {"config_dir": self.config.directory, "redis_url": self.redis_url}
         api = {**common, "port": self.port}
         children = [Child("aigw-api", [], env, target="gateway.api.server:serve", kwargs=api)]
-        for queue in gw.queues:
+        groups = [list(gw.queues)] if gw.workers.layout == "shared" else [[q] for q in gw.queues]
+        for queues in groups:
+            label = "" if gw.workers.layout == "shared" else f"{queues[0]}-"
             for index in range(gw.workers.processes):
-                worker = {**common, "queue": queue}
+                worker = {**common, "queues": queues}
                 children.append(
-                    Child(f"aigw-worker-{queue}-{index}", [], env, target="workers.main:serve", kwargs=worker)
+                    Child(f"aigw-worker-{label}{index}", [], env, target="workers.main:serve", kwargs=worker)
                 )
         path = Path(gw.audit.path or self.home / "audit.log").expanduser()
         audit_config = self.config.gateway.audit

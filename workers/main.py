@@ -1,4 +1,4 @@
-"""Entry point of one worker process: config -> providers -> pipeline -> async worker."""
+"""Entry point of one worker process: config -> providers -> pipeline -> an async worker per queue."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import redis
 from loguru import logger
 
 from gateway import keys
-from gateway.config import Config
+from gateway.config import Config, QueueConfig
+from gateway.group_commit import GroupCommit
 from gateway.settings import Settings
 from workers.pipeline import JobPipeline
 from workers.skill_runner import SkillRunner
-from workers.worker import AsyncWorker
+from workers.worker import AsyncWorker, on_signals
 
 
 def build_worker(
@@ -25,30 +26,63 @@ def build_worker(
     settings: Settings | None = None,
 ) -> tuple[AsyncWorker, JobPipeline]:
     """A worker on ``queue``; ``settings`` None reads them from ``os.environ`` (an entry point)."""
-    if queue not in config.gateway.queues:
-        raise ValueError(f"unknown queue {queue!r}; configured: {', '.join(config.gateway.queues)}")
+    workers, pipeline = build_workers(config, redis_url, [queue], concurrency, name, settings)
+    return workers[0], pipeline
+
+
+def build_workers(
+    config: Config,
+    redis_url: str,
+    queues: list[str],
+    concurrency: int | None = None,
+    name: str | None = None,
+    settings: Settings | None = None,
+) -> tuple[list[AsyncWorker], JobPipeline]:
+    """One process's workers, one per queue, on one pipeline (its provider pools, breakers and
+    notifier), one Redis connection and one group commit. Each queue keeps its own slots
+    (``queues.<q>.concurrency``), dequeue loop, RQ worker record and scheduler lock; the process's
+    own duties (the breakers' refresh and messages, the notification outbox) run once, on the first.
+    ``name`` (a single queue only) names its RQ worker."""
+    unknown = [q for q in queues if q not in config.gateway.queues]
+    if unknown or not queues:
+        raise ValueError(
+            f"unknown queue {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"configured: {', '.join(config.gateway.queues)}"
+        )
+    if len(set(queues)) != len(queues):
+        raise ValueError(f"a queue is named twice: {', '.join(queues)}")
+    if name is not None and len(queues) > 1:
+        raise ValueError("a worker name is for a process that serves one queue")
     settings = settings or Settings.from_environ(os.environ)
     connection = redis.Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=10)
     pipeline = JobPipeline.from_config(config, connection, settings)
     worker_config = config.gateway.workers
-    worker = AsyncWorker(
-        queue,
-        connection=connection,
-        redis_url=redis_url,
-        runner=pipeline,
-        concurrency=concurrency or config.gateway.queues[queue].concurrency,
-        heartbeat_interval=worker_config.heartbeat_interval,
-        heartbeat_ttl=worker_config.heartbeat_ttl,
-        reap_interval=worker_config.reap_interval,
-        shutdown_grace=worker_config.shutdown_grace,
-        name=name,
-        on_heartbeat=pipeline.breakers.refresh,
-        subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message},
-        on_final=pipeline.notifier.on_final,
-        background=[pipeline.notifier.run],
-        max_retry_after=config.gateway.jobs.max_retry_after,
-    )
-    return worker, pipeline
+    group_commit = GroupCommit(connection)
+    queue_configs: dict[str, QueueConfig] = {str(q): c for q, c in config.gateway.queues.items()}
+    workers = []
+    for index, queue in enumerate(queues):
+        first = index == 0
+        workers.append(
+            AsyncWorker(
+                queue,
+                connection=connection,
+                redis_url=redis_url,
+                runner=pipeline,
+                concurrency=concurrency or queue_configs[queue].concurrency,
+                heartbeat_interval=worker_config.heartbeat_interval,
+                heartbeat_ttl=worker_config.heartbeat_ttl,
+                reap_interval=worker_config.reap_interval,
+                shutdown_grace=worker_config.shutdown_grace,
+                name=name,
+                on_heartbeat=pipeline.breakers.refresh if first else None,
+                subscriptions={keys.BREAKER_CHANNEL: pipeline.breakers.on_message} if first else None,
+                on_final=pipeline.notifier.on_final,
+                background=[pipeline.notifier.run] if first else None,
+                max_retry_after=config.gateway.jobs.max_retry_after,
+                group_commit=group_commit,
+            )
+        )
+    return workers, pipeline
 
 
 async def run_worker(
@@ -60,13 +94,32 @@ async def run_worker(
     burst: bool = False,
     settings: Settings | None = None,
 ) -> None:
-    worker, pipeline = build_worker(config, redis_url, queue, concurrency, settings=settings)
+    await run_workers(config, redis_url, [queue], concurrency=concurrency, burst=burst, settings=settings)
+
+
+async def run_workers(
+    config: Config,
+    redis_url: str,
+    queues: list[str],
+    *,
+    concurrency: int | None = None,
+    burst: bool = False,
+    settings: Settings | None = None,
+) -> None:
+    """Serve ``queues`` from this process until SIGTERM/SIGINT (or, with ``burst``, until each is empty)."""
+    workers, pipeline = build_workers(config, redis_url, queues, concurrency, settings=settings)
     warn_about_sandbox(pipeline.skill_runner)
+
+    def shutdown() -> None:
+        for worker in workers:
+            worker.request_shutdown()
+
+    on_signals(shutdown)
     try:
-        await worker.run(burst=burst)
+        await asyncio.gather(*(worker.run(burst=burst, handle_signals=False) for worker in workers))
     finally:
         await pipeline.aclose()
-        worker.connection.close()
+        workers[0].connection.close()
 
 
 def warn_about_sandbox(runner: SkillRunner) -> None:
@@ -83,9 +136,16 @@ def warn_about_sandbox(runner: SkillRunner) -> None:
 
 
 def main(
-    config: Config, redis_url: str, queue: str, concurrency: int | None, burst: bool, settings: Settings
+    config: Config,
+    redis_url: str,
+    queues: list[str],
+    concurrency: int | None,
+    burst: bool,
+    settings: Settings,
 ) -> None:
-    coroutine = run_worker(config, redis_url, queue, concurrency=concurrency, burst=burst, settings=settings)
+    coroutine = run_workers(
+        config, redis_url, queues, concurrency=concurrency, burst=burst, settings=settings
+    )
     try:
         import uvloop  # the faster loop where it is installed (a runtime dependency off Windows)
     except ImportError:
@@ -94,11 +154,11 @@ def main(
         uvloop.run(coroutine)
 
 
-def serve(config_dir: str, redis_url: str, queue: str, concurrency: int | None = None) -> None:
-    """A worker of `aigw up` (or of `aigw worker --processes N`), in a child forked from it
+def serve(config_dir: str, redis_url: str, queues: list[str], concurrency: int | None = None) -> None:
+    """A worker process of `aigw up` (or of `aigw worker --processes N`), in a child forked from it
     (gateway/supervisor.py): the config read afresh (a restarted child sees the files as they are
     now), then ``main``."""
     from gateway.config import load_config
 
     config = load_config(config_dir)
-    main(config, redis_url, queue, concurrency, False, Settings.from_environ(os.environ))
+    main(config, redis_url, queues, concurrency, False, Settings.from_environ(os.environ))

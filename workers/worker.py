@@ -8,8 +8,9 @@ every in-flight execution with a short TTL, a reaper that finds abandoned jobs i
 cancellation of a running job through a pub/sub message to the worker that holds it.
 
 A worker serves exactly one queue: multi-queue dequeue falls back to BLPOP and loses the
-intermediate queue's crash safety. RQ's sync Redis calls run on the loop; each is one
-loopback round trip, cheaper than a thread hop.
+intermediate queue's crash safety. One process may run a worker per queue on one loop instead
+(``workers/main.py``), sharing its connection, group commit and provider pools. RQ's sync Redis
+calls run on the loop; each is one loopback round trip, cheaper than a thread hop.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ FinalHook = Callable[[redis.Redis, Job, str, Any], None]
 #: A task the worker runs beside its loop for its whole life: (Redis URL, worker name, stopping);
 #: it returns soon after ``stopping`` is set.
 BackgroundTask = Callable[[str, str, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def on_signals(handler: Callable[[], None]) -> None:
+    """Call ``handler`` on SIGTERM and SIGINT (where the running loop can watch signals)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, handler)
 
 
 def will_retry(job: Job, error: GatewayError) -> bool:
@@ -157,6 +166,7 @@ class AsyncWorker(BaseWorker):
         on_final: FinalHook | None = None,
         background: list[BackgroundTask] | None = None,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        group_commit: GroupCommit | None = None,
     ) -> None:
         rq_speedups.install()
         super().__init__(
@@ -188,8 +198,9 @@ class AsyncWorker(BaseWorker):
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._listening = asyncio.Event()
-        #: the starts and finishes of one loop tick share a round trip (gateway/group_commit.py)
-        self.group_commit = GroupCommit(connection)
+        #: the starts and finishes of one loop tick share a round trip (gateway/group_commit.py),
+        #: with the other queues' workers in this process when they pass theirs
+        self.group_commit = group_commit or GroupCommit(connection)
         self._scripts = ScriptedPipelines(self.group_commit)
         self._move_up_to: AsyncScript | None = None  # on the dequeue connection, made in run
         self._queue_was_empty = False
@@ -209,13 +220,14 @@ class AsyncWorker(BaseWorker):
 
     # --- main loop ------------------------------------------------------------------------------
 
-    async def run(self, burst: bool = False) -> None:
+    async def run(self, burst: bool = False, *, handle_signals: bool = True) -> None:
+        """Serve the queue until shutdown (or, with ``burst``, until it is empty). Without
+        ``handle_signals`` the caller turns SIGTERM/SIGINT into ``request_shutdown`` (one process
+        running several workers has one handler per signal)."""
         self.register_birth()  # type: ignore[no-untyped-call]
         self.set_state(WorkerStatus.IDLE)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.request_shutdown)
+        if handle_signals:
+            on_signals(self.request_shutdown)
         aconn = aredis.Redis.from_url(self.redis_url, socket_keepalive=True)
         self._move_up_to = aconn.register_script(_MOVE_UP_TO)
         loops: dict[str, Callable[[], Awaitable[None]]] = {

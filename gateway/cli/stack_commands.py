@@ -103,31 +103,36 @@ def worker(
     ctx: typer.Context,
     config: ConfigOpt = None,
     queue: Annotated[
-        str, typer.Option("--queue", "-q", help="The one queue this process serves.")
-    ] = "interactive",
-    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
-    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+        list[str] | None,
+        typer.Option("--queue", "-q", help="A queue to serve; repeat it for several (default: interactive)."),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once, per queue.")] = None,
+    burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
     processes: Annotated[
         int | None, typer.Option(help="Worker processes to run and supervise (default: workers.processes).")
     ] = None,
 ) -> None:
-    """Run async worker processes on one queue; with several, restart any that dies."""
+    """Run async worker processes on one queue or several; with several processes, restart any that dies."""
     settings = settings_of(ctx)
     setup_logging(settings)
     cfg = read_config(settings, config)
-    if queue not in cfg.gateway.queues:
-        fail(f"unknown queue {queue!r}; configured: {', '.join(cfg.gateway.queues)}")
+    queues = queue or ["interactive"]
+    unknown = [q for q in queues if q not in cfg.gateway.queues]
+    if unknown:
+        fail(f"unknown queue {unknown[0]!r}; configured: {', '.join(cfg.gateway.queues)}")
+    if len(set(queues)) != len(queues):
+        fail(f"--queue names a queue twice: {', '.join(queues)}")
     count = processes or cfg.gateway.workers.processes
     if count == 1 or burst:
         from workers.main import main as worker_main
 
-        worker_main(cfg, redis_url(settings, cfg), queue, concurrency, burst, settings)
+        worker_main(cfg, redis_url(settings, cfg), queues, concurrency, burst, settings)
         return
-    _supervise_workers(settings, cfg, queue, count, concurrency)
+    _supervise_workers(settings, cfg, queues, count, concurrency)
 
 
 def _supervise_workers(
-    settings: Settings, cfg: Config, queue: str, count: int, concurrency: int | None
+    settings: Settings, cfg: Config, queues: list[str], count: int, concurrency: int | None
 ) -> None:
     import gc
 
@@ -136,10 +141,11 @@ def _supervise_workers(
 
     url = redis_url(settings, cfg)
     env = {**settings.environ, "REDIS_URL": url}
-    kwargs = {"config_dir": cfg.directory, "redis_url": url, "queue": queue, "concurrency": concurrency}
+    kwargs = {"config_dir": cfg.directory, "redis_url": url, "queues": queues, "concurrency": concurrency}
     target = "workers.main:serve"
+    label = "-".join(queues)
     children = [
-        Child(f"aigw-worker-{queue}-{i}", [], env, target=target, kwargs=kwargs) for i in range(count)
+        Child(f"aigw-worker-{label}-{i}", [], env, target=target, kwargs=kwargs) for i in range(count)
     ]
     supervisor = Supervisor(children)
     gc.collect()

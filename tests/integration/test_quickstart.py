@@ -136,6 +136,8 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
         state = json.loads(status.stdout)
         assert state["api"]["ok"] and state["redis"]["aof_enabled"]
         assert {q for w in state["workers"] for q in w["queues"]} == {"interactive", "batch"}
+        # workers.layout shared (the default): one process serves both queues, an RQ worker each
+        assert len({w["pid"] for w in state["workers"]}) == 1 and len(state["workers"]) == 2
         assert state["queues"]["interactive"]["succeeded"] >= 2
 
         audit_log = home / "audit.log"
@@ -147,12 +149,20 @@ def test_quickstart_up_job_ask_status_and_ctrl_c(user_env: tuple[dict[str, str],
             return {p for p in _children(up.pid) if _comm(p).startswith("aigw-worker") and _alive(p)}
 
         workers = live_workers()
-        assert len(workers) == 2
+        assert len(workers) == 1
         os.kill(min(workers), signal.SIGKILL)
         wait_until(lambda: len(live_workers() - workers) == 1, "a replacement worker")
 
+        def replacement_serves_both() -> bool:
+            live = json.loads(subprocess.run(
+                [*AIGW, "gateway", "status", "--json"], env=env, capture_output=True, text=True, timeout=60,
+            ).stdout)["workers"]  # fmt: skip
+            served = {q for w in live if w["pid"] in live_workers() for q in w["queues"]}
+            return served == {"interactive", "batch"}
+
+        wait_until(replacement_serves_both, "the replacement worker on both queues", timeout=30)
         children = _children(up.pid)
-        assert len(children) >= 4  # redis-server, API, two workers
+        assert len(children) >= 4  # redis-server, API, the worker, the audit writer
         api = {p for p in children if _comm(p) == "aigw-api"}
         assert len(api) == 1
         os.kill(api.pop(), signal.SIGKILL)  # the API too: forked again, answering on the same port
