@@ -88,7 +88,7 @@ class Recorder:
             out.append((_field(JOBS, service, alias, queue, status), 1))
         wait_s = event.queue_wait_ms / 1000
         self._observe(out, QUEUE_WAIT, (queue,), wait_s)
-        if event.latency_ms is not None and not event.cached:
+        if event.latency_ms is not None and event.calls:  # (none: a cache hit, a scripts-only skill)
             self._observe(out, PROVIDER_LATENCY, (event.provider or UNKNOWN, alias), event.latency_ms / 1000)
         if status == "succeeded":
             worker_ms = event.total_ms - event.queue_wait_ms

@@ -25,6 +25,7 @@ from tests.integration.harness import (
     SpawnWorker,
     StartApi,
     StartStack,
+    StartWorker,
     submit,
     wait_until,
     with_api_settings,
@@ -203,3 +204,29 @@ def test_the_grafana_dashboard_uses_only_exposed_metric_names(stack: StartStack)
     s = stack(policies=[])
     submit(s.api, {"prompt": "one job"})
     assert {sample.name for sample in scrape(s.api)} <= exposed_names()
+
+
+def test_cancels_retries_and_failovers_are_counted(
+    gateway_config: ConfigFactory, start_api: StartApi, start_worker: StartWorker, fake: FakeProvider
+) -> None:
+    config = gateway_config(jobs={"max_attempts": 2}, policies=[])
+    api = start_api(config)
+    with api.client() as client:
+        queued = client.post("/v1/jobs", json={"prompt": "never mind", "model": "openai"}).json()["id"]
+        assert client.delete(f"/v1/jobs/{queued}").json()["status"] == "canceled"  # no worker yet
+        start_worker(config)
+        fake.latency = 20
+        running = client.post("/v1/jobs", json={"prompt": "slow", "model": "openai"}).json()["id"]
+        wait_until(lambda: client.get(f"/v1/jobs/{running}").json()["status"] == "running", "job running")
+        client.delete(f"/v1/jobs/{running}")
+        wait_until(lambda: client.get(f"/v1/jobs/{running}").json()["status"] == "canceled", "job canceled")
+    fake.latency = 0
+    fake.script(Fault.status(503), model="gpt-fake")  # openai has no fallback: the job is retried
+    assert submit(api, {"prompt": "again", "model": "openai"}).json()["status"] == "succeeded"
+    fake.script(Fault.status(503), model="claude-fake")  # general fails over to offline
+    answered = submit(api, {"prompt": "over", "model": "general"}).json()["result"]["model"]
+    samples = scrape(api)
+    assert total(samples, "aigw_jobs_total", state="canceled", model="openai", service=SERVICE) == 2
+    assert total(samples, "aigw_job_retries_total", model="openai") == 1
+    assert total(samples, "aigw_jobs_total", state="succeeded", model="openai") == 1
+    assert total(samples, "aigw_failovers_total", model=answered) == 1  # the alias that answered
