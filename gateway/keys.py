@@ -18,6 +18,9 @@ NOTIFY_STREAM = f"{PREFIX}:notify"
 NOTIFY_GROUP = "notifiers"
 #: hash: sha256(token) -> service name.
 TOKENS = f"{PREFIX}:tokens"
+#: hash of every stored metric (gateway/metrics/schema.py): field -> integer amount, added to by
+#: every worker and API process on every host
+METRICS = f"{PREFIX}:metrics"
 
 
 def idempotency(service: str, key: str) -> str:

@@ -22,7 +22,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.results import Result
 
-from gateway import keys, notifications
+from gateway import keys, metrics, notifications
 from gateway.config import Config
 from gateway.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError, ValidationError
 from gateway.group_commit import GroupCommit
@@ -349,6 +349,8 @@ class JobStore:
                 notifications.append(
                     pipe, notifications.job_event(job_id, view.service, "canceled", None, channels)
                 )
+            if job.args and isinstance(job.args[0], dict):
+                metrics.write(pipe, metrics.canceled(job.args[0], view.queue))
             pipe.execute()
         return self.view(job_id, service), False
 

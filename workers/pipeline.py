@@ -55,6 +55,8 @@ from gateway.errors import (
 from gateway.job_stream import StreamWriter
 from gateway.jobs import ApprovedDraft, JobRequest, JobResult, Message, ProviderCall, QueuedJob, Usage
 from gateway.limits import MAX_INCREMENT, MICRO, fits_increment
+from gateway.metrics import Increments, Recorder
+from gateway.metrics import write as write_metrics
 from gateway.pii import SECRET_CATEGORIES, Detector, Finding, Redactor, make_detector
 from gateway.policies import Decision, Plan, PolicyEngine, Subject
 from gateway.quotas import Holds, Quotas
@@ -91,6 +93,7 @@ class JobPipeline:
         self.engine = PolicyEngine(config)
         self.quotas = Quotas(connection, config)
         self.cache = ResponseCache(connection)
+        self.metrics = Recorder(connection)
         self.balancer = Balancer(config.models)
         self.notifier = Notifier(config, settings.environ)
         self.skills = SkillCatalog(config, connection, settings.home / "skill-cache")
@@ -207,9 +210,24 @@ class JobPipeline:
         self._settle_paid_call(attempt)
         status: Status = "retrying" if will_retry(job, error) else "failed"
         self._remember_calls(attempt)
-        append_event(self.connection, _failure_event(attempt, status, error, attempt.policy_record()))
+        self._audit(attempt, _failure_event(attempt, status, error, attempt.policy_record()))
         if attempt.stream is not None:
             attempt.stream.error(error.to_dict(), final=status == "failed")
+
+    def _audit(self, attempt: JobAttempt, event: AuditEvent) -> None:
+        """A failed attempt's audit event with its metrics, in one round trip."""
+        with self.connection.pipeline() as pipe:
+            append_event(pipe, event)
+            write_metrics(pipe, self._counted(attempt, event))
+            pipe.execute()
+
+    def _counted(self, attempt: JobAttempt, event: AuditEvent) -> Increments:
+        """What the attempt adds to the metrics (gateway/metrics/): read off its audit event."""
+        first = None if attempt.first_delta is None else attempt.first_delta - attempt.started
+        decisions = [(d.policy, d.rule, d.outcome) for d in (*attempt.plan.decisions, *attempt.decisions)]
+        return self.metrics.attempt(
+            event, model=attempt.plan.alias or None, decisions=decisions, first_delta_s=first
+        )
 
     def _interrupted(self, attempt: JobAttempt, job: Job) -> None:
         """An attempt cut short (cancel, timeout, shutdown): settled, kept and audited like a failure.
@@ -226,7 +244,7 @@ class JobPipeline:
         if job.timeout and time.monotonic() - attempt.started >= float(job.timeout) - 0.05:
             # the worker's deadline: the job fails as job_timeout, and the audit says the same
             timed_out = JobTimeoutError(f"job ran past its timeout of {job.timeout}s")
-            append_event(self.connection, _failure_event(attempt, "failed", timed_out, policy))
+            self._audit(attempt, _failure_event(attempt, "failed", timed_out, policy))
             if attempt.stream is not None:
                 attempt.stream.error(timed_out.to_dict(), final=True)
             return
@@ -242,6 +260,7 @@ class JobPipeline:
         def commit(pipe: redis.client.Pipeline) -> None:
             # lands in the same transaction as the result (worker._succeed)
             append_event(pipe, event)
+            self.metrics.write_scripted(pipe, self._counted(attempt, event))
             if attempt.stream is not None:
                 attempt.stream.end(pipe, _stream_end(result))
             _announce(pipe, attempt, result)  # the outbox entry lands with the result it announces
@@ -414,6 +433,7 @@ class JobPipeline:
 
         def commit(pipe: redis.client.Pipeline) -> None:
             append_event(pipe, event)
+            self.metrics.write_scripted(pipe, self._counted(attempt, event))
             _announce(pipe, attempt, result)
 
         return Outcome(result.model_dump(mode="json"), commit=commit, result=result)
@@ -627,6 +647,7 @@ class JobPipeline:
 
         def send(delta: Delta) -> None:
             if not writer.started:  # the first delta: this deployment is the one answering
+                attempt.first_delta = time.monotonic()
                 writer.begin(self._stream_facts(attempt, step, provider_model))
             writer.delta(delta)
 
@@ -762,6 +783,8 @@ class JobAttempt:
     streamed: StreamAccumulator | None = None
     #: the deployment whose stream is being relayed (what a cut-short stream is charged to)
     streaming: RouteStep | None = None
+    #: time.monotonic() when the first delta went down the job's stream (time to first token)
+    first_delta: float | None = None
 
     @property
     def needs(self) -> set[Capability]:

@@ -39,7 +39,7 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from gateway import completion, keys, rq_speedups
+from gateway import completion, keys, metrics, rq_speedups
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.group_commit import GroupCommit
@@ -583,6 +583,8 @@ class AsyncWorker(BaseWorker):
         """RQ's cancel (status, canceled registry), after the execution is gone; the record expires."""
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if job.args and isinstance(job.args[0], dict):  # counted where the cancel is final
+                metrics.write(pipe, metrics.canceled(job.args[0], self.queue.name))
             pipe.execute()
         job.ended_at = now()
         with contextlib.suppress(InvalidJobOperation):

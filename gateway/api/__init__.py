@@ -8,6 +8,7 @@
     admission.py     the policies' plan and the quotas at the door, refusals audited
     jobs.py          /v1/jobs: submit, read and long-poll, review a draft, cancel
     health.py        /healthz and /readyz
+    metrics.py       /metrics: Prometheus text for operators, loopback only (gateway/metrics/)
 
 The API never imports ``workers``: jobs are enqueued by dotted path (gateway.jobs.JOB_FUNC).
 The compatible endpoints (the OpenAI and Anthropic wire formats) are modules of their own

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway import metrics
 from gateway.api.dependencies import Gateway
 from gateway.audit import append_event, refusal_event
 from gateway.chat import CAPABILITY_FIELDS
@@ -51,7 +52,10 @@ def admit(gw: Gateway, service: str, request: JobRequest) -> Admission:
             gw.quotas.admit(service, plan, request.size_bytes(), decisions)
     except (PolicyDeniedError, QuotaExceededError) as exc:
         refused = [*plan.record(), *(d.to_dict() for d in decisions)]
-        append_event(gw.connection, refusal_event(service, queue, plan.alias, request, exc, refused))
+        with gw.connection.pipeline() as pipe:  # the audit line and the metrics in one round trip
+            append_event(pipe, refusal_event(service, queue, plan.alias, request, exc, refused))
+            metrics.write(pipe, metrics.refused(service, exc.type, refused))
+            pipe.execute()
         raise
     return Admission(plan, decisions)
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__, rq_speedups
-from gateway.api import anthropic_routes, health, hot_routes, jobs, openai_routes
+from gateway.api import anthropic_routes, health, hot_routes, jobs, metrics, openai_routes
 from gateway.api.dependencies import Gateway
 from gateway.api.dropin import StillRunningError
 from gateway.api.hot_routes import Handler
@@ -82,6 +82,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     hot_routes.install(app, gw, EXCEPTION_HANDLERS)  # POST /v1/jobs, GET /v1/jobs/{id}: no routing
     app.include_router(jobs.router())
     app.include_router(health.router())
+    app.include_router(metrics.router())
     app.include_router(openai_routes.router())
     app.include_router(anthropic_routes.router())
     jobs.publish_job_request_schema(app)
