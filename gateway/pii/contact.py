@@ -74,14 +74,18 @@ _NANP = re.compile(
 #: the word for a phone in English, French, German, Spanish, Portuguese, Italian, Dutch and Polish; a
 #: bare national number ("Tel. 030 901820", "Handy 0171 1234567", "bel 06-12345678") counts after one
 _PHONE_WORD = re.compile(
-    r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
-    r"|landline|dial|ring|reach me|text me|contact number"
-    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler|joindre|joignable"
-    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|erreichbar"
-    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
-    r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
-    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
-    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń]"
+    r"\b(?:phone|phones|phoned|telephone|tel|call|called|calling|mobile|cell|cellphone|fax|whatsapp|sms"
+    r"|hotline|landline|dial|ring|rang|reach me|text|texted|text me|contact number"
+    r"|t[eé]l[eé]phone|t[eé]l|portable|fixe|appel[eé]?|appelle|appelez|appeler|rappel[eé]?|rappelle|rappelez"
+    r"|rappeler|joindre|joignable"
+    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|angerufen|anruf"
+    r"|rief|ruft|r[üu]ckruf|zur[üu]ckrufen|erreichbar"
+    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|llamen|llam[oó]|llamada|ll[aá]mame|fijo|telefone|telem[oó]vel"
+    r"|ligue|liguem|ligar|ligou|liga[çc][aã]o|contacto|contato|fixo"
+    r"|telefono|cellulare|cell|chiamare|chiami|chiamato|chiamata|chiamami|richiamare|ricontattar[eo]|ricontattata"
+    r"|recapito|recapiti|fisso|numero di telefono"
+    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|belde|belden|belt|gebeld|bellen|gsm|vast"
+    r"|telefonu|kom|kom[oó]rka|kom[oó]rkowy|stacjonarny|dzwoni[cć]|dzwoni[łl][ao]?|zadzwo[nń]"
     r"|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale)\b"
 )
 #: the names of a structural field (a JSON key, a CSV column) that holds a phone number
@@ -98,7 +102,10 @@ _ID_WORD = re.compile(
     r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
     r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
     r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening"
-    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass)\b"
+    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass"
+    r"|shipment|parcel|awb|spedizione|sendung|env[ií]o|verzending|zending|przesy[łl]k[aiy]|colis|suivi"
+    r"|exp[eé]dition|paquete|remessa|rastreio|pacco|paket"
+    r"|ean|upc|gtin|isbn|artikel|artikelnummer|art|article|articolo|art[ií]culo|artigo|produkt|product)\b"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 #: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
@@ -111,18 +118,25 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
     number after a phone word, and without one a mobile number (in a grouped national format) that
     libphonenumber places in one of ``regions``."""
     text = t.text
+    last_end = -1  # where the last phone found ended: "Tel. 030 1234567 oder 0171 …" lists a second
     for m in _phone_runs(t):
         start, end = m.span()
         before, run = _char(text, start - 1), m.group()
+        if before == "(" and _PAREN_COUNTRY.match(run):  # (+34) 669 41 50 77
+            start, before, run = start - 1, _char(text, start - 2), "(" + run
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
             continue
-        if run.startswith("+"):
-            shape_ok = _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15
-            if shape_ok and (_phone_type(run, (None,)) is not None or not _known_country_code(run)):
+        listed = last_end >= 0 and start - last_end <= 24 and _PHONE_LIST_GAP.fullmatch(t.lower, last_end, start) is not None
+        intl = _international(run)
+        if intl is not None:
+            shape_ok = _INTL_PHONE.fullmatch(intl) and 9 <= sum(map(str.isdigit, intl)) <= 15
+            if shape_ok and _international_ok(t, start, intl, listed):
+                last_end = end
                 yield Finding("phone", start, end, run)
             continue
         nanp = list(_NANP.finditer(text, start, end))
         for n in nanp:
+            last_end = n.end()
             yield Finding("phone", n.start(), n.end(), n.group())
         if nanp:
             continue
@@ -131,27 +145,93 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
             phone_word, id_word = _phone_context(t.lower, start)
             if id_word:
                 continue
+            phone_word = phone_word or listed
+            if phone_word and _LONG_UNGROUPED.fullmatch(run):
+                # 13+ plain digits after "numero" are a tracking or account number more often than not
+                phone_word = _phone_type(run, regions) is not None
             if not (french or phone_word):
-                name = field_name(text, start)
                 # a field named for a phone: a number libphonenumber validates in one of the regions
-                in_field = name is not None and _PHONE_FIELD.fullmatch(name) is not None
-                phone_word = in_field and _phone_type(run, regions) is not None
+                phone_word = _phone_field(text, start) and _phone_type(run, regions) is not None
             if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
+                last_end = end
                 yield Finding("phone", start, end, run)
 
 
-_SLASH_AREA = re.compile(r"\(?0\d{2,4}\)? ?/ ?\Z")
+#: a country code in parentheses, ``(+34) 669 41 50 77``: the run starts after the "("
+_PAREN_COUNTRY = re.compile(r"\+[1-9]\d{0,2}\)")
+#: what joins two phone numbers in a list: a comma, a slash, "or" in the eight languages, a label in
+#: parentheses ("(ufficio)", "(biuro)") and a short cue after it ("kom.", "Handy:")
+_PHONE_LIST_GAP = re.compile(
+    r"\s*(?:\([^()\n]{1,20}\))?\s*[,;/]?\s*(?:or|oder|ou|o|of|lub|albo|oppure|y|e|und|en|et|i)?\s*"
+    r"(?:[^\W\d_]{1,12}\.?:?\s*)?"
+)
+_LONG_UNGROUPED = re.compile(r"\d{13,}")
+
+
+def _international(run: str) -> str | None:
+    """``run`` written with ``+`` and its country code: ``+49 …``, ``(+34) …`` or ``0049 …`` (the 00
+    international prefix of Europe); None for a national number."""
+    if run.startswith("+"):
+        return run
+    if run.startswith("(+"):
+        return run[1:].replace(")", "", 1)
+    if run.startswith("00") and run[2:3] not in ("", "0") and run[2].isdigit():
+        return "+" + run[2:]
+    return None
+
+
+def _international_ok(t: _Text, start: int, run: str, listed: bool) -> bool:
+    """A number libphonenumber validates, or one with a country code it has no metadata for; after a
+    phone word or in a phone field, one it finds merely possible (07700 900xxx, the UK's drama range,
+    is not valid, yet it is written where a real number would be)."""
+    if _phone_type(run, (None,)) is not None or not _known_country_code(run):
+        return True
+    if run.startswith("00"):
+        return False
+    cued = listed or _phone_context(t.lower, start)[0] or _phone_field(t.text, start)
+    if not cued:
+        return False
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse(run, None)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _phone_field(text: str, start: int) -> bool:
+    name = field_name(text, start)
+    return name is not None and _PHONE_FIELD.fullmatch(name) is not None
+
+
+#: an area code before a slash or a spaced dash (0221/4567890, 02/28113568, 010 - 234 56 78), joined to
+#: the number after it
+_SLASH_AREA = re.compile(r"\(?0\d{1,4}\)? ?(?:/ ?|- )\Z")
+#: a short subscriber number after an area code and a slash (030/264284): too short for a digit run
+_SLASHED = re.compile(r"\(?0\d{1,4}\)? ?/ ?\d{4,8}(?![\d/.-])")
 
 
 def _phone_runs(t: _Text) -> Iterator[re.Match[str]]:
-    """Phone candidates in the digit runs; a German area code before a slash (0221/4567890) is
-    joined to the run after it."""
+    """Phone candidates in the digit runs; an area code before a slash or a dash (0221/4567890) is
+    joined to the run after it, and a short number after one (030/264284) is a candidate too."""
     text = t.text
+    found: set[int] = set()
     for start, end in t.numbers:
         area = _SLASH_AREA.search(text, max(0, start - 9), start)
         if area:
             start = area.start()
-        yield from _PHONE_RUN.finditer(text, start, end)
+        for m in _PHONE_RUN.finditer(text, start, end):
+            found.add(m.start())
+            yield m
+    at = text.find("/")
+    while at != -1:
+        if _char(text, at - 1) in "0123456789) " and _char(text, at + 1) in "0123456789 ":
+            area = _SLASH_AREA.search(text, max(0, at - 8), at + 1 + (_char(text, at + 1) == " "))
+            if area and area.start() not in found:
+                slashed = _SLASHED.match(text, area.start())
+                if slashed:
+                    m = _PHONE_RUN.fullmatch(text, slashed.start(), slashed.end())
+                    if m:
+                        yield m
+        at = text.find("/", at + 1)
 
 
 def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
@@ -209,8 +289,8 @@ def _bare_landline(run: str, regions: Sequence[str]) -> bool:
         trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR" and _fits_region(national, r)]
         return bool(trunk_zero) and _phone_type(run, trunk_zero) in _LANDLINE_TYPES
     if digits == 9 and run[0] in "56789" and _GROUPED_NINE.fullmatch(run):
-        nine = [r for r in regions if r in ("ES", "PT", "PL")]
-        return _phone_type(run, nine) in _MOBILE_TYPES
+        # each region on its own: 512 345 678 is a Spanish landline and a Polish mobile
+        return any(_phone_type(run, (r,)) in _MOBILE_TYPES for r in regions if r in ("ES", "PT", "PL"))
     return False
 
 
@@ -262,11 +342,12 @@ def _mobile_pattern(region: str) -> tuple[str, re.Pattern[str]] | None:
 
 
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
-    """Whether a phone word is shortly before, and whether an id word ("order", "Rechnung", …) or a
-    ``#`` is between it (or the start of that stretch) and the number."""
-    window = _before(lowered, start, 32)
+    """Whether a phone word is shortly before (``telefono_fijo`` counts: a field's parts are words),
+    and whether an id word ("order", "Rechnung", …) or a ``#`` is between it (or, with no phone word,
+    the last three words) and the number: "order 0123 456 789", not "the customer asked to text 07…"."""
+    window = _before(lowered, start, 32).replace("_", " ")
     words = list(_PHONE_WORD.finditer(window))
-    after_word = window[words[-1].end() :] if words else window
+    after_word = window[words[-1].end() :] if words else " ".join(window.split()[-3:])
     return bool(words), bool(_ID_WORD.search(after_word)) or "#" in window[-3:]
 
 
@@ -274,7 +355,12 @@ def _local_phone_ok(run: str) -> bool:
     if not _LOCAL_PHONE.fullmatch(run) or not 9 <= sum(map(str.isdigit, run)) <= 15 or _DATE_SHAPE.match(run):
         return False
     dots = run.count(".")
-    return not (dots and dots == len(re.findall(r"[ .()-]+", run)) and dots in (1, 3))  # decimal, IPv4
+    if dots and dots == len(re.findall(r"[ .()-]+", run)):
+        if dots == 1:
+            return False  # a decimal
+        if dots == 3 and all(int(octet) <= 255 for octet in run.split(".")):
+            return False  # an IPv4 address; 811.98.32.16 is a number in groups
+    return True
 
 
 # --- postal addresses -----------------------------------------------------------------------------
