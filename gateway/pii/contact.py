@@ -371,8 +371,9 @@ _US_STATES = (
 )
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}"
 _STREET_SUFFIX = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|Parkway|Pkwy|Court|Ct|Place|Pl"
-    r"|Square|Sq|Terrace|Highway|Hwy|Circle|Crescent|Mews|Plaza)"
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Parkway|Pkwy|Court|Ct|Place|Pl"
+    r"|Square|Sq|Terrace|Highway|Hwy|Circle|Crescent|Mews|Plaza|Gardens|Close|Grove|Row|Walk|Rise|Parade"
+    r"|Hill|Green|Park|Vale|View|Wharf|Yard|Approach|Gate|Embankment|Quay)"
 )
 _STREET = re.compile(
     r"\d{1,6}[A-Za-z]?"  # house number (221B)
@@ -380,7 +381,7 @@ _STREET = re.compile(
     r"(?: (?:\d{1,3}(?:st|nd|rd|th)|[A-Z][a-z'-]+)){1,4}"  # street name: capitalised words or 5th
     rf" {_STREET_SUFFIX}\b\.?"
     r"(?P<tail>(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor)\.? ?#?[\w-]+)?"
-    r",? (?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+(?:, | )"
+    r",?(?: |\s*\n\s*)(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+(?:, | )"
     rf"(?:(?:{_US_STATES}) \d{{5}}(?:-\d{{4}})?|{_UK_POSTCODE})\b)?"
 )
 _CITY_STATE_ZIP = re.compile(rf",\s?(?:{_US_STATES})\s\d{{5}}(?:-\d{{4}})?(?!\d)")
@@ -409,9 +410,18 @@ _PARTICLE = (
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
-_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?"
-#: what ends a street before its postcode: the house number and a comma, a space or a line break
-_BEFORE_POSTCODE = r",?\s+\Z"
+_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-](?:\d{1,4}[a-zA-Z]?|[a-zA-Z]\b))?"
+#: what may stand between a house number and the postcode: the flat, floor, building or staircase
+#: (Bât. B, bajo, 2º izq., m. 4, lok. 5, Whg. 3, interno 7, Apt 4)
+_COMPLEMENT = (
+    r"(?i:b[âa]t(?:iment)?\.?|esc(?:alier)?\.?|[ée]tage|apt\.?|appt?\.?|apartment|flat|suite|ste\.?|unit"
+    r"|bajo|piso|planta|puerta|pta\.?|esc\.?|dcha\.?|izq(?:da)?\.?|andar|r/c|esq\.?|dto\.?|cv\.?"
+    r"|int(?:erno)?\.?|scala|sc\.|piano|m\.|mieszk\.?|lok(?:al)?\.?|whg\.?|wohnung|hinterhaus"
+    r"|vorderhaus|og|eg|bus|boîte|bte)(?:\s?[\w/º°ª.-]{1,6})?"
+)
+#: what ends a street before its postcode: the house number, a complement, and a comma, a space or a
+#: line break
+_BEFORE_POSTCODE = rf"(?:,?\s*{_COMPLEMENT}(?:,?\s*\d{{1,2}}[º°ª]?(?:\s?(?i:izq|dcha|esq|dto)\.?)?)?)?,?\s+\Z"
 #: "Calle Mayor, 5" | "ul. Marszałkowska 10/12" | "Avenida da Liberdade, nº 110", before the postcode
 _TYPE_FIRST_BEFORE = re.compile(
     rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
@@ -473,7 +483,9 @@ _NAMED_BEFORE_POSTCODE = re.compile(
     rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
 )
 #: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these
-_SHORT_NUMBER = re.compile(r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/\d{1,4}[a-zA-Z]?)?(?![\w%°º])(?![.,:]\d)")
+_SHORT_NUMBER = re.compile(
+    r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/(?:\d{1,4}[a-zA-Z]?|[a-zA-Z]\b))?(?![\w%°º])(?![.,:]\d)"
+)
 #: what follows a number that makes it a quantity, not a house number ("2 times", "3 Mal", "80 cm")
 _UNIT_AFTER = re.compile(
     r",?\s*(?:times|mal|volte|veces|vezes|razy|keer|fois|x|km|m|cm|mm|kg|g|h|min|uur|uhr|hours|euro|eur"
@@ -534,7 +546,9 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     text = t.text
     for needle in _LOWER_TYPES_AFTER_NUMBER:
         for at in t.find_all(needle):
-            if _char(text, at - 1) != " " or not _char(text, at - 2).isalnum():
+            if _char(text, at - 1) != " " or not (
+                _char(text, at - 2).isalnum() or _char(text, at - 2) == "," and _char(text, at - 3).isdigit()
+            ):
                 continue
             number = _NUMBER_BEFORE_TYPE.search(text, max(0, at - 12), at - 1)
             if number is None:
@@ -543,7 +557,7 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
             if _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.-/+#$€£:":
                 continue
             number_first = _NUMBER_FIRST_BARE.match(text, start)
-            if number_first and _type_ok(text, start, number_first.group("type")):
+            if number_first and _type_ok(text, start, number_first.group("type"), number_first=True):
                 yield _with_postcode(text, start, number_first.end())
     yield from _named_street_spans(text)
 
@@ -580,7 +594,7 @@ def _named_street_spans(text: str) -> Iterator[tuple[int, int]]:
 #: lower-case street types written after the house number (French above all: 27 rue du Bac, 3 bd
 #: Saint-Michel): found with ``str.find``, then the number before them; each needle costs a pass
 _LOWER_TYPES_AFTER_NUMBER = (
-    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ",
+    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ", "pl. ",
 )  # fmt: skip
 _NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
 #: the words of ``_TYPE_BEFORE``, to test a window's words before running it
@@ -599,12 +613,15 @@ _NAME_THEN_NUMBER = re.compile(
 )
 
 
-def _type_ok(text: str, start: int, street_type: str) -> bool:
-    """A lower-case street type that is also an ordinary word needs a preposition before it; "et al."
-    is a citation."""
+def _type_ok(text: str, start: int, street_type: str, *, number_first: bool = False) -> bool:
+    """A lower-case street type that is also an ordinary word needs a preposition before it, unless it
+    is abbreviated between a house number and the name ("7 av. Jean-Jaurès", "12 pl. Bellecour");
+    "et al." is a citation."""
     if text.endswith("et ", 0, start):
         return False
     if street_type[0].isupper() or street_type.lower() not in _AMBIGUOUS_TYPES:
+        return True
+    if number_first and street_type.endswith("."):
         return True
     words = _before(text, start, 16).split()
     return bool(words) and words[-1].lower() in _PREPOSITIONS
