@@ -541,62 +541,75 @@ _NUMBER_FIRST_BARE = re.compile(
 def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
     the name or as its ending) and the house number in the language's order (Goethestraße 8a,
-    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a French street type
-    (found with ``str.find``) or right after a capitalised word (``_NAME_THEN_NUMBER``)."""
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates are the short numbers of the shared digit
+    pass (``_Text.short_numbers``): one regex pass for every street, where a needle for each French
+    type and a regex for a capitalised word before a number cost a pass each."""
     text = t.text
-    for needle in _LOWER_TYPES_AFTER_NUMBER:
-        for at in t.find_all(needle):
-            if _char(text, at - 1) != " " or not (
-                _char(text, at - 2).isalnum() or _char(text, at - 2) == "," and _char(text, at - 3).isdigit()
-            ):
-                continue
-            number = _NUMBER_BEFORE_TYPE.search(text, max(0, at - 12), at - 1)
-            if number is None:
-                continue
-            start = number.start()
-            if _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.-/+#$€£:":
-                continue
-            number_first = _NUMBER_FIRST_BARE.match(text, start)
-            if number_first and _type_ok(text, start, number_first.group("type"), number_first=True):
-                yield _with_postcode(text, start, number_first.end())
-    yield from _named_street_spans(text)
-
-
-def _named_street_spans(text: str) -> Iterator[tuple[int, int]]:
-    """Type-first and suffix streets ending in a house number, from a capitalised word before it."""
-    for m in _NAME_THEN_NUMBER.finditer(text):
-        end = m.end()
-        number = _SHORT_NUMBER.match(text, m.start("number"))
+    for start, end in t.short_numbers:
+        after, next_char = _char(text, end), _char(text, end + 1)
         if (
-            number is None
-            or number.end() < end
-            or (end - m.start("number") == 4 and _YEAR.match(m["number"]))
+            after == " " and next_char in _TYPE_INITIALS
+            or after == "," and next_char == " " and _char(text, end + 2) in _TYPE_INITIALS
+            or after.isalpha() and next_char == " "
         ):
-            continue
-        end = number.end()
-        if _UNIT_AFTER.match(text, end):
-            continue
-        window = _before(text, end, 80) + " "
-        offset = end - (len(window) - 1)
-        words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
-        # regexes with a hundred alternatives cost far more than a set: only where a type word is
-        street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
-        if street and _type_ok(window, street.start(), street.group("type")):
-            yield _with_postcode(text, offset + street.start(), end)
-            continue
-        if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
-            continue
-        suffix = _suffix_street(window, strict=True)
-        if suffix:
-            yield _with_postcode(text, offset + suffix.start(), end)
+            number_first = _LOWER_TYPE_AFTER.match(text, start) and _NUMBER_FIRST_BARE.match(text, start)
+            if number_first and _char(text, start - 1) not in "_.-/+#$€£:" and not _char(text, start - 1).isalnum():
+                if _type_ok(text, start, number_first.group("type"), number_first=True):
+                    yield _with_postcode(text, start, number_first.end())
+                    continue
+        if _char(text, start - 1) in " ,º°." and _capitalised_word_before(text, start):
+            yield from _named_street_span(text, start)
 
 
-#: lower-case street types written after the house number (French above all: 27 rue du Bac, 3 bd
-#: Saint-Michel): found with ``str.find``, then the number before them; each needle costs a pass
-_LOWER_TYPES_AFTER_NUMBER = (
-    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ", "pl. ",
-)  # fmt: skip
-_NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
+#: the first letters of the French types and of "bis" and "ter"
+_TYPE_INITIALS = frozenset("rabciqpt")
+#: a French street type right after a house number (27 rue du Bac, 7 bis avenue Foch, 23, chemin…)
+_LOWER_TYPE_AFTER = re.compile(
+    r"[0-9]{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,? (?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|quai|place|pl\.) "
+)
+#: what may stand between a street's name and its number: "nº", "Nr.", "n.º"
+_NUMBER_MARK = re.compile(r"[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)\Z")
+
+
+def _capitalised_word_before(text: str, start: int) -> bool:
+    """Whether a word with a capital and no digit ends one to three spaces or commas (and perhaps a
+    "nº" or "Nr.") before ``start``: what a street's name or its ending looks like. Runs for every
+    short number of the text, so string methods in C do the work."""
+    head = text[max(0, start - 40) : start]
+    name = head.rstrip(" ,")
+    if not 0 < len(head) - len(name) <= 3:
+        mark = _NUMBER_MARK.search(head)
+        if mark is None:
+            return False
+        name = head[: mark.start()]
+    words = name.rsplit(None, 1)
+    word = words[-1] if words else ""
+    return 0 < len(word) <= 31 and not word.islower() and not any(map(str.isdigit, word))
+
+
+def _named_street_span(text: str, start: int) -> Iterator[tuple[int, int]]:
+    """A type-first or suffix street ending in the house number at ``start``."""
+    number = _SHORT_NUMBER.match(text, start)
+    if number is None or (number.end() - start == 4 and _YEAR.match(text, start, number.end())):
+        return
+    end = number.end()
+    if _UNIT_AFTER.match(text, end):
+        return
+    window = _before(text, end, 80) + " "
+    offset = end - (len(window) - 1)
+    words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
+    # regexes with a hundred alternatives cost far more than a set: only where a type word is
+    street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
+    if street and _type_ok(window, street.start(), street.group("type")):
+        yield _with_postcode(text, offset + street.start(), end)
+        return
+    if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
+        return
+    suffix = _suffix_street(window, strict=True)
+    if suffix:
+        yield _with_postcode(text, offset + suffix.start(), end)
+
+
 #: the words of ``_TYPE_BEFORE``, to test a window's words before running it
 _TYPE_WORD_SET = frozenset({
     "rue", "avenue", "av", "av.", "bd", "boulevard", "place", "pl.", "chemin", "allée", "allee", "impasse",
@@ -606,13 +619,6 @@ _TYPE_WORD_SET = frozenset({
     "c.so", "piazza", "p.za", "piazzale", "vicolo", "lungomare", "strada", "ul", "ul.", "ulica", "ulicy",
     "al.", "aleja", "alei", "os.", "osiedle", "osiedlu", "plac", "placu", "laan",
 })  # fmt: skip
-#: a capitalised word (a street's name or its ending) and a house number right after it: the regex
-#: engine skips to capitals fast, and prose has few "Word 12"
-_NAME_THEN_NUMBER = re.compile(
-    r"[A-ZÀ-ÖØ-ÞĀ-Ž][^\s\d]{0,30}[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)?(?P<number>[0-9]{1,4})(?![0-9])"
-)
-
-
 def _type_ok(text: str, start: int, street_type: str, *, number_first: bool = False) -> bool:
     """A lower-case street type that is also an ordinary word needs a preposition before it, unless it
     is abbreviated between a house number and the name ("7 av. Jean-Jaurès", "12 pl. Bellecour");

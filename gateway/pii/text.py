@@ -34,10 +34,34 @@ def _ascii_spaces(text: str) -> str:
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
 #: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
+#: ``short`` a number of up to four digits after a space or comma, or at a line's start (a
+#: house number candidate for a street with no postcode: "Calle Mayor 5", "au 27 rue du Bac"), not a
+#: count before a lower-case word ("12 projects", "45 Minuten") unless that word is one that follows a
+#: house number: a French street type, a flat or floor, a preposition or a conjunction
+_AFTER_HOUSE_WORDS = (
+    "rue avenue av bd boulevard chemin allée impasse quai place pl bis ter "
+    "in im à a au en em na no w we te op bei nel nella presso and und et y e i o ou oder of or lub "
+    "bajo piso planta puerta esc izq dcha andar apt appt bât m lok lokal int interno scala piano whg og eg"
+).split()
+
+
+def _by_initial(words: Iterable[str]) -> str:
+    """An alternation of ``words`` grouped by first letter: the regex engine tries the alternatives one
+    by one, so eighty words cost eighty tries at every candidate, and grouped about three."""
+    groups: dict[str, list[str]] = {}
+    for word in sorted(set(words), key=lambda w: (-len(w), w)):
+        groups.setdefault(word[0], []).append(re.escape(word[1:]))
+    return "|".join(f"{initial}(?:{'|'.join(rests)})" for initial, rests in sorted(groups.items()))
+
+
+_AFTER_HOUSE = _by_initial(_AFTER_HOUSE_WORDS)
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
-    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
+    # one cheap lookbehind here; what stands before the space is for the street scanner to judge
+    r"|(?P<short>(?:(?<=[ ,\n\"'(>][0-9])|(?<![\s\S][0-9]))"
+    r"[0-9]{0,3}(?![0-9]|[.,:][0-9]|%| (?!(?:" + _AFTER_HOUSE + r")\b)[a-zà-ÿąćęłńśźż])))"
 )
 
 
@@ -67,19 +91,27 @@ class _Text:
         return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
+    def _digit_runs(
+        self,
+    ) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]], list[tuple[int, int]]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
+        shorts: list[tuple[int, int]] = []
         for m in _DIGIT_RUN.finditer(self.text):
             group = m.lastgroup
             if group == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
+                if m.end() - m.start() <= 4:  # "Viale dei Mille, 27 - 50131": a house number too
+                    shorts.append(m.span())
             elif group == "house":
                 houses.append(m.start())
+                shorts.append((m.start(), m.end() - 2))  # "Calle Mayor 5 Madrid": a short number too
+            elif group == "short":
+                shorts.append(m.span())
             else:
                 tails.append(m.span())
-        return numbers, houses, tails
+        return numbers, houses, tails, shorts
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -90,6 +122,12 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
+
+    @property
+    def short_numbers(self) -> list[tuple[int, int]]:
+        """Spans of numbers of up to four digits after a space or a comma, or at a line's start, and
+        not a count before a lower-case word; a house number before a capital is among them."""
+        return self._digit_runs[3]
 
     @property
     def codice_fiscale_tails(self) -> list[tuple[int, int]]:
