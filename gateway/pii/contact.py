@@ -64,6 +64,25 @@ def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
 
 # --- phone ----------------------------------------------------------------------------------------
 
+
+def _expand_words(alternatives: str) -> frozenset[str]:
+    """The words ``a|b[cd]e|fg?`` stands for: a set to look words up in. A regex alternation of a
+    hundred words tries each one at every position of the text before a number; a set costs one
+    lookup a word."""
+    words: set[str] = set()
+    for alternative in alternatives.split("|"):
+        forms = [""]
+        for m in re.finditer(r"(\[[^\]]+\]|[^\[?])(\?)?", alternative):
+            chars = list(m.group(1)[1:-1]) if m.group(1).startswith("[") else [m.group(1)]
+            if m.group(2):
+                chars.append("")
+            forms = [form + char for form in forms for char in chars]
+        words.update(forms)
+    return frozenset(words)
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
 _PHONE_RUN = re.compile(r"[+(\d][\d ()./-]{6,24}\d")
 _INTL_PHONE = re.compile(r"\+[1-9]\d*(?: ?\(\d{1,4}\) ?\d+)?(?:[ .-]\d+)*")
 _LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}(?: \d{1,4})?\) ?)?\d+(?:(?: ?[./-] ?| )\d+)*")
@@ -73,20 +92,18 @@ _NANP = re.compile(
 )
 #: the word for a phone in English, French, German, Spanish, Portuguese, Italian, Dutch and Polish; a
 #: bare national number ("Tel. 030 901820", "Handy 0171 1234567", "bel 06-12345678") counts after one
-_PHONE_WORD = re.compile(
-    r"\b(?:phone|phones|phoned|telephone|tel|call|called|calling|mobile|cell|cellphone|fax|whatsapp|sms"
-    r"|hotline|landline|dial|ring|rang|reach me|text|texted|text me|contact number"
-    r"|t[eé]l[eé]phone|t[eé]l|portable|fixe|appel[eé]?|appelle|appelez|appeler|rappel[eé]?|rappelle|rappelez"
-    r"|rappeler|joindre|joignable"
-    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|angerufen|anruf"
-    r"|rief|ruft|r[üu]ckruf|zur[üu]ckrufen|erreichbar"
-    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|llamen|llam[oó]|llamada|ll[aá]mame|fijo|telefone|telem[oó]vel"
-    r"|ligue|liguem|ligar|ligou|liga[çc][aã]o|contacto|contato|fixo"
-    r"|telefono|cellulare|cell|chiamare|chiami|chiamato|chiamata|chiamami|richiamare|ricontattar[eo]|ricontattata"
-    r"|recapito|recapiti|fisso|numero di telefono"
-    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|belde|belden|belt|gebeld|bellen|gsm|vast"
-    r"|telefonu|kom|kom[oó]rka|kom[oó]rkowy|stacjonarny|dzwoni[cć]|dzwoni[łl][ao]?|zadzwo[nń]"
-    r"|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale)\b"
+_PHONE_WORDS = _expand_words(
+    "phone|phones|phoned|telephone|tel|call|called|calling|mobile|cell|cellphone|fax|whatsapp|sms"
+    "|hotline|landline|dial|ring|rang|reach me|text|texted|text me|contact number|t[eé]l[eé]phone"
+    "|t[eé]l|portable|fixe|appel[eé]?|appelle|appelez|appeler|rappel[eé]?|rappelle|rappelez|rappeler"
+    "|joindre|joignable|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
+    "|anrufen|angerufen|anruf|rief|ruft|r[üu]ckruf|zur[üu]ckrufen|erreichbar|tel[eé]fono|m[oó]vil"
+    "|celular|llamar|llame|llamen|llam[oó]|llamada|ll[aá]mame|fijo|telefone|telem[oó]vel|ligue|liguem"
+    "|ligar|ligou|liga[çc][aã]o|contacto|contato|fixo|telefono|cellulare|cell|chiamare|chiami|chiamato"
+    "|chiamata|chiamami|richiamare|ricontattar[eo]|ricontattata|recapito|recapiti|fisso"
+    "|numero di telefono|telefoon|telefoonnummer|mobiel|mobiele|bel|belde|belden|belt|gebeld|bellen"
+    "|gsm|vast|telefonu|kom|kom[oó]rka|kom[oó]rkowy|stacjonarny|dzwoni[cć]|dzwoni[łl][ao]?|zadzwo[nń]"
+    "|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale"
 )
 #: the names of a structural field (a JSON key, a CSV column) that holds a phone number
 _PHONE_FIELD = re.compile(
@@ -95,17 +112,16 @@ _PHONE_FIELD = re.compile(
     r"(?:[_ -]?(?:number|nummer|numero|nr|no|fisso|fijo|fixe|mobile|privat|work|home))?"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
-_ID_WORD = re.compile(
-    r"\b(?:order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
-    r"|confirmation|booking|customer|card|iban|ssn|isbn"
-    r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
-    r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
-    r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
-    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening"
-    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass"
-    r"|shipment|parcel|awb|spedizione|sendung|env[ií]o|verzending|zending|przesy[łl]k[aiy]|colis|suivi"
-    r"|exp[eé]dition|paquete|remessa|rastreio|pacco|paket"
-    r"|ean|upc|gtin|isbn|artikel|artikelnummer|art|article|articolo|art[ií]culo|artigo|produkt|product)\b"
+_ID_WORDS = _expand_words(
+    "order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
+    "|confirmation|booking|customer|card|iban|ssn|isbn|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier"
+    "|compte|carte|siret|siren|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr"
+    "|auftrag|auftragsnummer|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer"
+    "|sendungsnummer|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling"
+    "|factuur|rekening|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni"
+    "|steuer|passport|pass|shipment|parcel|awb|spedizione|sendung|env[ií]o|verzending|zending"
+    "|przesy[łl]k[aiy]|colis|suivi|exp[eé]dition|paquete|remessa|rastreio|pacco|paket|ean|upc|gtin"
+    "|isbn|artikel|artikelnummer|art|article|articolo|art[ií]culo|artigo|produkt|product"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 #: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
@@ -242,8 +258,10 @@ def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
             number = phonenumbers.parse(run, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
-            return int(phonenumbers.number_type(number))
+        # the type is UNKNOWN exactly when the number is not valid: one match over the metadata, not two
+        kind = phonenumbers.number_type(number)
+        if kind != phonenumbers.PhoneNumberType.UNKNOWN:
+            return int(kind)
     return None
 
 
@@ -344,11 +362,20 @@ def _mobile_pattern(region: str) -> tuple[str, re.Pattern[str]] | None:
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
     """Whether a phone word is shortly before (``telefono_fijo`` counts: a field's parts are words),
     and whether an id word ("order", "Rechnung", …) or a ``#`` is between it (or, with no phone word,
-    the last three words) and the number: "order 0123 456 789", not "the customer asked to text 07…"."""
-    window = _before(lowered, start, 32).replace("_", " ")
-    words = list(_PHONE_WORD.finditer(window))
-    after_word = window[words[-1].end() :] if words else " ".join(window.split()[-3:])
-    return bool(words), bool(_ID_WORD.search(after_word)) or "#" in window[-3:]
+    among the last three words) and the number: "order 0123 456 789", not "the customer asked to
+    text 07…". Two-word cues ("reach me", "numer konta") are looked up as pairs."""
+    window = _before(lowered, start, 32)
+    words = _WORD.findall(window)
+    pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    cue = -1
+    for i in range(len(words) - 1, -1, -1):
+        if words[i] in _PHONE_WORDS or i and pairs[i - 1] in _PHONE_WORDS:
+            cue = i
+            break
+    after = words[cue + 1 :] if cue >= 0 else words[-3:]
+    after_pairs = pairs[cue + 1 :] if cue >= 0 else pairs[-2:]
+    id_word = not _ID_WORDS.isdisjoint(after) or not _ID_WORDS.isdisjoint(after_pairs)
+    return cue >= 0, id_word or "#" in window[-3:]
 
 
 def _local_phone_ok(run: str) -> bool:
@@ -545,24 +572,33 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     pass (``_Text.short_numbers``): one regex pass for every street, where a needle for each French
     type and a regex for a capitalised word before a number cost a pass each."""
     text = t.text
+    rfind, type_initials = text.rfind, _TYPE_INITIALS
     for start, end in t.short_numbers:
-        after, next_char = _char(text, end), _char(text, end + 1)
+        after = text[end : end + 1]
         if (
-            after == " " and next_char in _TYPE_INITIALS
-            or after == "," and next_char == " " and _char(text, end + 2) in _TYPE_INITIALS
-            or after.isalpha() and next_char == " "
+            after == " " and text[end + 1 : end + 2] in type_initials
+            or after == "," and text[end + 1 : end + 3] in _COMMA_TYPE_STARTS
+            or after.isalpha() and text[end + 1 : end + 2] == " "
         ):
+            before = _char(text, start - 1)
             number_first = _LOWER_TYPE_AFTER.match(text, start) and _NUMBER_FIRST_BARE.match(text, start)
-            if number_first and _char(text, start - 1) not in "_.-/+#$€£:" and not _char(text, start - 1).isalnum():
+            if number_first and before not in "_.-/+#$€£:" and not before.isalnum():
                 if _type_ok(text, start, number_first.group("type"), number_first=True):
                     yield _with_postcode(text, start, number_first.end())
                     continue
-        if _char(text, start - 1) in " ,º°." and _capitalised_word_before(text, start):
+        # most candidates are counts in prose ("covered 12 projects"): the first letter of the word
+        # before rules them out with two calls in C
+        if start < 2:
+            continue
+        low = start - 34 if start > 34 else 0
+        initial = text[max(rfind(" ", low, start - 1), rfind("\n", low, start - 1)) + 1]
+        if (initial.isupper() or initial in "nN") and _capitalised_word_before(text, start):
             yield from _named_street_span(text, start)
 
 
 #: the first letters of the French types and of "bis" and "ter"
 _TYPE_INITIALS = frozenset("rabciqpt")
+_COMMA_TYPE_STARTS = frozenset(" " + initial for initial in _TYPE_INITIALS)
 #: a French street type right after a house number (27 rue du Bac, 7 bis avenue Foch, 23, chemin…)
 _LOWER_TYPE_AFTER = re.compile(
     r"[0-9]{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,? (?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|quai|place|pl\.) "

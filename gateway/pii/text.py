@@ -34,34 +34,15 @@ def _ascii_spaces(text: str) -> str:
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
 #: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
-#: ``short`` a number of up to four digits after a space or comma, or at a line's start (a
-#: house number candidate for a street with no postcode: "Calle Mayor 5", "au 27 rue du Bac"), not a
-#: count before a lower-case word ("12 projects", "45 Minuten") unless that word is one that follows a
-#: house number: a French street type, a flat or floor, a preposition or a conjunction
-_AFTER_HOUSE_WORDS = (
-    "rue avenue av bd boulevard chemin allée impasse quai place pl bis ter "
-    "in im à a au en em na no w we te op bei nel nella presso and und et y e i o ou oder of or lub "
-    "bajo piso planta puerta esc izq dcha andar apt appt bât m lok lokal int interno scala piano whg og eg"
-).split()
-
-
-def _by_initial(words: Iterable[str]) -> str:
-    """An alternation of ``words`` grouped by first letter: the regex engine tries the alternatives one
-    by one, so eighty words cost eighty tries at every candidate, and grouped about three."""
-    groups: dict[str, list[str]] = {}
-    for word in sorted(set(words), key=lambda w: (-len(w), w)):
-        groups.setdefault(word[0], []).append(re.escape(word[1:]))
-    return "|".join(f"{initial}(?:{'|'.join(rests)})" for initial, rests in sorted(groups.items()))
-
-
-_AFTER_HOUSE = _by_initial(_AFTER_HOUSE_WORDS)
+#: ``short`` a number of up to four digits after a space or comma, or at a line's start (a house number
+#: candidate for a street with no postcode: "Calle Mayor 5", "au 27 rue du Bac", "Oudegracht 158 is…")
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
     r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
     # one cheap lookbehind here; what stands before the space is for the street scanner to judge
     r"|(?P<short>(?:(?<=[ ,\n\"'(>][0-9])|(?<![\s\S][0-9]))"
-    r"[0-9]{0,3}(?![0-9]|[.,:][0-9]|%| (?!(?:" + _AFTER_HOUSE + r")\b)[a-zà-ÿąćęłńśźż])))"
+    r"[0-9]{0,3}(?![0-9]|[.,:][0-9]|%)))"
 )
 
 
@@ -125,8 +106,8 @@ class _Text:
 
     @property
     def short_numbers(self) -> list[tuple[int, int]]:
-        """Spans of numbers of up to four digits after a space or a comma, or at a line's start, and
-        not a count before a lower-case word; a house number before a capital is among them."""
+        """Spans of numbers of up to four digits after a space or a comma, or at a line's start; a
+        house number before a capital is among them."""
         return self._digit_runs[3]
 
     @property
