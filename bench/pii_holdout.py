@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default="v2", choices=["v2", "v3"], help="which held-out corpus")
     parser.add_argument("--show-missed", action="store_true", help="list the ids missed (spends the corpus)")
     parser.add_argument(
-        "--misses", action="store_true", help="each miss with its value, the findings and the text (spends it)"
+        "--misses",
+        action="store_true",
+        help="each miss with its value, the findings and the text (spends it)",
     )
     args = parser.parse_args(argv)
     detector = make_detector("builtin", sorted(PII_CATEGORIES))
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     overall = tallies["all"]["all"]
     positives = " ".join(c["text"] for c in cases if c["kind"] == "positive")
     negatives = " ".join(c["text"] for c in cases if c["kind"] == "negative")
-    figures["cost_us_per_kb"] = {"pii_dense": round(microseconds_per_kb(detector, positives), 1),
-                                 "hard_negatives": round(microseconds_per_kb(detector, negatives), 1)}  # fmt: skip
+    figures["cost_us_per_kb"] = {
+        "pii_dense": round(microseconds_per_kb(detector, positives), 1),
+        "hard_negatives": round(microseconds_per_kb(detector, negatives), 1),
+    }
     console.print(f"cost: {figures['cost_us_per_kb']['pii_dense']} µs/KB on the positives (PII-dense), "
                   f"{figures['cost_us_per_kb']['hard_negatives']} µs/KB on the negatives")  # fmt: skip
     if args.misses:

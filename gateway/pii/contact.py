@@ -142,7 +142,8 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
             start, before, run = start - 1, _char(text, start - 2), "(" + run
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
             continue
-        listed = last_end >= 0 and start - last_end <= 24 and _PHONE_LIST_GAP.fullmatch(t.lower, last_end, start) is not None
+        gap_ok = last_end >= 0 and start - last_end <= 24
+        listed = gap_ok and _PHONE_LIST_GAP.fullmatch(t.lower, last_end, start) is not None
         intl = _international(run)
         if intl is not None:
             shape_ok = _INTL_PHONE.fullmatch(intl) and 9 <= sum(map(str.isdigit, intl)) <= 15
@@ -156,21 +157,29 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
             yield Finding("phone", n.start(), n.end(), n.group())
         if nanp:
             continue
-        french = _FR_PHONE.fullmatch(run) is not None
-        if french or _local_phone_ok(run):
-            phone_word, id_word = _phone_context(t.lower, start)
-            if id_word:
-                continue
-            phone_word = phone_word or listed
-            if phone_word and _LONG_UNGROUPED.fullmatch(run):
-                # 13+ plain digits after "numero" are a tracking or account number more often than not
-                phone_word = _phone_type(run, regions) is not None
-            if not (french or phone_word):
-                # a field named for a phone: a number libphonenumber validates in one of the regions
-                phone_word = _phone_field(text, start) and _phone_type(run, regions) is not None
-            if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
-                last_end = end
-                yield Finding("phone", start, end, run)
+        if _national_ok(t, start, run, regions, listed):
+            last_end = end
+            yield Finding("phone", start, end, run)
+
+
+def _national_ok(t: _Text, start: int, run: str, regions: Sequence[str], listed: bool) -> bool:
+    """A national number (no country code): the French shape, or after a phone word (``listed``: after
+    another phone), in a phone field, or without either a grouped mobile or landline that
+    libphonenumber validates in one of ``regions``; never right after an id word."""
+    french = _FR_PHONE.fullmatch(run) is not None
+    if not (french or _local_phone_ok(run)):
+        return False
+    phone_word, id_word = _phone_context(t.lower, start)
+    if id_word:
+        return False
+    phone_word = phone_word or listed
+    if phone_word and _LONG_UNGROUPED.fullmatch(run):
+        # 13+ plain digits after "numero" are a tracking or account number more often than not
+        phone_word = _phone_type(run, regions) is not None
+    if not (french or phone_word):
+        # a field named for a phone: a number libphonenumber validates in one of the regions
+        phone_word = _phone_field(t.text, start) and _phone_type(run, regions) is not None
+    return french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions)
 
 
 #: a country code in parentheses, ``(+34) 669 41 50 77``: the run starts after the "("
@@ -244,9 +253,9 @@ def _phone_runs(t: _Text) -> Iterator[re.Match[str]]:
             if area and area.start() not in found:
                 slashed = _SLASHED.match(text, area.start())
                 if slashed:
-                    m = _PHONE_RUN.fullmatch(text, slashed.start(), slashed.end())
-                    if m:
-                        yield m
+                    whole = _PHONE_RUN.fullmatch(text, slashed.start(), slashed.end())
+                    if whole:
+                        yield whole
         at = text.find("/", at + 1)
 
 
@@ -576,16 +585,20 @@ def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     for start, end in t.short_numbers:
         after = text[end : end + 1]
         if (
-            after == " " and text[end + 1 : end + 2] in type_initials
-            or after == "," and text[end + 1 : end + 3] in _COMMA_TYPE_STARTS
-            or after.isalpha() and text[end + 1 : end + 2] == " "
+            (after == " " and text[end + 1 : end + 2] in type_initials)
+            or (after == "," and text[end + 1 : end + 3] in _COMMA_TYPE_STARTS)
+            or (after.isalpha() and text[end + 1 : end + 2] == " ")
         ):
             before = _char(text, start - 1)
             number_first = _LOWER_TYPE_AFTER.match(text, start) and _NUMBER_FIRST_BARE.match(text, start)
-            if number_first and before not in "_.-/+#$€£:" and not before.isalnum():
-                if _type_ok(text, start, number_first.group("type"), number_first=True):
-                    yield _with_postcode(text, start, number_first.end())
-                    continue
+            if (
+                number_first
+                and before not in "_.-/+#$€£:"
+                and not before.isalnum()
+                and _type_ok(text, start, number_first.group("type"), number_first=True)
+            ):
+                yield _with_postcode(text, start, number_first.end())
+                continue
         # most candidates are counts in prose ("covered 12 projects"): the first letter of the word
         # before rules them out with two calls in C
         if start < 2:
@@ -601,7 +614,8 @@ _TYPE_INITIALS = frozenset("rabciqpt")
 _COMMA_TYPE_STARTS = frozenset(" " + initial for initial in _TYPE_INITIALS)
 #: a French street type right after a house number (27 rue du Bac, 7 bis avenue Foch, 23, chemin…)
 _LOWER_TYPE_AFTER = re.compile(
-    r"[0-9]{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,? (?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|quai|place|pl\.) "
+    r"[0-9]{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,? "
+    r"(?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|quai|place|pl\.) "
 )
 #: what may stand between a street's name and its number: "nº", "Nr.", "n.º"
 _NUMBER_MARK = re.compile(r"[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)\Z")
@@ -655,6 +669,8 @@ _TYPE_WORD_SET = frozenset({
     "c.so", "piazza", "p.za", "piazzale", "vicolo", "lungomare", "strada", "ul", "ul.", "ulica", "ulicy",
     "al.", "aleja", "alei", "os.", "osiedle", "osiedlu", "plac", "placu", "laan",
 })  # fmt: skip
+
+
 def _type_ok(text: str, start: int, street_type: str, *, number_first: bool = False) -> bool:
     """A lower-case street type that is also an ordinary word needs a preposition before it, unless it
     is abbreviated between a house number and the name ("7 av. Jean-Jaurès", "12 pl. Bellecour");
