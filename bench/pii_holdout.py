@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from bench.pii_corpus import microseconds_per_kb
 from gateway.pii import PII_CATEGORIES, Redactor, make_detector
 from gateway.pii.findings import Detector
 
@@ -42,6 +42,8 @@ class Tally:
     flagged: int = 0
     negatives: int = 0
     missed: list[str] = field(default_factory=list)
+    #: each miss with the value, what was found and the text (``--misses``)
+    details: list[str] = field(default_factory=list)
 
     @property
     def recall(self) -> float | None:
@@ -65,12 +67,14 @@ def score(detector: Detector, cases: list[dict[str, Any]]) -> dict[str, dict[str
         text, language = case["text"], case["language"]
         tallies = [out["language"][language], out["all"]["all"]]
         if case["kind"] == "negative":
-            flagged = bool(detector.find(text))
+            findings = detector.find(text)
             for tally in tallies:
                 tally.negatives += 1
-                tally.flagged += flagged
-            if flagged:
+                tally.flagged += bool(findings)
+            if findings:
                 out["all"]["all"].missed.append(f"false positive {case['id']}")
+                found = ", ".join(f"{f.category} {f.value!r}" for f in findings)
+                out["all"]["all"].details.append(f"false positive {case['id']}: {found}\n    in {text!r}")
             continue
         masked = Redactor(detector).mask(text)
         for value in case["values"]:
@@ -80,15 +84,11 @@ def score(detector: Detector, cases: list[dict[str, Any]]) -> dict[str, dict[str
                 tally.caught += caught
             if not caught:
                 out["all"]["all"].missed.append(f"missed {case['id']} ({case['category']})")
+                found = ", ".join(f"{f.category} {f.value!r}" for f in detector.find(text)) or "nothing"
+                out["all"]["all"].details.append(
+                    f"missed {case['id']} ({case['category']}) {value!r}\n    found {found}\n    in {text!r}"
+                )
     return out
-
-
-def cost_us_per_kb(detector: Detector, text: str, rounds: int = 50) -> float:
-    size_kb = len(text.encode()) / 1024
-    started = time.perf_counter()
-    for _ in range(rounds):
-        detector.find(text)
-    return (time.perf_counter() - started) / rounds / size_kb * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--corpus", default="v2", choices=["v2", "v3"], help="which held-out corpus")
     parser.add_argument("--show-missed", action="store_true", help="list the ids missed (spends the corpus)")
+    parser.add_argument(
+        "--misses",
+        action="store_true",
+        help="each miss with its value, the findings and the text (spends it)",
+    )
     args = parser.parse_args(argv)
     detector = make_detector("builtin", sorted(PII_CATEGORIES))
     cases = load(CORPORA / f"holdout_{args.corpus}.yaml")
@@ -117,11 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     overall = tallies["all"]["all"]
     positives = " ".join(c["text"] for c in cases if c["kind"] == "positive")
     negatives = " ".join(c["text"] for c in cases if c["kind"] == "negative")
-    figures["cost_us_per_kb"] = {"pii_dense": round(cost_us_per_kb(detector, positives), 1),
-                                 "hard_negatives": round(cost_us_per_kb(detector, negatives), 1)}  # fmt: skip
+    figures["cost_us_per_kb"] = {
+        "pii_dense": round(microseconds_per_kb(detector, positives), 1),
+        "hard_negatives": round(microseconds_per_kb(detector, negatives), 1),
+    }
     console.print(f"cost: {figures['cost_us_per_kb']['pii_dense']} µs/KB on the positives (PII-dense), "
                   f"{figures['cost_us_per_kb']['hard_negatives']} µs/KB on the negatives")  # fmt: skip
-    if args.show_missed:
+    if args.misses:
+        for line in overall.details:
+            console.print(line, markup=False)
+    elif args.show_missed:
         for line in overall.missed:
             console.print(f"  {line}")
     else:

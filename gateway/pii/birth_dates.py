@@ -24,7 +24,7 @@ _BIRTH_WORD = re.compile(
     r"(?:born|birth(?:[ _-]?(?:day|date))?|dob|d\.o\.b\.?"
     r"|né(?:e|\(e\))?s?|naissance"
     r"|geboren|geb\.(?:-?datum)?|geburts(?:datum|tag)|geboorte(?:datum)?"
-    r"|nac(?:imiento|id[oa]s?|\.)|nasc(?:imento|id[oa]s?|ita|\.)"
+    r"|nac(?:imiento|id[oa]s?|i[óo]|\.|(?=[\s_:=\"']))|nasc(?:imento|id[oa]s?|eu|eram|ita|\.|(?=[\s_:=\"']))"
     r"|nat[oa](?=\s+(?:il|a|ad)\s)"
     r"|ur(?:odz(?:ony|ona|eni[ea]|in[ya]?|i[łl][ae]?m?)|\.))"  # Italian "nato il", "nata a Roma il"; not NATO
     r"(?![^\W\d_])"

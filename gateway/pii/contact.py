@@ -64,6 +64,25 @@ def _email_ok(text: str, start: int, local: str, domain: re.Match[str]) -> bool:
 
 # --- phone ----------------------------------------------------------------------------------------
 
+
+def _expand_words(alternatives: str) -> frozenset[str]:
+    """The words ``a|b[cd]e|fg?`` stands for: a set to look words up in. A regex alternation of a
+    hundred words tries each one at every position of the text before a number; a set costs one
+    lookup a word."""
+    words: set[str] = set()
+    for alternative in alternatives.split("|"):
+        forms = [""]
+        for m in re.finditer(r"(\[[^\]]+\]|[^\[?])(\?)?", alternative):
+            chars = list(m.group(1)[1:-1]) if m.group(1).startswith("[") else [m.group(1)]
+            if m.group(2):
+                chars.append("")
+            forms = [form + char for form in forms for char in chars]
+        words.update(forms)
+    return frozenset(words)
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
 _PHONE_RUN = re.compile(r"[+(\d][\d ()./-]{6,24}\d")
 _INTL_PHONE = re.compile(r"\+[1-9]\d*(?: ?\(\d{1,4}\) ?\d+)?(?:[ .-]\d+)*")
 _LOCAL_PHONE = re.compile(r"(?:\(\d{1,5}(?: \d{1,4})?\) ?)?\d+(?:(?: ?[./-] ?| )\d+)*")
@@ -73,16 +92,18 @@ _NANP = re.compile(
 )
 #: the word for a phone in English, French, German, Spanish, Portuguese, Italian, Dutch and Polish; a
 #: bare national number ("Tel. 030 901820", "Handy 0171 1234567", "bel 06-12345678") counts after one
-_PHONE_WORD = re.compile(
-    r"\b(?:phone|phones|telephone|tel|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|hotline"
-    r"|landline|dial|ring|reach me|text me|contact number"
-    r"|t[eé]l[eé]phone|t[eé]l|portable|appelez|appeler|joindre|joignable"
-    r"|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz|anrufen|erreichbar"
-    r"|tel[eé]fono|m[oó]vil|celular|llamar|llame|ll[aá]mame|telefone|telem[oó]vel|ligue|ligar|contacto"
-    r"|telefono|cellulare|cell|chiamare|chiami|chiamami|numero di telefono"
-    r"|telefoon|telefoonnummer|mobiel|mobiele|bel|bellen|gsm"
-    r"|telefonu|kom[oó]rka|kom[oó]rkowy|dzwoni[cć]|zadzwo[nń]"
-    r"|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale)\b"
+_PHONE_WORDS = _expand_words(
+    "phone|phones|phoned|telephone|tel|call|called|calling|mobile|cell|cellphone|fax|whatsapp|sms"
+    "|hotline|landline|dial|ring|rang|reach me|text|texted|text me|contact number|t[eé]l[eé]phone"
+    "|t[eé]l|portable|fixe|appel[eé]?|appelle|appelez|appeler|rappel[eé]?|rappelle|rappelez|rappeler"
+    "|joindre|joignable|telefon|telefonnummer|rufnummer|handy|handynummer|mobil|mobilnummer|festnetz"
+    "|anrufen|angerufen|anruf|rief|ruft|r[üu]ckruf|zur[üu]ckrufen|erreichbar|tel[eé]fono|m[oó]vil"
+    "|celular|llamar|llame|llamen|llam[oó]|llamada|ll[aá]mame|fijo|telefone|telem[oó]vel|ligue|liguem"
+    "|ligar|ligou|liga[çc][aã]o|contacto|contato|fixo|telefono|cellulare|cell|chiamare|chiami|chiamato"
+    "|chiamata|chiamami|richiamare|ricontattar[eo]|ricontattata|recapito|recapiti|fisso"
+    "|numero di telefono|telefoon|telefoonnummer|mobiel|mobiele|bel|belde|belden|belt|gebeld|bellen"
+    "|gsm|vast|telefonu|kom|kom[oó]rka|kom[oó]rkowy|stacjonarny|dzwoni[cć]|dzwoni[łl][ao]?|zadzwo[nń]"
+    "|kontakt|contact|contatto|contatti|numero|nummer|numer|n[uú]mero|tlf|tfno|tf|durchwahl|zentrale"
 )
 #: the names of a structural field (a JSON key, a CSV column) that holds a phone number
 _PHONE_FIELD = re.compile(
@@ -91,14 +112,16 @@ _PHONE_FIELD = re.compile(
     r"(?:[_ -]?(?:number|nummer|numero|nr|no|fisso|fijo|fixe|mobile|privat|work|home))?"
 )
 #: words that make the number after them an identifier, not a phone (in the same languages)
-_ID_WORD = re.compile(
-    r"\b(?:order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
-    r"|confirmation|booking|customer|card|iban|ssn|isbn"
-    r"|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier|compte|carte|siret|siren"
-    r"|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr|auftrag|auftragsnummer"
-    r"|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer|sendungsnummer"
-    r"|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling|factuur|rekening"
-    r"|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni|steuer|passport|pass)\b"
+_ID_WORDS = _expand_words(
+    "order|invoice|id|ref|reference|account|acct|ticket|case|tracking|serial|sku|transaction"
+    "|confirmation|booking|customer|card|iban|ssn|isbn|commande|facture|r[eé]f|r[eé]f[eé]rence|dossier"
+    "|compte|carte|siret|siren|bestellung|bestellnummer|bestellnr|rechnung|rechnungsnummer|rechnungsnr"
+    "|auftrag|auftragsnummer|kundennummer|kundennr|konto|kontonummer|vorgang|vorgangsnummer"
+    "|sendungsnummer|pedido|factura|cuenta|fattura|ordine|conto|encomenda|fatura|conta|bestelling"
+    "|factuur|rekening|zam[oó]wienie|zam[oó]wienia|faktura|konta|numer konta|klient|bsn|pesel|nif|dni"
+    "|steuer|passport|pass|shipment|parcel|awb|spedizione|sendung|env[ií]o|verzending|zending"
+    "|przesy[łl]k[aiy]|colis|suivi|exp[eé]dition|paquete|remessa|rastreio|pacco|paket|ean|upc|gtin"
+    "|isbn|artikel|artikelnummer|art|article|articolo|art[ií]culo|artigo|produkt|product"
 )
 _DATE_SHAPE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 #: a French national number: ten digits in pairs from a trunk 0 (01 42 68 53 00, 06.12.34.56.78); no
@@ -111,47 +134,129 @@ def _scan_phone(t: _Text, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Ite
     number after a phone word, and without one a mobile number (in a grouped national format) that
     libphonenumber places in one of ``regions``."""
     text = t.text
+    last_end = -1  # where the last phone found ended: "Tel. 030 1234567 oder 0171 …" lists a second
     for m in _phone_runs(t):
         start, end = m.span()
         before, run = _char(text, start - 1), m.group()
+        if before == "(" and _PAREN_COUNTRY.match(run):  # (+34) 669 41 50 77
+            start, before, run = start - 1, _char(text, start - 2), "(" + run
         if before.isalnum() or before in "_+.-/#$€£" or _char(text, end).isalnum():
             continue
-        if run.startswith("+"):
-            shape_ok = _INTL_PHONE.fullmatch(run) and 9 <= sum(map(str.isdigit, run)) <= 15
-            if shape_ok and (_phone_type(run, (None,)) is not None or not _known_country_code(run)):
+        gap_ok = last_end >= 0 and start - last_end <= 24
+        listed = gap_ok and _PHONE_LIST_GAP.fullmatch(t.lower, last_end, start) is not None
+        intl = _international(run)
+        if intl is not None:
+            shape_ok = _INTL_PHONE.fullmatch(intl) and 9 <= sum(map(str.isdigit, intl)) <= 15
+            if shape_ok and _international_ok(t, start, intl, listed):
+                last_end = end
                 yield Finding("phone", start, end, run)
             continue
         nanp = list(_NANP.finditer(text, start, end))
         for n in nanp:
+            last_end = n.end()
             yield Finding("phone", n.start(), n.end(), n.group())
         if nanp:
             continue
-        french = _FR_PHONE.fullmatch(run) is not None
-        if french or _local_phone_ok(run):
-            phone_word, id_word = _phone_context(t.lower, start)
-            if id_word:
-                continue
-            if not (french or phone_word):
-                name = field_name(text, start)
-                # a field named for a phone: a number libphonenumber validates in one of the regions
-                in_field = name is not None and _PHONE_FIELD.fullmatch(name) is not None
-                phone_word = in_field and _phone_type(run, regions) is not None
-            if french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions):
-                yield Finding("phone", start, end, run)
+        if _national_ok(t, start, run, regions, listed):
+            last_end = end
+            yield Finding("phone", start, end, run)
 
 
-_SLASH_AREA = re.compile(r"\(?0\d{2,4}\)? ?/ ?\Z")
+def _national_ok(t: _Text, start: int, run: str, regions: Sequence[str], listed: bool) -> bool:
+    """A national number (no country code): the French shape, or after a phone word (``listed``: after
+    another phone), in a phone field, or without either a grouped mobile or landline that
+    libphonenumber validates in one of ``regions``; never right after an id word."""
+    french = _FR_PHONE.fullmatch(run) is not None
+    if not (french or _local_phone_ok(run)):
+        return False
+    phone_word, id_word = _phone_context(t.lower, start)
+    if id_word:
+        return False
+    phone_word = phone_word or listed
+    if phone_word and _LONG_UNGROUPED.fullmatch(run):
+        # 13+ plain digits after "numero" are a tracking or account number more often than not
+        phone_word = _phone_type(run, regions) is not None
+    if not (french or phone_word):
+        # a field named for a phone: a number libphonenumber validates in one of the regions
+        phone_word = _phone_field(t.text, start) and _phone_type(run, regions) is not None
+    return french or phone_word or _bare_mobile(run, regions) or _bare_landline(run, regions)
+
+
+#: a country code in parentheses, ``(+34) 669 41 50 77``: the run starts after the "("
+_PAREN_COUNTRY = re.compile(r"\+[1-9]\d{0,2}\)")
+#: what joins two phone numbers in a list: a comma, a slash, "or" in the eight languages, a label in
+#: parentheses ("(ufficio)", "(biuro)") and a short cue after it ("kom.", "Handy:")
+_PHONE_LIST_GAP = re.compile(
+    r"\s*(?:\([^()\n]{1,20}\))?\s*[,;/]?\s*(?:or|oder|ou|o|of|lub|albo|oppure|y|e|und|en|et|i)?\s*"
+    r"(?:[^\W\d_]{1,12}\.?:?\s*)?"
+)
+_LONG_UNGROUPED = re.compile(r"\d{13,}")
+
+
+def _international(run: str) -> str | None:
+    """``run`` written with ``+`` and its country code: ``+49 …``, ``(+34) …`` or ``0049 …`` (the 00
+    international prefix of Europe); None for a national number."""
+    if run.startswith("+"):
+        return run
+    if run.startswith("(+"):
+        return run[1:].replace(")", "", 1)
+    if run.startswith("00") and run[2:3] not in ("", "0") and run[2].isdigit():
+        return "+" + run[2:]
+    return None
+
+
+def _international_ok(t: _Text, start: int, run: str, listed: bool) -> bool:
+    """A number libphonenumber validates, or one with a country code it has no metadata for; after a
+    phone word or in a phone field, one it finds merely possible (07700 900xxx, the UK's drama range,
+    is not valid, yet it is written where a real number would be)."""
+    if _phone_type(run, (None,)) is not None or not _known_country_code(run):
+        return True
+    if run.startswith("00"):
+        return False
+    cued = listed or _phone_context(t.lower, start)[0] or _phone_field(t.text, start)
+    if not cued:
+        return False
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse(run, None)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _phone_field(text: str, start: int) -> bool:
+    name = field_name(text, start)
+    return name is not None and _PHONE_FIELD.fullmatch(name) is not None
+
+
+#: an area code before a slash or a spaced dash (0221/4567890, 02/28113568, 010 - 234 56 78), joined to
+#: the number after it
+_SLASH_AREA = re.compile(r"\(?0\d{1,4}\)? ?(?:/ ?|- )\Z")
+#: a short subscriber number after an area code and a slash (030/264284): too short for a digit run
+_SLASHED = re.compile(r"\(?0\d{1,4}\)? ?/ ?\d{4,8}(?![\d/.-])")
 
 
 def _phone_runs(t: _Text) -> Iterator[re.Match[str]]:
-    """Phone candidates in the digit runs; a German area code before a slash (0221/4567890) is
-    joined to the run after it."""
+    """Phone candidates in the digit runs; an area code before a slash or a dash (0221/4567890) is
+    joined to the run after it, and a short number after one (030/264284) is a candidate too."""
     text = t.text
+    found: set[int] = set()
     for start, end in t.numbers:
         area = _SLASH_AREA.search(text, max(0, start - 9), start)
         if area:
             start = area.start()
-        yield from _PHONE_RUN.finditer(text, start, end)
+        for m in _PHONE_RUN.finditer(text, start, end):
+            found.add(m.start())
+            yield m
+    at = text.find("/")
+    while at != -1:
+        if _char(text, at - 1) in "0123456789) " and _char(text, at + 1) in "0123456789 ":
+            area = _SLASH_AREA.search(text, max(0, at - 8), at + 1 + (_char(text, at + 1) == " "))
+            if area and area.start() not in found:
+                slashed = _SLASHED.match(text, area.start())
+                if slashed:
+                    whole = _PHONE_RUN.fullmatch(text, slashed.start(), slashed.end())
+                    if whole:
+                        yield whole
+        at = text.find("/", at + 1)
 
 
 def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
@@ -162,8 +267,10 @@ def _phone_type(run: str, regions: Iterable[str | None]) -> int | None:
             number = phonenumbers.parse(run, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
-            return int(phonenumbers.number_type(number))
+        # the type is UNKNOWN exactly when the number is not valid: one match over the metadata, not two
+        kind = phonenumbers.number_type(number)
+        if kind != phonenumbers.PhoneNumberType.UNKNOWN:
+            return int(kind)
     return None
 
 
@@ -209,8 +316,8 @@ def _bare_landline(run: str, regions: Sequence[str]) -> bool:
         trunk_zero = [r for r in regions if _trunk(r) == "0" and r != "FR" and _fits_region(national, r)]
         return bool(trunk_zero) and _phone_type(run, trunk_zero) in _LANDLINE_TYPES
     if digits == 9 and run[0] in "56789" and _GROUPED_NINE.fullmatch(run):
-        nine = [r for r in regions if r in ("ES", "PT", "PL")]
-        return _phone_type(run, nine) in _MOBILE_TYPES
+        # each region on its own: 512 345 678 is a Spanish landline and a Polish mobile
+        return any(_phone_type(run, (r,)) in _MOBILE_TYPES for r in regions if r in ("ES", "PT", "PL"))
     return False
 
 
@@ -262,19 +369,34 @@ def _mobile_pattern(region: str) -> tuple[str, re.Pattern[str]] | None:
 
 
 def _phone_context(lowered: str, start: int) -> tuple[bool, bool]:
-    """Whether a phone word is shortly before, and whether an id word ("order", "Rechnung", …) or a
-    ``#`` is between it (or the start of that stretch) and the number."""
+    """Whether a phone word is shortly before (``telefono_fijo`` counts: a field's parts are words),
+    and whether an id word ("order", "Rechnung", …) or a ``#`` is between it (or, with no phone word,
+    among the last three words) and the number: "order 0123 456 789", not "the customer asked to
+    text 07…". Two-word cues ("reach me", "numer konta") are looked up as pairs."""
     window = _before(lowered, start, 32)
-    words = list(_PHONE_WORD.finditer(window))
-    after_word = window[words[-1].end() :] if words else window
-    return bool(words), bool(_ID_WORD.search(after_word)) or "#" in window[-3:]
+    words = _WORD.findall(window)
+    pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    cue = -1
+    for i in range(len(words) - 1, -1, -1):
+        if words[i] in _PHONE_WORDS or i and pairs[i - 1] in _PHONE_WORDS:
+            cue = i
+            break
+    after = words[cue + 1 :] if cue >= 0 else words[-3:]
+    after_pairs = pairs[cue + 1 :] if cue >= 0 else pairs[-2:]
+    id_word = not _ID_WORDS.isdisjoint(after) or not _ID_WORDS.isdisjoint(after_pairs)
+    return cue >= 0, id_word or "#" in window[-3:]
 
 
 def _local_phone_ok(run: str) -> bool:
     if not _LOCAL_PHONE.fullmatch(run) or not 9 <= sum(map(str.isdigit, run)) <= 15 or _DATE_SHAPE.match(run):
         return False
     dots = run.count(".")
-    return not (dots and dots == len(re.findall(r"[ .()-]+", run)) and dots in (1, 3))  # decimal, IPv4
+    if dots and dots == len(re.findall(r"[ .()-]+", run)):
+        if dots == 1:
+            return False  # a decimal
+        if dots == 3 and all(int(octet) <= 255 for octet in run.split(".")):
+            return False  # an IPv4 address; 811.98.32.16 is a number in groups
+    return True
 
 
 # --- postal addresses -----------------------------------------------------------------------------
@@ -285,8 +407,9 @@ _US_STATES = (
 )
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}"
 _STREET_SUFFIX = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|Parkway|Pkwy|Court|Ct|Place|Pl"
-    r"|Square|Sq|Terrace|Highway|Hwy|Circle|Crescent|Mews|Plaza)"
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Parkway|Pkwy|Court|Ct|Place|Pl"
+    r"|Square|Sq|Terrace|Highway|Hwy|Circle|Crescent|Mews|Plaza|Gardens|Close|Grove|Row|Walk|Rise|Parade"
+    r"|Hill|Green|Park|Vale|View|Wharf|Yard|Approach|Gate|Embankment|Quay)"
 )
 _STREET = re.compile(
     r"\d{1,6}[A-Za-z]?"  # house number (221B)
@@ -294,7 +417,7 @@ _STREET = re.compile(
     r"(?: (?:\d{1,3}(?:st|nd|rd|th)|[A-Z][a-z'-]+)){1,4}"  # street name: capitalised words or 5th
     rf" {_STREET_SUFFIX}\b\.?"
     r"(?P<tail>(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor)\.? ?#?[\w-]+)?"
-    r",? (?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+(?:, | )"
+    r",?(?: |\s*\n\s*)(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+(?:, | )"
     rf"(?:(?:{_US_STATES}) \d{{5}}(?:-\d{{4}})?|{_UK_POSTCODE})\b)?"
 )
 _CITY_STATE_ZIP = re.compile(rf",\s?(?:{_US_STATES})\s\d{{5}}(?:-\d{{4}})?(?!\d)")
@@ -323,9 +446,18 @@ _PARTICLE = (
 _NAME_PART = rf"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*|(?:{_PARTICLE})(?=[\s'])|\d{{1,2}}[º°ª]?)"
 _CAPITALISED = r"[A-ZÀ-ÖØ-ÞĀ-Ž][\w'’.-]*"
 _STREET_NAME = rf"(?:{_NAME_PART}[ '’]+){{0,5}}{_CAPITALISED}"
-_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?"
-#: what ends a street before its postcode: the house number and a comma, a space or a line break
-_BEFORE_POSTCODE = r",?\s+\Z"
+_HOUSE_NUMBER = r"\d{1,4}[a-zA-Z]?(?:[/-](?:\d{1,4}[a-zA-Z]?|[a-zA-Z]\b))?"
+#: what may stand between a house number and the postcode: the flat, floor, building or staircase
+#: (Bât. B, bajo, 2º izq., m. 4, lok. 5, Whg. 3, interno 7, Apt 4)
+_COMPLEMENT = (
+    r"(?i:b[âa]t(?:iment)?\.?|esc(?:alier)?\.?|[ée]tage|apt\.?|appt?\.?|apartment|flat|suite|ste\.?|unit"
+    r"|bajo|piso|planta|puerta|pta\.?|esc\.?|dcha\.?|izq(?:da)?\.?|andar|r/c|esq\.?|dto\.?|cv\.?"
+    r"|int(?:erno)?\.?|scala|sc\.|piano|m\.|mieszk\.?|lok(?:al)?\.?|whg\.?|wohnung|hinterhaus"
+    r"|vorderhaus|og|eg|bus|boîte|bte)(?:\s?[\w/º°ª.-]{1,6})?"
+)
+#: what ends a street before its postcode: the house number, a complement, and a comma, a space or a
+#: line break
+_BEFORE_POSTCODE = rf"(?:,?\s*{_COMPLEMENT}(?:,?\s*\d{{1,2}}[º°ª]?(?:\s?(?i:izq|dcha|esq|dto)\.?)?)?)?,?\s+\Z"
 #: "Calle Mayor, 5" | "ul. Marszałkowska 10/12" | "Avenida da Liberdade, nº 110", before the postcode
 _TYPE_FIRST_BEFORE = re.compile(
     rf"(?<![\w/])(?i:{_TYPE_BEFORE})\s+{_STREET_NAME},?\s*(?:(?i:n[º°o]\.?|n\.[º°]|nr\.?)\s*)?"
@@ -387,7 +519,9 @@ _NAMED_BEFORE_POSTCODE = re.compile(
     rf" {_HOUSE_NUMBER}{_BEFORE_POSTCODE}"
 )
 #: a house number after a street with no postcode after it: ``_bare_eu_street_spans`` starts from these
-_SHORT_NUMBER = re.compile(r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/\d{1,4}[a-zA-Z]?)?(?![\w%°º])(?![.,:]\d)")
+_SHORT_NUMBER = re.compile(
+    r"\d{1,4}(?:[a-zA-Z](?![\w]))?(?:/(?:\d{1,4}[a-zA-Z]?|[a-zA-Z]\b))?(?![\w%°º])(?![.,:]\d)"
+)
 #: what follows a number that makes it a quantity, not a house number ("2 times", "3 Mal", "80 cm")
 _UNIT_AFTER = re.compile(
     r",?\s*(?:times|mal|volte|veces|vezes|razy|keer|fois|x|km|m|cm|mm|kg|g|h|min|uur|uhr|hours|euro|eur"
@@ -443,60 +577,89 @@ _NUMBER_FIRST_BARE = re.compile(
 def _bare_eu_street_spans(t: _Text) -> Iterator[tuple[int, int]]:
     """Streets of DE, FR, ES, PT, IT, NL and PL with no postcode after them: the street type (before
     the name or as its ending) and the house number in the language's order (Goethestraße 8a,
-    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates: a short number before a French street type
-    (found with ``str.find``) or right after a capitalised word (``_NAME_THEN_NUMBER``)."""
+    Calle Mayor 5, 27 rue du Bac, ul. Długa 8/2). Candidates are the short numbers of the shared digit
+    pass (``_Text.short_numbers``): one regex pass for every street, where a needle for each French
+    type and a regex for a capitalised word before a number cost a pass each."""
     text = t.text
-    for needle in _LOWER_TYPES_AFTER_NUMBER:
-        for at in t.find_all(needle):
-            if _char(text, at - 1) != " " or not _char(text, at - 2).isalnum():
-                continue
-            number = _NUMBER_BEFORE_TYPE.search(text, max(0, at - 12), at - 1)
-            if number is None:
-                continue
-            start = number.start()
-            if _char(text, start - 1).isalnum() or _char(text, start - 1) in "_.-/+#$€£:":
-                continue
-            number_first = _NUMBER_FIRST_BARE.match(text, start)
-            if number_first and _type_ok(text, start, number_first.group("type")):
-                yield _with_postcode(text, start, number_first.end())
-    yield from _named_street_spans(text)
-
-
-def _named_street_spans(text: str) -> Iterator[tuple[int, int]]:
-    """Type-first and suffix streets ending in a house number, from a capitalised word before it."""
-    for m in _NAME_THEN_NUMBER.finditer(text):
-        end = m.end()
-        number = _SHORT_NUMBER.match(text, m.start("number"))
+    rfind, type_initials = text.rfind, _TYPE_INITIALS
+    for start, end in t.short_numbers:
+        after = text[end : end + 1]
         if (
-            number is None
-            or number.end() < end
-            or (end - m.start("number") == 4 and _YEAR.match(m["number"]))
+            (after == " " and text[end + 1 : end + 2] in type_initials)
+            or (after == "," and text[end + 1 : end + 3] in _COMMA_TYPE_STARTS)
+            or (after.isalpha() and text[end + 1 : end + 2] == " ")
         ):
+            before = _char(text, start - 1)
+            number_first = _LOWER_TYPE_AFTER.match(text, start) and _NUMBER_FIRST_BARE.match(text, start)
+            if (
+                number_first
+                and before not in "_.-/+#$€£:"
+                and not before.isalnum()
+                and _type_ok(text, start, number_first.group("type"), number_first=True)
+            ):
+                yield _with_postcode(text, start, number_first.end())
+                continue
+        # most candidates are counts in prose ("covered 12 projects"): the first letter of the word
+        # before rules them out with two calls in C
+        if start < 2:
             continue
-        end = number.end()
-        if _UNIT_AFTER.match(text, end):
-            continue
-        window = _before(text, end, 80) + " "
-        offset = end - (len(window) - 1)
-        words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
-        # regexes with a hundred alternatives cost far more than a set: only where a type word is
-        street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
-        if street and _type_ok(window, street.start(), street.group("type")):
-            yield _with_postcode(text, offset + street.start(), end)
-            continue
-        if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
-            continue
-        suffix = _suffix_street(window, strict=True)
-        if suffix:
-            yield _with_postcode(text, offset + suffix.start(), end)
+        low = start - 34 if start > 34 else 0
+        initial = text[max(rfind(" ", low, start - 1), rfind("\n", low, start - 1)) + 1]
+        if (initial.isupper() or initial in "nN") and _capitalised_word_before(text, start):
+            yield from _named_street_span(text, start)
 
 
-#: lower-case street types written after the house number (French above all: 27 rue du Bac, 3 bd
-#: Saint-Michel): found with ``str.find``, then the number before them; each needle costs a pass
-_LOWER_TYPES_AFTER_NUMBER = (
-    "rue ", "avenue ", "av. ", "bd ", "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "place ",
-)  # fmt: skip
-_NUMBER_BEFORE_TYPE = re.compile(r"\d{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,?\Z")
+#: the first letters of the French types and of "bis" and "ter"
+_TYPE_INITIALS = frozenset("rabciqpt")
+_COMMA_TYPE_STARTS = frozenset(" " + initial for initial in _TYPE_INITIALS)
+#: a French street type right after a house number (27 rue du Bac, 7 bis avenue Foch, 23, chemin…)
+_LOWER_TYPE_AFTER = re.compile(
+    r"[0-9]{1,4}(?: ?(?:bis|ter|[A-Za-z]))?,? "
+    r"(?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|quai|place|pl\.) "
+)
+#: what may stand between a street's name and its number: "nº", "Nr.", "n.º"
+_NUMBER_MARK = re.compile(r"[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)\Z")
+
+
+def _capitalised_word_before(text: str, start: int) -> bool:
+    """Whether a word with a capital and no digit ends one to three spaces or commas (and perhaps a
+    "nº" or "Nr.") before ``start``: what a street's name or its ending looks like. Runs for every
+    short number of the text, so string methods in C do the work."""
+    head = text[max(0, start - 40) : start]
+    name = head.rstrip(" ,")
+    if not 0 < len(head) - len(name) <= 3:
+        mark = _NUMBER_MARK.search(head)
+        if mark is None:
+            return False
+        name = head[: mark.start()]
+    words = name.rsplit(None, 1)
+    word = words[-1] if words else ""
+    return 0 < len(word) <= 31 and not word.islower() and not any(map(str.isdigit, word))
+
+
+def _named_street_span(text: str, start: int) -> Iterator[tuple[int, int]]:
+    """A type-first or suffix street ending in the house number at ``start``."""
+    number = _SHORT_NUMBER.match(text, start)
+    if number is None or (number.end() - start == 4 and _YEAR.match(text, start, number.end())):
+        return
+    end = number.end()
+    if _UNIT_AFTER.match(text, end):
+        return
+    window = _before(text, end, 80) + " "
+    offset = end - (len(window) - 1)
+    words = [word.strip(",\"'(") for word in window.lower().split()[-8:-1]]
+    # regexes with a hundred alternatives cost far more than a set: only where a type word is
+    street = _TYPE_FIRST_BARE.search(window) if not _TYPE_WORD_SET.isdisjoint(words) else None
+    if street and _type_ok(window, street.start(), street.group("type")):
+        yield _with_postcode(text, offset + street.start(), end)
+        return
+    if not any(word.endswith(_TYPE_SUFFIXES) for word in words[-2:]):
+        return
+    suffix = _suffix_street(window, strict=True)
+    if suffix:
+        yield _with_postcode(text, offset + suffix.start(), end)
+
+
 #: the words of ``_TYPE_BEFORE``, to test a window's words before running it
 _TYPE_WORD_SET = frozenset({
     "rue", "avenue", "av", "av.", "bd", "boulevard", "place", "pl.", "chemin", "allée", "allee", "impasse",
@@ -506,19 +669,17 @@ _TYPE_WORD_SET = frozenset({
     "c.so", "piazza", "p.za", "piazzale", "vicolo", "lungomare", "strada", "ul", "ul.", "ulica", "ulicy",
     "al.", "aleja", "alei", "os.", "osiedle", "osiedlu", "plac", "placu", "laan",
 })  # fmt: skip
-#: a capitalised word (a street's name or its ending) and a house number right after it: the regex
-#: engine skips to capitals fast, and prose has few "Word 12"
-_NAME_THEN_NUMBER = re.compile(
-    r"[A-ZÀ-ÖØ-ÞĀ-Ž][^\s\d]{0,30}[ ,]{1,3}(?:n[º°o]\.? ?|[Nn]r\.? ?|n\.º ?)?(?P<number>[0-9]{1,4})(?![0-9])"
-)
 
 
-def _type_ok(text: str, start: int, street_type: str) -> bool:
-    """A lower-case street type that is also an ordinary word needs a preposition before it; "et al."
-    is a citation."""
+def _type_ok(text: str, start: int, street_type: str, *, number_first: bool = False) -> bool:
+    """A lower-case street type that is also an ordinary word needs a preposition before it, unless it
+    is abbreviated between a house number and the name ("7 av. Jean-Jaurès", "12 pl. Bellecour");
+    "et al." is a citation."""
     if text.endswith("et ", 0, start):
         return False
     if street_type[0].isupper() or street_type.lower() not in _AMBIGUOUS_TYPES:
+        return True
+    if number_first and street_type.endswith("."):
         return True
     words = _before(text, start, 16).split()
     return bool(words) and words[-1].lower() in _PREPOSITIONS

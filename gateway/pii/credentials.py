@@ -29,10 +29,13 @@ _PLACEHOLDER_MARKERS = (
 )  # fmt: skip
 
 
+#: the markers in one pattern: one call in C where a loop over twenty ``in`` tests costs ten times more
+_PLACEHOLDER_MARKER = re.compile("|".join(map(re.escape, _PLACEHOLDER_MARKERS)))
+
+
 def _looks_random(value: str) -> bool:
     """A credential-like string: two of lower/upper/digit, no placeholder words, and high entropy."""
-    lowered = value.lower()
-    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+    if _PLACEHOLDER_MARKER.search(value.lower()):
         return False
     classes = (value != value.upper()) + (value != value.lower()) + any(map(str.isdigit, value))
     return classes >= 2 and _entropy(value) >= 3.0
@@ -72,6 +75,15 @@ _SECRET_NAME = re.compile(
     r"|access[_-]?token|auth[_-]?token|refresh[_-]?token|token|password|passwd|pwd|private[_-]?key)"
     r"[\"']?\s{0,3}\Z"
 )
+#: a secret's noun a few words before a colon in prose, in the eight languages, no hash or id between
+_SECRET_PROSE = re.compile(
+    r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|jeton|schl[üu]ssel|geheimnis|sleutel|clave|chiave|chave"
+    r"|klucz|segreto|secreto|sekret)\b(?:(?!hash|sha|md5|checksum|digest|fingerprint|\bid\b)[^.:;!?\n]){0,32}\s?\Z"
+)
+#: the stems of ``_SECRET_PROSE``'s nouns, looked for with ``in`` before the regex runs
+_SECRET_NOUNS = ("token", "secret", "key", "jeton", "schl", "geheim", "sleutel", "clave", "chiave", "chave",
+                 "klucz", "segreto", "sekret")  # fmt: skip
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _BEARER = re.compile(r"earer\s+([A-Za-z0-9._~+/=-]{16,})")
 
 
@@ -97,6 +109,23 @@ def _vendor_keys(t: _Text) -> Iterator[Finding]:
             yield Finding("api_key", m.start(), m.end(), m.group())
 
 
+def _assigned_keys(t: _Text) -> Iterator[Finding]:
+    """A random value after a secret's name and ``:`` or ``=`` (``api_key = "…"``), or after a colon
+    a few words past a secret's noun in prose ("here is the courier's API token: …")."""
+    for pattern in _ASSIGNMENTS:
+        for m in pattern.finditer(t.text):
+            value, lead = m.group(1), max(0, m.start() - 48)
+            if _SECRET_NAME.search(t.lower, lead, m.start()):
+                named = True
+            elif m.group().startswith(":") and len(value) >= 20 and not _UUID.fullmatch(value):
+                window = t.lower[lead : m.start()]
+                named = any(noun in window for noun in _SECRET_NOUNS) and bool(_SECRET_PROSE.search(window))
+            else:
+                named = False
+            if named and _looks_random(value):
+                yield Finding("api_key", m.start(1), m.end(1), value)
+
+
 def _scan_api_key(t: _Text) -> Iterator[Finding]:
     text = t.text
     for pattern in _API_KEYS:
@@ -107,11 +136,7 @@ def _scan_api_key(t: _Text) -> Iterator[Finding]:
                 continue  # part of a longer identifier (task-…, a 17th AWS character)
             if _looks_random(body):
                 yield Finding("api_key", m.start(), m.end(), m.group())
-    for pattern in _ASSIGNMENTS:
-        for m in pattern.finditer(text):
-            named = _SECRET_NAME.search(t.lower, max(0, m.start() - 48), m.start())
-            if named and _looks_random(m.group(1)):
-                yield Finding("api_key", m.start(1), m.end(1), m.group(1))
+    yield from _assigned_keys(t)
     yield from _vendor_keys(t)
     for m in _BEARER.finditer(text):
         is_word = _char(text, m.start() - 1) in "Bb" and not _char(text, m.start() - 2).isalnum()
@@ -162,7 +187,9 @@ def _scan_jwt(t: _Text) -> Iterator[Finding]:
 
 
 _SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
-_USERINFO = re.compile(r"([^\s:/?#@\[\]<>\"']{0,128}):([^\s/?#<>\"']{1,256})@(?=[A-Za-z0-9\[])")
+#: the password may hold a "#" written unencoded (redis://default:pa#ss@host): it cannot start a fragment
+#: before the host
+_USERINFO = re.compile(r"([^\s:/?#@\[\]<>\"']{0,128}):([^\s/?<>\"']{1,256})@(?=[A-Za-z0-9\[])")
 _PLACEHOLDER_PASSWORD = re.compile(
     r"(?i)(?:password|pass|passwd|pwd|pw|secret|your[_-]?password|[*x.]+|<.*>|\{.*\}|\$.*|%s|%\(.*)\Z"
 )
@@ -190,25 +217,32 @@ def _scan_url_password(t: _Text) -> Iterator[Finding]:
 #: YAML fields, connection strings (``Pwd=``) and prose in English, German, French, Spanish,
 #: Portuguese, Italian (which says "password"), Dutch and Polish
 _SECRET_NAMES = (
-    "password", "passwd", "passwort", "pass", "pwd", "passphrase", "kennwort", "mot de passe",
-    "contraseña", "contrasena", "senha", "wachtwoord", "hasło", "haslo",
+    "password", "passwd", "passwort", "pass", "pwd", "passphrase", "kennwort", "mot de passe", "mdp",
+    "contraseña", "contrasena", "clave", "senha", "wachtwoord", "hasło", "haslo",
     "secret", "token", "api_key", "apikey", "api-key", "secret_key", "access_key", "auth_key",
 )  # fmt: skip
 #: names that only ever hold a password: a weak-looking value still counts there, while the values of
 #: ``token``/``secret``/``api_key`` must look random (a "token: 1500" count is not one)
-_PASSWORD_NAMES = frozenset(_SECRET_NAMES[:14])
+_PASSWORD_NAMES = frozenset(_SECRET_NAMES[: _SECRET_NAMES.index("secret")])
 #: prose that names a password and joins it to the value with a word ("the password is …",
 #: "das Passwort lautet …", "le mot de passe est …", "la contraseña es …", "a senha é …", "la password
-#: è …", "het wachtwoord is …", "hasło to …"): needles for the words, then the word and the join
-_PROSE_NEEDLES = ("pas", "contras", "senha", "wacht", "hasł")
+#: è …", "het wachtwoord is …", "hasło to …"), with up to four words of what it is for between ("la
+#: password del wifi è …") and an adverb after ("est bien …", "ist jetzt …"): needles for the words,
+#: then the word and the join
+_PROSE_NEEDLES = ("pas", "contras", "clave", "kennw", "senha", "wacht", "hasł")
 _PROSE_NAME = re.compile(
-    r"(?:password|passwort|passe|contrase[ñn]a|senha|wachtwoord|has[łl]o)(?:\s+(?:was|is|ist|lautet|est"
-    r"|es|era|é|è|e|jest|to|wynosi))(?:\s*:)?\s{1,2}[\"'`]?"
+    r"(?:password|passwort|kennwort|passe|contrase[ñn]a|clave|senha|wachtwoord|has[łl]o)"
+    r"(?:\s+[\w'’]{1,14}){0,4}?"
+    r"\s+(?:was|is|ist|lautet|est|es|era|é|è|e|jest|to|wynosi|brzmi)"
+    r"(?:\s+(?:still|now|just|simply|bien|toujours|maintenant|d[ée]sormais|aussi|noch|jetzt|nun|immer noch"
+    r"|todav[ií]a|ahora|tambi[ée]n|ainda|agora|tamb[ée]m|ancora|ora|adesso|sempre|nog|nu|steeds|nadal|teraz"
+    r"|wci[ąa][żz]|te[żz]))?"
+    r"(?:\s*:)?\s{1,2}[\"'`]?"
 )
 _PASSWORD_VALUE = re.compile(r"[^\s\"'`,;<>()\[\]{}]{4,128}")
 #: values that stand for a password rather than being one: templates, masks, types, stock examples
 _PASSWORD_PLACEHOLDER = re.compile(
-    r"(?:\$.*|%.*|\{.*|<.*|\*+|x{3,}|\.{3,}|•+|_+|-+|#+|[\w.]+\(.*"
+    r"(?:\$.*|%.*|\{.*|<.*|\?.*|\*+|x{3,}|\.{3,}|•+|_+|-+|#+|[\w.]+\(.*"
     r"|change_?me|change_?it|password\d*|passwort|secret|token|example|redacted|hidden|masked|none|null"
     r"|nil|true|false|required|optional|string|str|bytes|int|text|empty|undefined|your[_-]?[\w-]*|my[_-]?[\w-]*"
     r"|placeholder|dummy|sample|test|todo|tbd|n/a|hunter2|letmein|qwerty|123456\d*|abc123"

@@ -49,8 +49,12 @@ _PASSPORT_WORD = re.compile(
 )
 #: what may stand between the word and the number: "number", "no.", "Nr.", "n°", "numéro", ":"
 _PASSPORT_GAP = re.compile(
-    r"(?:'s|s|u|a|es|e|nummer|nr)?[\"']?(?:\s{1,2}(?:[a-zäöüéèàíóú]{1,6}\s){1,3}(?=nummer|numer|number|num[ée]ro|número|nr|no\b))?\s{0,2}"
-    r"(?:(?:nummer|numer|number|numéro|numero|número|num|nr|no|n\.?\s?[°º]|n\.|#)\.?\s{0,2})?[\s:#=\"']{0,4}"
+    r"(?:'s|s|u|a|es|e|[-_ ]?nummer|[-_ ]?nr|[-_ ]?no)?\.?[\"']?"
+    # "le passeport du voyageur est 22…", "the passport on file is …": a few words, then a verb
+    r"(?:(?:\s+[a-zà-ÿ'’]{1,12}){0,3}?\s+(?:is|was|est|ist|lautet|es|era|é|è|jest|to|wynosi)\b)?"
+    r"(?:\s{1,2}(?:[a-zäöüéèàíóú]{1,6}\s){1,3}(?=nummer|numer|number|num[ée]ro|número|nr|no\b))?\s{0,2}"
+    r"(?:(?:nummer|numer|number|numéro|numero|número|num|nr|no|n\.?\s?[°º]|n\.|#)\.?\s{0,2})?"
+    r"[\s:#=\"']{0,4}"
 )
 _PASSPORT_FIELD = re.compile(
     r"(?:.*[_ -])?(?:" + _PASSPORT_WORD.pattern + r")(?:[_ -]?(?:no|nr|number|nummer|numero|id))?"
@@ -103,7 +107,7 @@ _NINO = re.compile(
 _NINO_CUE = re.compile(r"national[-_ ]insurance|\bnino\b|\bni[-_ ]?(?:number|no\b|nr\b)")
 
 
-_NINO_NEEDLES = ("insurance", "nino", "ni n")
+_NINO_NEEDLES = ("insurance", "nino", "ni n", "ni_", "ni-")
 
 
 def _scan_nino(t: _Text) -> Iterator[Finding]:

@@ -34,10 +34,15 @@ def _ascii_spaces(text: str) -> str:
 #: digit runs, found in one pass: ``number`` is 7+ digits and separators (a phone, card, SSN, IPv4 or
 #: IBAN candidate), ``house`` a short number before a capitalised word (a street address candidate),
 #: ``cf`` the tail of an Italian codice fiscale (85T10A562S, from the second digit of the birth year),
+#: ``short`` a number of up to four digits after a space or comma, or at a line's start (a house number
+#: candidate for a street with no postcode: "Calle Mayor 5", "au 27 rue du Bac", "Oudegracht 158 is…")
 _DIGIT_RUN = re.compile(
     r"[0-9](?:(?P<number>(?=[0-9 ().-]{6})[0-9().-]*(?: [0-9(][0-9().-]*)*)"
     r"|(?P<house>[0-9]{0,5}[A-Za-z]? [A-Z])"
-    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z]))"
+    r"|(?P<cf>[A-EHLMPRST][0-9]{2}[A-Z][0-9]{3}[A-Z])"
+    # one cheap lookbehind here; what stands before the space is for the street scanner to judge
+    r"|(?P<short>(?:(?<=[ ,\n\"'(>][0-9])|(?<![\s\S][0-9]))"
+    r"[0-9]{0,3}(?![0-9]|[.,:][0-9]|%)))"
 )
 
 
@@ -67,19 +72,27 @@ class _Text:
         return found
 
     @cached_property
-    def _digit_runs(self) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
+    def _digit_runs(
+        self,
+    ) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]], list[tuple[int, int]]]:
         numbers: list[tuple[int, int]] = []
         houses: list[int] = []
         tails: list[tuple[int, int]] = []
+        shorts: list[tuple[int, int]] = []
         for m in _DIGIT_RUN.finditer(self.text):
             group = m.lastgroup
-            if group == "number":
+            if group == "short":  # the most frequent in prose: tested first
+                shorts.append(m.span())
+            elif group == "number":
                 numbers.append((m.start() - (_char(self.text, m.start() - 1) in "+("), m.end()))
+                if m.end() - m.start() <= 4:  # "Viale dei Mille, 27 - 50131": a house number too
+                    shorts.append(m.span())
             elif group == "house":
                 houses.append(m.start())
+                shorts.append((m.start(), m.end() - 2))  # "Calle Mayor 5 Madrid": a short number too
             else:
                 tails.append(m.span())
-        return numbers, houses, tails
+        return numbers, houses, tails, shorts
 
     @property
     def numbers(self) -> list[tuple[int, int]]:
@@ -90,6 +103,12 @@ class _Text:
     def house_numbers(self) -> list[int]:
         """Starts of numbers of up to 6 digits followed by a space and a capital letter."""
         return self._digit_runs[1]
+
+    @property
+    def short_numbers(self) -> list[tuple[int, int]]:
+        """Spans of numbers of up to four digits after a space or a comma, or at a line's start; a
+        house number before a capital is among them."""
+        return self._digit_runs[3]
 
     @property
     def codice_fiscale_tails(self) -> list[tuple[int, int]]:

@@ -11,6 +11,8 @@ _CARD_RANGES: tuple[tuple[int, int, int, range], ...] = (
     (3528, 3589, 4, range(16, 20)),  # JCB
     (300, 305, 3, range(14, 20)), (36, 36, 2, range(14, 20)), (38, 39, 2, range(14, 20)),  # Diners Club
     (62, 62, 2, range(16, 20)),  # UnionPay
+    (50, 50, 2, range(12, 20)), (56, 58, 2, range(12, 20)),  # Maestro (5018, 5020, 5038, 56-58…)
+    (6304, 6304, 4, range(12, 20)), (6759, 6759, 4, range(12, 20)), (6761, 6763, 4, range(12, 20)),
 )  # fmt: skip
 
 
