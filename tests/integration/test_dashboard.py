@@ -49,7 +49,12 @@ def test_without_a_session_every_endpoint_is_401(stack: StartStack) -> None:
             assert answer.status_code == 401, name
             assert answer.json()["error"]["type"] == "authentication_error"
         assert client.post("/dashboard/api/jobs/x/retry", headers=ACTION).status_code == 401
-        assert client.post("/dashboard/api/jobs/x/review", json={"decision": "approve"}, headers=ACTION).status_code == 401
+        assert (
+            client.post(
+                "/dashboard/api/jobs/x/review", json={"decision": "approve"}, headers=ACTION
+            ).status_code
+            == 401
+        )
         bad = client.get("/dashboard/api/jobs", headers={"Authorization": "Bearer aigw_not-a-token"})
         assert bad.status_code == 401
 
@@ -113,11 +118,15 @@ def test_a_service_token_sees_only_its_own_jobs(stack: StartStack, redis_client:
         answer = client.post("/dashboard/api/session", json={"token": other}, headers=ACTION)
         assert answer.json() == {"role": "service", "service": "svc-b"}
         assert [j["id"] for j in client.get("/dashboard/api/jobs").json()["jobs"]] == [theirs]
-        refused = client.post(f"/dashboard/api/jobs/{mine}/review", json={"decision": "approve"}, headers=ACTION)
+        refused = client.post(
+            f"/dashboard/api/jobs/{mine}/review", json={"decision": "approve"}, headers=ACTION
+        )
         assert refused.status_code == 404  # another service's job: not found, as on /v1
 
 
-def test_actions_need_the_csrf_header_and_the_pages_origin(stack: StartStack, redis_client: redis.Redis) -> None:
+def test_actions_need_the_csrf_header_and_the_pages_origin(
+    stack: StartStack, redis_client: redis.Redis
+) -> None:
     api = stack().api
     job_id = submit(api, {"prompt": "a draft"}).json()["id"]
     path = f"/dashboard/api/jobs/{job_id}/review"
@@ -156,12 +165,16 @@ def test_retry_and_review_from_the_dashboard(
         again = client.post(f"/dashboard/api/jobs/{failed_id}/retry", headers=ACTION)
         assert again.status_code == 409
         assert client.get("/dashboard/api/failed").json()["jobs"] == []
-        approved = client.post(f"/dashboard/api/jobs/{draft_id}/review", json={"decision": "approve"}, headers=ACTION)
+        approved = client.post(
+            f"/dashboard/api/jobs/{draft_id}/review", json={"decision": "approve"}, headers=ACTION
+        )
         assert approved.json()["review"] == "approved"
         with api.client() as v1:
             assert v1.get(f"/v1/jobs/{draft_id}").json()["review"]["by"] == "operator"
         assert draft_id not in [j["id"] for j in client.get("/dashboard/api/drafts").json()["jobs"]]
-        twice = client.post(f"/dashboard/api/jobs/{draft_id}/review", json={"decision": "reject"}, headers=ACTION)
+        twice = client.post(
+            f"/dashboard/api/jobs/{draft_id}/review", json={"decision": "reject"}, headers=ACTION
+        )
         assert twice.status_code == 409
 
 
