@@ -17,10 +17,11 @@ import redis
 from typer.testing import CliRunner
 
 from gateway import keys
+from gateway.api.dashboard import COOKIE
 from gateway.cli import app
 from gateway.dashboard import sessions
 from gateway.services import ServiceRegistry, hash_token
-from tests.fakes.provider import Fault, FakeProvider
+from tests.fakes.provider import FakeProvider, Fault
 from tests.integration.harness import Api, StartStack, submit, wait_until
 
 ACTION = {"X-Aigw-Dashboard": "1"}
@@ -70,8 +71,9 @@ def test_a_login_link_opens_one_session_once(stack: StartStack, redis_client: re
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard" in cookie
         assert client.get("/dashboard/api/me").json()["role"] == "operator"
         # Redis holds hashes only: neither the link's token nor the cookie is stored as such
-        session_value = client.cookies[sessions_cookie()]
-        stored = b" ".join(redis_client.keys("aigw:dashboard:*"))
+        session_value = client.cookies[COOKIE]
+        names = [str(keys.text(k)) for k in redis_client.keys("aigw:dashboard:*")]
+        stored = " ".join(names + [str(keys.text(redis_client.get(k))) for k in names]).encode()
         assert link.encode() not in stored and session_value.encode() not in stored
         assert redis_client.exists(keys.dashboard_session(hash_token(session_value)))
     with browser(api) as again:
@@ -79,12 +81,6 @@ def test_a_login_link_opens_one_session_once(stack: StartStack, redis_client: re
         assert second.status_code == 401
         assert "used already or has expired" in second.json()["error"]["message"]
         assert again.get("/dashboard/api/me").status_code == 401
-
-
-def sessions_cookie() -> str:
-    from gateway.api.dashboard import COOKIE
-
-    return COOKIE
 
 
 def test_a_login_link_expires(stack: StartStack, redis_client: redis.Redis) -> None:
