@@ -106,7 +106,7 @@ function chart(figureId, title, minutes, series, unit) {
   series.forEach((s, index) => {
     let points = [];
     const flush = () => {
-      if (points.length === 1) root.append(svg("circle", { class: "s" + index, cx: points[0][0], cy: points[0][1], r: 1.5 }));
+      if (points.length === 1) root.append(svg("circle", { class: "s" + index, cx: points[0][0], cy: points[0][1], r: 3 }));
       if (points.length > 1) root.append(svg("polyline", { class: "s" + index, points: points.map((p) => p.join(",")).join(" ") }));
       points = [];
     };
