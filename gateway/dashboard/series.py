@@ -206,24 +206,30 @@ class AuditWindow:
 
     def _series(self, service: str | None, now: float) -> list[dict[str, Any]]:
         current = int(now // 60)
+        merged: dict[int, _Minute] = {}
+        for (name, at), stats in self._minutes.items():
+            if service is not None and name != service:
+                continue
+            into = merged.get(at)
+            if into is None:
+                merged[at] = _Minute(stats.requests, stats.failures, list(stats.latency), list(stats.overhead))
+                continue
+            into.requests += stats.requests
+            into.failures += stats.failures
+            into.latency = [a + b for a, b in zip(into.latency, stats.latency, strict=True)]
+            into.overhead = [a + b for a, b in zip(into.overhead, stats.overhead, strict=True)]
         rows = []
         for minute in range(current - MINUTES + 1, current + 1):
-            merged = _Minute()
-            for (name, at), stats in self._minutes.items():
-                if at == minute and (service is None or name == service):
-                    merged.requests += stats.requests
-                    merged.failures += stats.failures
-                    merged.latency = [a + b for a, b in zip(merged.latency, stats.latency, strict=True)]
-                    merged.overhead = [a + b for a, b in zip(merged.overhead, stats.overhead, strict=True)]
+            stats = merged.get(minute, _Minute())
             rows.append(
                 {
                     "minute": datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%MZ"),
-                    "requests": merged.requests,
-                    "failures": merged.failures,
-                    "latency_p50_ms": quantile(merged.latency, 0.5),
-                    "latency_p95_ms": quantile(merged.latency, 0.95),
-                    "overhead_p50_ms": quantile(merged.overhead, 0.5),
-                    "overhead_p95_ms": quantile(merged.overhead, 0.95),
+                    "requests": stats.requests,
+                    "failures": stats.failures,
+                    "latency_p50_ms": quantile(stats.latency, 0.5),
+                    "latency_p95_ms": quantile(stats.latency, 0.95),
+                    "overhead_p50_ms": quantile(stats.overhead, 0.5),
+                    "overhead_p95_ms": quantile(stats.overhead, 0.95),
                 }
             )
         return rows
