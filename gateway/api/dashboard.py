@@ -150,16 +150,16 @@ async def login(request: Request, gw: Shared) -> Response:
     if (body.link is None) == (body.token is None):
         raise ValidationError("send exactly one of link (from `aigw dashboard`) or token (a service token)")
     api = gw.config.gateway.api
-    if body.link is not None:
-        viewer = await asyncio.to_thread(sessions.redeem_login, gw.connection, body.link)
-    else:
-        address = client_address(request)
-        gw.auth_failures.check(address)  # an address that keeps guessing is throttled here too
-        try:
+    address = client_address(request)
+    try:
+        if body.link is not None:
+            viewer = await asyncio.to_thread(sessions.redeem_login, gw.connection, body.link)
+        else:
             viewer = Viewer(gw.services.authenticate(body.token))
-        except AuthError as exc:
-            gw.auth_failures.record(address, request.method, request.url.path, exc)
-            raise
+    except AuthError as exc:  # counted as on /v1: past the limit, a 429 instead of the 401
+        gw.auth_failures.check(address)
+        gw.auth_failures.record(address, request.method, request.url.path, exc)
+        raise
     cookie = await asyncio.to_thread(
         sessions.open_session, gw.connection, viewer, api.dashboard_session_seconds
     )

@@ -212,7 +212,8 @@ class AuditWindow:
                 continue
             into = merged.get(at)
             if into is None:
-                merged[at] = _Minute(stats.requests, stats.failures, list(stats.latency), list(stats.overhead))
+                copy = _Minute(stats.requests, stats.failures, list(stats.latency), list(stats.overhead))
+                merged[at] = copy
                 continue
             into.requests += stats.requests
             into.failures += stats.failures
