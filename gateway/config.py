@@ -186,6 +186,10 @@ class ApiConfig(Strict):
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     #: connections (and requests in flight) one API process takes; past it uvicorn answers 503
     max_connections: int = Field(1000, ge=1, le=1_000_000)
+    #: how long a one-time dashboard link from `aigw dashboard` stays usable
+    dashboard_link_seconds: float = Field(300.0, gt=0, le=86_400)
+    #: how long a dashboard session (its cookie) lasts
+    dashboard_session_seconds: float = Field(43_200.0, gt=0, le=30 * 86_400)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -135,3 +135,13 @@ def auth_failure_counts(minute: int) -> str:
 def job_stream(job_id: str) -> str:
     """A streamed job's events (a Redis stream): the worker appends deltas, the API relays them."""
     return f"{PREFIX}:job:{job_id}:stream"
+
+
+def dashboard_login(digest: str) -> str:
+    """A one-time dashboard login link, by the SHA-256 of its token; deleted when used."""
+    return f"{PREFIX}:dashboard:login:{digest}"
+
+
+def dashboard_session(digest: str) -> str:
+    """A dashboard session, by the SHA-256 of its cookie: who it is for, with a TTL."""
+    return f"{PREFIX}:dashboard:session:{digest}"

@@ -215,6 +215,19 @@ class JobStore:
                 raise reply
         return self._view_from(job_id, service, replies)
 
+    def views(self, job_ids: list[str], service: str | None) -> list[JobView]:
+        """The views of many jobs read in one round trip (the dashboard's lists); a job that is gone
+        or belongs to another service is left out."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                _view_commands(pipe, job_id)
+            replies = pipe.execute()
+        views = []
+        for index, job_id in enumerate(job_ids):
+            with contextlib.suppress(NotFoundError):
+                views.append(self._view_from(job_id, service, replies[3 * index : 3 * index + 3]))
+        return views
+
     def _view_from(self, job_id: str, service: str | None, replies: list[Any]) -> JobView:
         fields, results, review = replies
         raw = dict(zip(_FIELDS, fields, strict=True))

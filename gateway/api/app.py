@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -20,12 +21,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__, rq_speedups
-from gateway.api import anthropic_routes, health, hot_routes, jobs, metrics, openai_routes
+from gateway.api import anthropic_routes, dashboard, health, hot_routes, jobs, metrics, openai_routes
 from gateway.api.dependencies import Gateway
 from gateway.api.dropin import StillRunningError
 from gateway.api.hot_routes import Handler
+from gateway.audit.report import priced_deployments
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
+from gateway.dashboard.series import History
 from gateway.errors import (
     GatewayError,
     PayloadTooLargeError,
@@ -66,6 +69,10 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         skills=SkillCatalog(config, connection, settings.home / "skill-cache"),
         auth_failures=AuthFailures(connection, config.gateway.api.auth_failures_per_minute),
         streams=StreamReader(redis_url, max_connections=config.gateway.api.max_connections),
+        history=History.of(
+            Path(config.gateway.audit.path or settings.home / "audit.log").expanduser(),
+            priced_deployments(config.models),
+        ),
     )
 
     @asynccontextmanager
@@ -83,6 +90,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     app.include_router(jobs.router())
     app.include_router(health.router())
     app.include_router(metrics.router())
+    app.include_router(dashboard.router())
     app.include_router(openai_routes.router())
     app.include_router(anthropic_routes.router())
     jobs.publish_job_request_schema(app)

@@ -18,6 +18,7 @@ from fastapi import Depends, Header, Request
 
 from gateway.auth_failures import AuthFailures
 from gateway.config import Config
+from gateway.dashboard.series import History
 from gateway.errors import AuthError
 from gateway.job_stream import StreamReader
 from gateway.policies import PolicyEngine
@@ -42,6 +43,8 @@ class Gateway:
     skills: SkillCatalog
     auth_failures: AuthFailures
     streams: StreamReader
+    #: the dashboard's audit history (gateway/dashboard/series.py); None: no dashboard
+    history: History | None = None
     #: when this API process started (the ``created`` of the models /v1/models lists)
     started_at: int = field(default_factory=lambda: int(time.time()))
 

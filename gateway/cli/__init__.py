@@ -2,13 +2,14 @@
 
     helpers.py          the consoles (out, err), fail(), logging set-up, config and Redis lookup
     stack_commands.py   up, api, worker: run a part of the stack in the foreground
-    commands.py         ask, gateway status, config check, service, jobs, policy explain
+    commands.py         ask, dashboard, gateway status, config check, service, jobs, policy explain
     audit_commands.py   aigw audit tail|verify|report|anomalies|writer
     skills.py           aigw skill list|show|new|test|deploy|rollback
 
 Command modules import ``helpers`` and never each other; this module mounts them on ``app``.
 Errors print one readable line and exit non-zero; nothing here prints a secret except the new
-token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``).
+token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``) and the one-time
+dashboard link ``aigw dashboard`` prints.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ app.command()(stack_commands.up)
 app.command()(stack_commands.api)
 app.command()(stack_commands.worker)
 app.command()(commands.ask)
+app.command()(commands.dashboard)
 app.add_typer(commands.gateway_app, name="gateway")
 app.add_typer(commands.config_app, name="config")
 app.add_typer(commands.service_app, name="service")

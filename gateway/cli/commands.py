@@ -1,4 +1,4 @@
-"""The ``aigw`` commands that use a running stack: ask, gateway status, config check, service
+"""The ``aigw`` commands that use a running stack: ask, dashboard, gateway status, config check, service
 tokens, jobs and policy explain (the audit log's are in ``audit_commands.py``).
 ``gateway/cli/__init__.py`` mounts the groups and ``ask``.
 """
@@ -388,3 +388,35 @@ def _print_explanation(report: dict[str, Any]) -> None:
         out.print(f"budget {b['policy']}: ${spent:.4f} spent, ${held:.4f} held, of ${limit:.2f}")
     for name in report.get("budgets_unread", []):
         out.print(f"budget {name}: not read (no Redis reachable); the job may still be refused for it")
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+
+
+def dashboard(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    print_url: Annotated[
+        bool, typer.Option("--print-url", help="Print a one-time login link and exit (scripts, headless).")
+    ] = False,
+    url: Annotated[str | None, typer.Option(envvar="AIGW_URL", help="API URL.")] = None,
+) -> None:
+    """Open the dashboard the API serves at /dashboard, through a one-time login link."""
+    import webbrowser
+
+    from gateway.dashboard.sessions import create_login
+
+    settings = settings_of(ctx)
+    cfg = read_config(settings, config)
+    api = cfg.gateway.api
+    api_url = url or noted_api_url(f"http://{api.host}:{api.port}", settings.environ)
+    token = create_login(connect(settings, cfg), api.dashboard_link_seconds)
+    # the token rides in the fragment: a browser never sends it to a server or in a Referer
+    link = f"{api_url.rstrip('/')}/dashboard#login={token}"
+    out.print(link, markup=False)
+    if print_url:
+        return
+    minutes = api.dashboard_link_seconds / 60
+    err.print(f"[dim]one-time link, valid {minutes:g} min; opening it in your browser[/]")
+    if not webbrowser.open(link):
+        err.print("[yellow]no browser found: open the link above yourself[/]")
