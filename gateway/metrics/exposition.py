@@ -168,15 +168,13 @@ def _stored_families(stored: dict[bytes, bytes]) -> Iterator[Family]:
 
 
 def _add_histogram_field(series: _Series, metric: Metric, parts: tuple[str, ...], amount: int) -> bool:
-    """One stored field of a histogram: a bucket's own count (by index), its ``sum`` or ``count``."""
+    """One stored field of a histogram: a bucket's own count (by index) or its ``sum``."""
     if len(parts) != len(metric.labels) + 1:
         return False
     labels, slot = parts[:-1], parts[-1]
-    row = series.setdefault(labels, [0.0] * (len(metric.buckets) + 3))  # buckets, +Inf, sum, count
+    row = series.setdefault(labels, [0.0] * (len(metric.buckets) + 2))  # buckets, +Inf, sum
     if slot == "sum":
-        row[-2] = amount * metric.scale
-    elif slot == "count":
-        row[-1] = float(amount)
+        row[-1] = amount * metric.scale
     elif slot.isdigit() and int(slot) <= len(metric.buckets):
         row[int(slot)] = float(amount)
     else:
@@ -186,7 +184,8 @@ def _add_histogram_field(series: _Series, metric: Metric, parts: tuple[str, ...]
 
 def _histogram(metric: Metric, series: _Series) -> HistogramMetricFamily:
     """The stored buckets (each its own count) cumulated, as Prometheus' ``le`` buckets are, with
-    the stored sum and count (the count equals the +Inf bucket: one script adds to both)."""
+    the stored sum; the count is the +Inf bucket's (every observation lands in one bucket), so no
+    job writes a count of its own."""
     family = HistogramMetricFamily(metric.full_name, metric.help, labels=metric.labels)
     bounds = [_le(b) for b in metric.buckets] + ["+Inf"]
     for labels, row in sorted(series.items()):
@@ -195,8 +194,8 @@ def _histogram(metric: Metric, series: _Series) -> HistogramMetricFamily:
         for bound, own in zip(bounds, row[: len(bounds)], strict=True):
             running += own
             family.add_sample(metric.full_name + "_bucket", {**named, "le": bound}, running)
-        family.add_sample(metric.full_name + "_count", named, row[-1])
-        family.add_sample(metric.full_name + "_sum", named, row[-2])
+        family.add_sample(metric.full_name + "_count", named, running)
+        family.add_sample(metric.full_name + "_sum", named, row[-1])
     return family
 
 

@@ -61,7 +61,7 @@ class Recorder:
 
     def __init__(self, connection: redis.Redis) -> None:
         self._add = connection.register_script(_ADD)  # the SHA is computed here, nothing is sent
-        self._histograms: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], str, str]] = {}
+        self._histograms: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], str]] = {}
 
     def attempt(
         self,
@@ -121,12 +121,11 @@ class Recorder:
         self._add(keys=[keys.METRICS], args=args, client=pipe)
 
     def _observe(self, out: Increments, metric: Metric, labels: tuple[str, ...], seconds: float) -> None:
-        buckets, total, count = self._histogram_fields(metric, labels)
-        out.append((buckets[bisect_left(metric.buckets, seconds)], 1))
+        buckets, total = self._histogram_fields(metric, labels)
+        out.append((buckets[bisect_left(metric.buckets, seconds)], 1))  # the count is the buckets' sum
         out.append((total, round(seconds * SECOND)))
-        out.append((count, 1))
 
-    def _histogram_fields(self, metric: Metric, labels: tuple[str, ...]) -> tuple[tuple[str, ...], str, str]:
+    def _histogram_fields(self, metric: Metric, labels: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
         memo_key = (metric.name, labels)
         fields = self._histograms.get(memo_key)
         if fields is None:
@@ -135,7 +134,7 @@ class Recorder:
             stem = SEP.join((metric.name, *labels))
             # one field per finite bucket plus the +Inf one (the last index)
             buckets = tuple(f"{stem}{SEP}{i}" for i in range(len(metric.buckets) + 1))
-            fields = self._histograms[memo_key] = (buckets, f"{stem}{SEP}sum", f"{stem}{SEP}count")
+            fields = self._histograms[memo_key] = (buckets, f"{stem}{SEP}sum")
         return fields
 
 

@@ -3,7 +3,8 @@
 Workers and the API add to counters and histogram buckets in one Redis hash (``keys.METRICS``), so
 ``/metrics`` sums every process on every host; the gauges are read live at scrape time. A hash
 field is the metric's short name and its label values joined by ``SEP``; a histogram's field ends
-with the bucket's index (non-cumulative counts: cumulated at scrape), ``sum`` or ``count``. Every
+with the bucket's index (non-cumulative counts: cumulated at scrape, the count being their sum) or
+``sum``. Every
 amount is an integer (HINCRBY is exact and never drifts): seconds are stored as microseconds and
 US dollars as units of 1e-8, the precision of an audit line's ``cost_usd``.
 """
