@@ -109,10 +109,46 @@ def use(provider: TracerProvider | None) -> None:
     aigw keeps its own provider rather than the process-global one, which OpenTelemetry lets a
     process set only once.
     """
-    global ENABLED, _tracer, _provider
+    global ENABLED, _tracer, _provider, _otel
+    if provider is not None and _otel is None:
+        _otel = _Names()
     _provider = provider
     _tracer = None if provider is None else provider.get_tracer("aigw")
     ENABLED = provider is not None
+
+
+class _Names:
+    """The OpenTelemetry names the spans use, imported once when traces go on (never when off):
+    an import statement on the job path costs a lookup per call."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import (
+            NonRecordingSpan,
+            SpanContext,
+            SpanKind,
+            Status,
+            StatusCode,
+            TraceFlags,
+        )
+
+        self.attach, self.detach = context.attach, context.detach
+        self.current_span, self.in_context = trace.get_current_span, trace.set_span_in_context
+        self.remote, self.span_context, self.flags = NonRecordingSpan, SpanContext, TraceFlags
+        self.server, self.consumer, self.client = SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.CLIENT
+        self.internal = SpanKind.INTERNAL
+        self.error = Status(StatusCode.ERROR)
+
+
+_otel: _Names | None = None
+
+
+def flush(timeout_seconds: float = 5.0) -> None:
+    """Export the spans still batched, before the process ends: the API's lifespan and the worker
+    call it on shutdown (a forked child leaves by ``os._exit``, and a SIGTERM'd uvicorn by the
+    signal, so the SDK's own atexit hook would not run)."""
+    if _provider is not None:
+        _provider.force_flush(int(timeout_seconds * 1000))
 
 
 def _exporter_names(environ: Mapping[str, str]) -> list[str]:
@@ -163,16 +199,14 @@ class _SubmitSpans:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracer = _tracer
-        if tracer is None or scope["type"] != "http" or scope["method"] != "POST":
+        tracer, names = _tracer, _otel
+        if tracer is None or names is None or scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         route = scope["path"]
         if route not in SUBMIT_ROUTES:
             await self.app(scope, receive, send)
             return
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
         status: list[int] = []
 
         async def sending(message: Message) -> None:
@@ -180,25 +214,31 @@ class _SubmitSpans:
                 status.append(message["status"])
             await send(message)
 
-        with tracer.start_as_current_span(
+        attributes = {"http.request.method": "POST", "http.route": route, "url.path": route}
+        # a message may quote the request: exceptions are never recorded, only their type
+        span = tracer.start_span(
             f"POST {route}",
-            context=caller_context(scope["headers"]),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": route, "url.path": route},
-            record_exception=False,  # a message may quote the request
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                await self.app(scope, receive, sending)
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                span.set_status(Status(StatusCode.ERROR))
-                raise
+            caller_context(scope["headers"]),
+            names.server,
+            attributes,
+            record_exception=False,
+        )
+        token = names.attach(names.in_context(span))
+        try:
+            await self.app(scope, receive, sending)
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(names.error)
+            raise
+        else:
             if status:
                 span.set_attribute("http.response.status_code", status[0])
                 if status[0] >= 500:
                     span.set_attribute("error.type", str(status[0]))
-                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_status(names.error)
+        finally:
+            names.detach(token)
+            span.end()
 
 
 def caller_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
@@ -220,9 +260,9 @@ def job_submitted(meta: MutableMapping[str, Any], job_id: str, service: str, que
     The context is kept even when the span is not sampled, so the worker's spans follow the same
     sampling decision (the default sampler is parent-based).
     """
-    from opentelemetry import trace
-
-    span = trace.get_current_span()
+    if _otel is None:
+        return
+    span = _otel.current_span()
     context = span.get_span_context()
     if not context.is_valid:
         return
@@ -260,53 +300,67 @@ def traced_runner(runner: Runner) -> Runner:
 
 
 async def _traced_attempt(runner: Runner, job: Job) -> Any:
-    tracer = _tracer
-    if tracer is None:  # turned off since the worker was built
+    tracer, names = _tracer, _otel
+    if tracer is None or names is None:  # turned off since the worker was built
         return await runner(job)
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
     meta = job.meta or {}
-    parent = _context_from(str(meta[META_KEY])) if META_KEY in meta else None
-    attributes: dict[str, str | int] = {
+    parent = _job_parent(names, meta.get(META_KEY))
+    number = _attempt_number(meta, job.retries_left)
+    if job.enqueued_at is not None and job.started_at is not None:
+        start, end = _ns(job.enqueued_at), _ns(job.started_at)
+        attributes: dict[str, str | int] = {"aigw.queue": job.origin, "aigw.attempt": number}
+        waited = tracer.start_span(
+            "aigw.queue_wait", parent, names.consumer, attributes, start_time=start, record_exception=False
+        )
+        waited.end(end_time=max(start, end))
+    attributes = {
         "aigw.job_id": job.id,
         "aigw.service": str(meta.get("service", "")),
         "aigw.queue": job.origin,
-        "aigw.attempt": _attempt_number(meta, job.retries_left),
+        "aigw.attempt": number,
     }
-    if job.enqueued_at is not None and job.started_at is not None:
-        start, end = _ns(job.enqueued_at), _ns(job.started_at)
-        waited = tracer.start_span(
-            "aigw.queue_wait", context=parent, kind=SpanKind.CONSUMER, attributes=attributes, start_time=start
-        )
-        waited.end(end_time=max(start, end))
-    with tracer.start_as_current_span(
-        "aigw.attempt",
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        record_exception=False,  # an error's message may quote the answer
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            value = await runner(job)
-        except BaseException as exc:
-            span.set_attribute("error.type", _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR))
-            raise
+    # an error's message may quote the answer: never recorded, only its type
+    span = tracer.start_span("aigw.attempt", parent, names.consumer, attributes, record_exception=False)
+    token = names.attach(names.in_context(span))
+    try:
+        value = await runner(job)
+    except BaseException as exc:
+        span.set_attribute("error.type", _error_type(exc))
+        span.set_status(names.error)
+        raise
+    else:
         result = getattr(value, "result", None)
         if result is not None:
             span.set_attribute("aigw.cached", bool(result.cached))
         return value
+    finally:
+        names.detach(token)
+        span.end()
+
+
+def _job_parent(names: _Names, traceparent: object) -> Context | None:
+    """The submit span a job's meta names (``job_submitted`` wrote it), or None: a new trace."""
+    if not isinstance(traceparent, str):
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or parts[0] != "00" or [len(p) for p in parts[1:]] != [32, 16, 2]:
+        return None
+    try:
+        trace_id, span_id, flags = (int(p, 16) for p in parts[1:])
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    remote = names.span_context(trace_id, span_id, is_remote=True, trace_flags=names.flags(flags))
+    return names.in_context(names.remote(remote))
 
 
 def planned(plan: Plan) -> None:
     """The policies' routing outcome on the attempt span: ``local`` when they keep the job on
     sensitive (local) models, else ``cloud``; the alias they chose."""
-    if not ENABLED:
+    if _otel is None or not ENABLED:
         return
-    from opentelemetry import trace
-
-    span = trace.get_current_span()
+    span = _otel.current_span()
     span.set_attributes({"aigw.route": "local" if plan.sensitive_only else "cloud", "aigw.model": plan.alias})
     if plan.draft:
         span.set_attribute("aigw.draft", True)
@@ -345,15 +399,13 @@ class ProviderCallSpan:
         operation: str,
     ) -> None:
         self._span: Span | None = None
-        if deployment is None or _tracer is None:
+        names = _otel
+        if deployment is None or _tracer is None or names is None:
             return
-        from opentelemetry.trace import SpanKind
-
         kind, model = deployment.provider, deployment.model
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": kind,
-            "gen_ai.system": kind,  # the name before semantic conventions 1.37, which many backends read
+            "gen_ai.provider.name": kind,  # semantic conventions 1.37's name for gen_ai.system
             "gen_ai.request.model": model,
             "aigw.deployment": deployment_name,
         }
@@ -365,7 +417,7 @@ class ProviderCallSpan:
             if port:
                 attributes["server.port"] = port
         # the offline provider answers in-process: INTERNAL, as the conventions say for such a model
-        span_kind = SpanKind.INTERNAL if kind == "offline" else SpanKind.CLIENT
+        span_kind = names.internal if kind == "offline" else names.client
         self._span = _tracer.start_span(
             f"{operation} {model}", kind=span_kind, attributes=attributes, record_exception=False
         )
@@ -379,11 +431,9 @@ class ProviderCallSpan:
         span = self._span
         if span is None:
             return
-        if exc is not None:
-            from opentelemetry.trace import Status, StatusCode
-
+        if exc is not None and _otel is not None:
             span.set_attribute("error.type", _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(_otel.error)
         span.end()
 
     def answered(self, completion: Completion) -> None:

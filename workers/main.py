@@ -121,6 +121,7 @@ async def run_workers(
     finally:
         await pipeline.aclose()
         workers[0].connection.close()
+        tracing.flush()  # the spans still batched (off: nothing)
 
 
 def warn_about_sandbox(runner: SkillRunner) -> None:

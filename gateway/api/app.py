@@ -76,6 +76,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         await gw.waiter.stop()
         await gw.streams.aclose()
         connection.close()
+        tracing.flush()  # the spans still batched (off: nothing)
 
     app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
     app.state.gateway = gw  # what the routes' dependencies hand them (gateway.api.dependencies)
