@@ -139,3 +139,22 @@ def test_server_address_is_the_host_and_port_only() -> None:
     assert tracing._server("https://api.example.com/v1?key=x") == ("api.example.com", None)
     assert tracing._server("http://127.0.0.1:11434") == ("127.0.0.1", 11434)
     assert tracing._server(None) == (None, None)
+
+
+def test_flush_exports_what_is_still_batched() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    tracing.use(provider)
+    try:
+        provider.get_tracer("test").start_span("waiting").end()
+        assert exporter.get_finished_spans() == ()  # still in the batch, a minute from its export
+        tracing.flush()
+        assert [s.name for s in exporter.get_finished_spans()] == ["waiting"]
+    finally:
+        tracing.use(None)
+        provider.shutdown()
