@@ -6,13 +6,19 @@ The harness runs the API (uvicorn) and the worker in threads of the test's proce
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,7 +26,16 @@ from opentelemetry.trace import SpanKind
 
 from gateway import tracing
 from tests.fakes.provider import Fault
-from tests.integration.harness import FAKE_KEY, SERVICE, Stack, StartStack, wait_until
+from tests.integration.harness import (
+    FAKE_KEY,
+    SERVICE,
+    ConfigFactory,
+    SpawnWorker,
+    Stack,
+    StartApi,
+    StartStack,
+    wait_until,
+)
 from workers.pipeline import JobPipeline
 
 
@@ -217,3 +232,105 @@ def test_without_otel_variables_nothing_is_traced(stack: StartStack, monkeypatch
     assert all(m.cls.__name__ != "_SubmitSpans" for m in app.user_middleware)
     assert exporter.get_finished_spans() == ()
     provider.shutdown()
+
+
+def test_a_streamed_call_is_one_provider_span_with_its_usage(
+    stack: StartStack, spans: InMemorySpanExporter
+) -> None:
+    s = stack(policies=[])
+    trace_id, caller_span, traceparent = _caller()
+    body = {
+        "model": "openai", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "stream three short things"}],
+    }  # fmt: skip
+    headers = {"traceparent": traceparent}
+    with (
+        s.api.client() as client,
+        client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        assert r.status_code == 200
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and len(events) > 3
+    wait_until(lambda: len(spans.get_finished_spans()) >= 4, "the job's four spans")
+    found = list(spans.get_finished_spans())
+
+    api, call = _one(found, "POST /v1/chat/completions"), _one(found, "chat gpt-fake")
+    assert _parent_id(api) == caller_span and {s.context.trace_id for s in found} == {trace_id}
+    chunks = [json.loads(line.removeprefix("data: ")) for line in events[:-1]]
+    usage = [c["usage"] for c in chunks if c.get("usage")][-1]  # what the client was charged
+    assert _attrs(call)["gen_ai.usage.input_tokens"] == usage["prompt_tokens"] > 0
+    assert _attrs(call)["gen_ai.usage.output_tokens"] == usage["completion_tokens"] > 0
+    _assert_no_content(found, "stream three short things")
+
+
+@dataclass
+class _Collector:
+    """An OTLP/HTTP receiver on 127.0.0.1: every span posted to ``/v1/traces``, decoded."""
+
+    url: str = ""
+    spans: list[Any] = field(default_factory=list)  # opentelemetry.proto Span messages
+
+
+@pytest.fixture
+def collector() -> Iterator[_Collector]:
+    state = _Collector()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest.FromString(body)
+            state.spans += [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_real_processes_export_over_otlp_and_flush_when_they_stop(
+    gateway_config: ConfigFactory,
+    start_api: StartApi,
+    spawn_worker: SpawnWorker,
+    collector: _Collector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``aigw worker`` as a real process and the API configured from the OTEL_* variables, with a
+    batch delay of a minute: the worker's spans arrive as it exits, the API's because its lifespan
+    flushes them when it stops (a SIGTERM'd uvicorn, or a forked child, never runs the SDK's atexit)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    config = gateway_config()
+    provider = None
+    try:
+        api = start_api(config)
+        provider = tracing._provider
+        worker = spawn_worker(config)
+        trace_id, caller_span, traceparent = _caller()
+        with api.client() as client:
+            job = client.post(
+                "/v1/jobs", params={"wait": 20}, json={"prompt": "hi", "model": "openai"},
+                headers={"traceparent": traceparent},
+            ).json()  # fmt: skip
+        assert job["status"] == "succeeded"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        assert "POST /v1/jobs" not in [s.name for s in collector.spans]  # still batched, a minute away
+        api.stop()  # its lifespan's end flushes
+        names = sorted(s.name for s in collector.spans)  # before anything else could flush them
+    finally:
+        tracing.use(None)
+        if provider is not None:
+            provider.shutdown()
+    assert names == ["POST /v1/jobs", "aigw.attempt", "aigw.queue_wait", "chat gpt-fake"]
+    assert {s.trace_id for s in collector.spans} == {trace_id.to_bytes(16, "big")}
+    api_span = next(s for s in collector.spans if s.name == "POST /v1/jobs")
+    assert api_span.parent_span_id == caller_span.to_bytes(8, "big")
