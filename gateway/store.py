@@ -22,7 +22,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.results import Result
 
-from gateway import keys, metrics, notifications
+from gateway import keys, metrics, notifications, tracing
 from gateway.config import Config
 from gateway.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError, ValidationError
 from gateway.group_commit import GroupCommit
@@ -162,6 +162,9 @@ class JobStore:
     def _enqueue_options(self, job_id: str, queue_name: str, queued: QueuedJob) -> dict[str, Any]:
         jobs = self.config.gateway.jobs
         service, request, max_attempts = queued.service, queued.request, queued.max_attempts
+        meta = {"service": service, "metadata": request.metadata, "max_attempts": max_attempts}
+        if tracing.ENABLED:  # the submit span's context travels with the job (gateway/tracing.py)
+            tracing.job_submitted(meta, job_id, service, queue_name)
         return {
             "job_id": job_id,
             "description": f"aigw job from {service}",
@@ -171,7 +174,7 @@ class JobStore:
             "retry": Retry(max=max_attempts - 1, interval=retry_schedule(jobs.retry_intervals, max_attempts))
             if max_attempts > 1
             else None,
-            "meta": {"service": service, "metadata": request.metadata, "max_attempts": max_attempts},
+            "meta": meta,
             "at_front": request.priority == "high",
         }
 

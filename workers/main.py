@@ -8,7 +8,7 @@ import os
 import redis
 from loguru import logger
 
-from gateway import keys
+from gateway import keys, tracing
 from gateway.config import Config, QueueConfig
 from gateway.group_commit import GroupCommit
 from gateway.settings import Settings
@@ -54,6 +54,7 @@ def build_workers(
     if name is not None and len(queues) > 1:
         raise ValueError("a worker name is for a process that serves one queue")
     settings = settings or Settings.from_environ(os.environ)
+    tracing.configure(settings.environ, "worker")  # the OTEL_* variables; nothing when they are unset
     connection = redis.Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=10)
     pipeline = JobPipeline.from_config(config, connection, settings)
     worker_config = config.gateway.workers
@@ -120,6 +121,7 @@ async def run_workers(
     finally:
         await pipeline.aclose()
         workers[0].connection.close()
+        tracing.flush()  # the spans still batched (off: nothing)
 
 
 def warn_about_sandbox(runner: SkillRunner) -> None:

@@ -22,7 +22,7 @@ import redis
 from loguru import logger
 from rq.job import Job
 
-from gateway import keys, notifications
+from gateway import keys, notifications, tracing
 from gateway.audit import AuditEvent, Status, append_event, request_sha256
 from gateway.chat import (
     CAPABILITY_FIELDS,
@@ -284,6 +284,7 @@ class JobPipeline:
         The policies run again here, before anything leaves the machine: this is the check that counts.
         """
         attempt.plan = plan = self.engine.plan(await self._subject(attempt))
+        tracing.planned(plan)
         if plan.denial is not None:
             raise plan.denial
         request = attempt.request
@@ -593,7 +594,8 @@ class JobPipeline:
         """One provider call, recorded in the attempt's calls whether it answers or fails."""
         began = time.monotonic()
         embeddings: list[list[float]] | None = None
-        with self.balancer.in_flight(step.name):
+        call = tracing.provider_call(step, provider, attempt.outgoing, attempt.embedding)
+        with call, self.balancer.in_flight(step.name):
             try:
                 if attempt.embedding is not None:
                     vectors = await provider.embed(attempt.embedding)
@@ -604,6 +606,7 @@ class JobPipeline:
                 else:
                     completion = await provider.complete(attempt.outgoing)
                 _check_countable(step, completion)
+                call.answered(completion)
             except ProviderError as exc:
                 latency = (time.monotonic() - began) * 1000
                 self._errors.apply(exc)  # the call's record and the job's error say the same

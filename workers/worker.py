@@ -39,7 +39,7 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
-from gateway import completion, keys, metrics, rq_speedups
+from gateway import completion, keys, metrics, rq_speedups, tracing
 from gateway.config import DEFAULT_MAX_RETRY_AFTER
 from gateway.errors import GatewayError, JobTimeoutError
 from gateway.group_commit import GroupCommit
@@ -178,7 +178,7 @@ class AsyncWorker(BaseWorker):
             job_monitoring_interval=int(heartbeat_interval) or 1,
             log_job_description=False,  # the description holds the prompt; logs never do
         )
-        self.runner = runner
+        self.runner = tracing.traced_runner(runner)  # itself when traces are off
         self.redis_url = redis_url
         self.concurrency = concurrency
         self.heartbeat_interval = heartbeat_interval

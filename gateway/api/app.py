@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import __version__, rq_speedups
+from gateway import __version__, rq_speedups, tracing
 from gateway.api import anthropic_routes, dashboard, health, hot_routes, jobs, metrics, openai_routes
 from gateway.api.dependencies import Gateway
 from gateway.api.dropin import StillRunningError
@@ -54,6 +54,7 @@ from gateway.wire import openai as openai_wire
 def create_app(config: Config, redis_url: str, settings: Settings | None = None) -> FastAPI:
     """The API on ``config``; ``settings`` None reads them from ``os.environ`` (an entry point)."""
     settings = settings or Settings.from_environ(os.environ)
+    tracing.configure(settings.environ, "api")  # the OTEL_* variables; nothing when they are unset
     rq_speedups.install()
     connection = redis.Redis.from_url(
         redis_url, socket_connect_timeout=1.0, socket_timeout=3.0, health_check_interval=10
@@ -82,6 +83,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
         await gw.waiter.stop()
         await gw.streams.aclose()
         connection.close()
+        tracing.flush()  # the spans still batched (off: nothing)
 
     app = FastAPI(title="aigw", version=__version__, lifespan=lifespan)
     app.state.gateway = gw  # what the routes' dependencies hand them (gateway.api.dependencies)
@@ -94,6 +96,7 @@ def create_app(config: Config, redis_url: str, settings: Settings | None = None)
     app.include_router(openai_routes.router())
     app.include_router(anthropic_routes.router())
     jobs.publish_job_request_schema(app)
+    tracing.install_api(app)  # outermost: the submit routes' spans (gateway/tracing.py), when on
     return app
 
 
