@@ -305,6 +305,14 @@ async def _traced_attempt(runner: Runner, job: Job) -> Any:
         return await runner(job)
     meta = job.meta or {}
     parent = _job_parent(names, meta.get(META_KEY))
+    if parent is not None and not names.current_span(parent).get_span_context().trace_flags.sampled:
+        # the API's sampler dropped this job's trace: its attempt builds no span, and its provider
+        # calls see an unsampled context and build none either (``provider_call``)
+        token = names.attach(parent)
+        try:
+            return await runner(job)
+        finally:
+            names.detach(token)
     number = _attempt_number(meta, job.retries_left)
     if job.enqueued_at is not None and job.started_at is not None:
         start, end = _ns(job.enqueued_at), _ns(job.started_at)
@@ -380,8 +388,11 @@ def provider_call(
 ) -> ProviderCallSpan:
     """The span of one provider call to ``step``'s deployment, as a context manager (``with call:``,
     then ``call.answered(completion)``). Off: a shared no-op, no span built."""
-    if not ENABLED:
+    if not ENABLED or _otel is None:
         return _NO_CALL
+    current = _otel.current_span().get_span_context()
+    if current.is_valid and not current.trace_flags.sampled:
+        return _NO_CALL  # inside a job whose trace was not sampled: nothing to record
     api_base = getattr(provider, "api_base", None)  # an HTTP provider's; the offline one has none
     operation = _OPERATIONS[embedding is not None]
     return ProviderCallSpan(step.name, step.deployment, api_base, request.max_tokens, operation)

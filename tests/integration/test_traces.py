@@ -154,6 +154,36 @@ def test_a_malformed_traceparent_starts_a_new_trace(stack: StartStack, spans: In
         assert {s.context.trace_id for s in found} == {api.context.trace_id}
 
 
+class _CountingTracer:
+    """The tracer aigw uses, counting the spans it is asked to start (sampled or not)."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer, self.started = tracer, 0
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        self.started += 1
+        return self.tracer.start_span(*args, **kwargs)
+
+
+def test_a_job_whose_trace_is_not_sampled_builds_no_span_in_the_worker(
+    stack: StartStack, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = stack()
+    counting = _CountingTracer(tracing._tracer)
+    monkeypatch.setattr(tracing, "_tracer", counting)
+    trace_id, span_id, _sampled = _caller()
+    dropped = f"00-{trace_id:032x}-{span_id:016x}-00"  # the caller did not sample: the API follows
+    job = _submit(s, {"prompt": "hello", "model": "general"}, dropped).json()
+    assert job["status"] == "succeeded"
+    assert counting.started == 1  # the API's submit span (not recording); none in the worker
+    # a sampled job afterwards is traced whole: the shortcut is per job, not a switch
+    trace_id, _span, sampled = _caller()
+    assert _submit(s, {"prompt": "hello", "model": "general"}, sampled).json()["status"] == "succeeded"
+    wait_until(lambda: len(spans.get_finished_spans()) >= 4, "the sampled job's four spans")
+    assert {f.context.trace_id for f in spans.get_finished_spans()} == {trace_id}
+    assert counting.started == 1 + 4
+
+
 def test_a_retried_job_shows_one_attempt_span_per_try(stack: StartStack, spans: InMemorySpanExporter) -> None:
     s = stack()
     s.fake.script(Fault.status(503), model="gpt-fake")  # openai has no fallback: the job is retried
