@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def cli_env(redis_url: str, config_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 def _status(api: Api, token: str) -> int:
     with api.client(token) as client:
         return client.get(NO_JOB).status_code
+
+
+def _refused(api: Api, token: str) -> bool:
+    return _status(api, token) == 401
 
 
 def _rotate(*args: str) -> str:
@@ -68,9 +73,7 @@ def test_rotate_with_grace_keeps_the_old_token_until_the_grace_ends_on_every_api
     assert in_grace == [404] * 4
 
     for api in (first, second):
-        wait_until(
-            lambda api=api: _status(api, old) == 401, "the old token refused", grace + CACHE_SECONDS + 5
-        )
+        wait_until(partial(_refused, api, old), "the old token refused", grace + CACHE_SECONDS + 5)
         assert _status(api, new) == 404
     assert time.time() >= ends  # refused once the grace was over, not before
     with first.client(old) as client:
