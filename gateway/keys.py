@@ -16,7 +16,8 @@ AUDIT_GROUP = "audit-writer"
 #: the notification outbox: an entry per final job that asked to notify, delivered by any worker
 NOTIFY_STREAM = f"{PREFIX}:notify"
 NOTIFY_GROUP = "notifiers"
-#: hash: sha256(token) -> service name.
+#: hash: sha256(token) -> service name, for every token valid without an expiry (one HGET a
+#: lookup); a token in a rotation's grace is only in its :func:`token_record`, with a TTL.
 TOKENS = f"{PREFIX}:tokens"
 #: hash of every stored metric (gateway/metrics/schema.py): field -> integer amount, added to by
 #: every worker and API process on every host
@@ -29,8 +30,15 @@ def idempotency(service: str, key: str) -> str:
 
 
 def service_tokens(service: str) -> str:
-    """Set of token hashes that belong to one service (for rotate/remove)."""
+    """Set of token hashes that belong to one service, live or in a rotation's grace (for
+    rotate/remove/list)."""
     return f"{PREFIX}:service:{service}:tokens"
+
+
+def token_record(digest: str) -> str:
+    """Hash of one token's record by its SHA-256: service, created_at, last_used_at, expires_at
+    (unix seconds). A token rotated away has its digest out of ``TOKENS`` and a TTL here."""
+    return f"{PREFIX}:token:{digest}"
 
 
 def text(value: bytes | str | None) -> str | None:

@@ -174,11 +174,21 @@ def service_add(ctx: typer.Context, name: str, config: ConfigOpt = None) -> None
 
 
 @service_app.command("rotate")
-def service_rotate(ctx: typer.Context, name: str, config: ConfigOpt = None) -> None:
-    """Revoke a service's tokens and print a new one."""
+def service_rotate(
+    ctx: typer.Context,
+    name: str,
+    grace: Annotated[
+        str, typer.Option(help="How long the old tokens keep working: 30s, 15m, 1h, 2d (0: revoked at once).")
+    ] = "0",
+    config: ConfigOpt = None,
+) -> None:
+    """Print a new token for a service; its old ones stop working after --grace."""
+    from gateway.services import parse_grace
+
     settings = settings_of(ctx)
     try:
-        out.print(_registry(settings, config).rotate(name), soft_wrap=True)
+        seconds = parse_grace(grace)
+        out.print(_registry(settings, config).rotate(name, seconds), soft_wrap=True)
     except GatewayError as exc:
         fail(str(exc))
 
@@ -195,13 +205,33 @@ def service_remove(ctx: typer.Context, name: str, config: ConfigOpt = None) -> N
 
 
 @service_app.command("list")
-def service_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
-    """Services and how many live tokens each has."""
+def service_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per token, a line each.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every token: service, id, created, last used (approximate to a minute), expiry; never the token."""
     settings = settings_of(ctx)
-    table = Table("service", "tokens")
-    for name, count in sorted(_registry(settings, config).list().items()):
-        table.add_row(name, str(count))
+    registry = _registry(settings, config)
+    tokens = registry.tokens()
+    if as_json:
+        for info in tokens:
+            out.print(json.dumps(info.as_json()), soft_wrap=True, markup=False)
+        return
+    table = Table("service", "id", "created", "last used", "expires")
+    for info in tokens:
+        source = " (services.yaml)" if info.declared else ""
+        table.add_row(info.service, info.id + source, _when(info.created_at, "unknown"),
+                      _when(info.last_used_at, "-"), _when(info.expires_at, "never"))  # fmt: skip
+    for name in sorted(set(registry.config.services.services) - {t.service for t in tokens}):
+        table.add_row(name, "(no token)", "", "", "")
     out.print(table)
+
+
+def _when(stamp: float | None, otherwise: str) -> str:
+    from datetime import UTC, datetime
+
+    return otherwise if stamp is None else f"{datetime.fromtimestamp(stamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 # --- jobs and policies -----------------------------------------------------------------------------
