@@ -3,6 +3,7 @@ and the checksums its values must pass (each corpus's own test says what it pins
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ CATEGORIES = {
     "url_password",
     "ip_address",
 }
+# Regions a phone number of each language is parsed in (numbers with a + or 00 prefix name their own).
+PHONE_REGIONS = {
+    "en": ["GB", "US"],
+    "de": ["DE"],
+    "fr": ["FR"],
+    "es": ["ES"],
+    "pt": ["PT"],
+    "it": ["IT"],
+    "nl": ["NL"],
+    "pl": ["PL"],
+}
+#: a UK National Insurance number's format rules (python-stdnum has no module for it)
+NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]")
 POSITIVE_KEYS = {"id", "language", "kind", "category", "text", "values"}
 NEGATIVE_KEYS = {"id", "language", "kind", "text", "values"}
 
@@ -91,3 +105,11 @@ def assert_no_card_number(negatives: list[dict[str, Any]]) -> None:
             digits = re.sub(r"\D", "", run)
             if 13 <= len(digits) <= 19:
                 assert not luhn_ok(digits), (case["id"], run)
+
+
+def national_id_ok(module: str, value: str) -> bool:
+    """Whether ``value`` is valid for a stdnum module (``"gb.nino"``: the NINO format rules)."""
+    if module == "gb.nino":
+        return NINO.fullmatch(re.sub(r"\s", "", value).upper()) is not None
+    valid: bool = importlib.import_module(f"stdnum.{module}").is_valid(value)
+    return valid
