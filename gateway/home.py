@@ -44,13 +44,22 @@ def resolve_config_dir(explicit: str | Path | None, home: Path, *, create: bool 
     home_config = home / "config"
     if create and not (home_config / "models.yaml").exists():
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        home_config.mkdir(parents=True, exist_ok=True)
-        sample = resources.files("gateway") / "sample_config"
-        for item in sample.iterdir():
-            if item.name.endswith(".yaml") and not (home_config / item.name).exists():
-                with resources.as_file(item) as src:
-                    shutil.copyfile(src, home_config / item.name)
+        copy_sample_config(home_config)
     return home_config
+
+
+def copy_sample_config(directory: Path, *, overwrite: bool = False) -> list[str]:
+    """Fill ``directory`` with the shipped sample config (`aigw up`'s first start, `aigw onboard`);
+    a file already there is kept unless ``overwrite``. Returns the names written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    sample = resources.files("gateway") / "sample_config"
+    for item in sorted(sample.iterdir(), key=lambda i: i.name):
+        if item.name.endswith(".yaml") and (overwrite or not (directory / item.name).exists()):
+            with resources.as_file(item) as src:
+                shutil.copyfile(src, directory / item.name)
+            written.append(item.name)
+    return written
 
 
 def api_url_file(home: Path) -> Path:

@@ -5,11 +5,12 @@
     commands.py         ask, dashboard, gateway status, config check, service, jobs, policy explain
     audit_commands.py   aigw audit tail|verify|report|anomalies|writer
     skills.py           aigw skill list|show|new|test|deploy|rollback
+    onboard.py          aigw onboard, aigw daemon install|uninstall|status
 
 Command modules import ``helpers`` and never each other; this module mounts them on ``app``.
 Errors print one readable line and exit non-zero; nothing here prints a secret except the new
-token a user asked for (``aigw up`` on first start, ``aigw service add|rotate``) and the one-time
-dashboard link ``aigw dashboard`` prints.
+token a user asked for (``aigw up`` on first start, ``aigw onboard``, ``aigw service add|rotate``)
+and the one-time dashboard link ``aigw dashboard`` prints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 
 import typer
 
-from gateway.cli import audit_commands, commands, helpers, stack_commands
+from gateway.cli import audit_commands, commands, helpers, onboard, stack_commands
 from gateway.cli.skills import skill_app
 from gateway.settings import Settings
 
@@ -28,6 +29,7 @@ app.command()(stack_commands.api)
 app.command()(stack_commands.worker)
 app.command()(commands.ask)
 app.command()(commands.dashboard)
+app.command()(onboard.onboard)
 app.add_typer(commands.gateway_app, name="gateway")
 app.add_typer(commands.config_app, name="config")
 app.add_typer(commands.service_app, name="service")
@@ -35,6 +37,7 @@ app.add_typer(audit_commands.audit_app, name="audit")
 app.add_typer(commands.jobs_app, name="jobs")
 app.add_typer(commands.policy_app, name="policy")
 app.add_typer(skill_app, name="skill")
+app.add_typer(onboard.daemon_app, name="daemon")
 
 
 @app.callback()

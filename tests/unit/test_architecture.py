@@ -14,7 +14,13 @@ ROOT = Path(__file__).parents[2]
 GATEWAY = ROOT / "gateway"
 CLI = GATEWAY / "cli"
 #: the command line is the one place that starts both sides; only its command modules may
-CLI_COMMANDS = {CLI / "commands.py", CLI / "stack_commands.py", CLI / "skills.py", CLI / "audit_commands.py"}
+CLI_COMMANDS = {
+    CLI / "commands.py",
+    CLI / "stack_commands.py",
+    CLI / "skills.py",
+    CLI / "audit_commands.py",
+    CLI / "onboard.py",
+}
 
 
 def _imports(path: Path) -> set[str]:
