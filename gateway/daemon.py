@@ -67,12 +67,13 @@ def up_command(config_dir: Path) -> list[str]:
 
 
 def daemon_environment(home: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The variables the daemon needs (AIGW_HOME, the PATH that finds redis-server, a REDIS_URL the
-    user set) and notes on what was left out and why."""
+    """The variables the daemon needs (AIGW_HOME, the PATH and PYTHONPATH that find redis-server and
+    aigw, a REDIS_URL the user set) and notes on what was left out and why."""
     env = {"AIGW_HOME": str(home.resolve())}
     notes: list[str] = []
-    if path := environ.get("PATH"):
-        env["PATH"] = path
+    for name in ("PATH", "PYTHONPATH"):  # the redis-server and the aigw this shell finds
+        if value := environ.get(name):
+            env[name] = value
     if url := environ.get("REDIS_URL"):
         if urlsplit(url).password:
             notes.append(

@@ -108,7 +108,7 @@ def onboard(
 
     if not keep:
         written = copy_sample_config(directory, overwrite=True)
-        if model is not None:
+        if ollama_models is not None:  # it answered: the alias points at it, with the model chosen
             _set_sensitive_model(directory / "models.yaml", model, ollama_url)
         out.print(f"config:   wrote {', '.join(written)} to {directory}")
     try:
@@ -166,14 +166,15 @@ def _ollama_models(url: str) -> list[str] | None:
         return None
 
 
-def _set_sensitive_model(path: Path, model: str, api_base: str) -> None:
-    """Point the sample's `sensitive` alias at ``model`` on ``api_base``, keeping the file's comments."""
+def _set_sensitive_model(path: Path, model: str | None, api_base: str) -> None:
+    """Point the sample's `sensitive` alias at ``api_base`` (and ``model``, when one was chosen),
+    keeping the file's comments."""
     lines = path.read_text().splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if line.rstrip() == "  sensitive:")
     for i in range(start + 1, len(lines)):
         if re.match(r"^  \S", lines[i]):  # the next alias: the block had no such field
             break
-        if lines[i].startswith("    model:"):
+        if lines[i].startswith("    model:") and model is not None:
             lines[i] = f"    model: {_yaml_scalar(model)}\n"
         elif lines[i].startswith("    api_base:"):
             lines[i] = f"    api_base: {_yaml_scalar(api_base)}\n"
