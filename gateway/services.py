@@ -260,7 +260,7 @@ class ServiceRegistry:
 
     def create_token(self, service: str) -> str:
         """A new token for ``service`` (which may already have others); returns it once."""
-        _check_name(service)
+        check_service_name(service)
         token = new_token()
         digest = hash_token(token)
         with self.connection.pipeline() as pipe:
@@ -356,6 +356,7 @@ class ServiceRegistry:
         return infos
 
 
-def _check_name(service: str) -> None:
+def check_service_name(service: str) -> None:
+    """ValidationError unless ``service`` can name a service (it becomes part of Redis keys)."""
     if not service or not all(c.isalnum() or c in "-_." for c in service) or len(service) > 64:
         raise ValidationError("a service name is 1-64 letters, digits, '-', '_' or '.'")

@@ -31,10 +31,10 @@ from gateway.daemon import (
     systemd_unit,
     up_command,
 )
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, ValidationError
 from gateway.home import copy_sample_config
 from gateway.redis_server import RedisServer, known_redis_url, ping, resolve_redis
-from gateway.services import ServiceRegistry
+from gateway.services import ServiceRegistry, check_service_name
 from gateway.settings import Settings
 
 daemon_app = typer.Typer(
@@ -102,9 +102,7 @@ def onboard(
                 console=out,
             )
         )
-    service = (
-        "default" if yes else Prompt.ask("Service name for the first token", default="default", console=out)
-    )
+    service = "default" if yes else _ask_service_name()
 
     if not keep:
         written = copy_sample_config(directory, overwrite=True)
@@ -121,6 +119,18 @@ def onboard(
     _next_steps(settings, cfg, directory)
     if install_daemon:
         _install(settings, cfg)
+
+
+def _ask_service_name() -> str:
+    """Asked again until it is a name a token can be created for (before anything is written)."""
+    while True:
+        name = Prompt.ask("Service name for the first token", default="default", console=out)
+        try:
+            check_service_name(name)
+        except ValidationError as exc:
+            out.print(str(exc))
+            continue
+        return name
 
 
 def _with_home(settings: Settings, home: Path | None) -> Settings:

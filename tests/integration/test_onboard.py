@@ -113,6 +113,10 @@ def test_interactive_onboarding_with_a_local_ollama(tmp_path: Path, ollama: str)
     child.sendline("qwen2.5:7b")
     child.expect(r"Service name for the first token.*\(default\):")
     transcript.append(str(child.before) + str(child.after))
+    child.sendline("../etc")  # not a service name: asked again, nothing written yet
+    child.expect(r"a service name is 1-64 letters.*Service name for the first token.*\(default\):")
+    assert not config_dir.exists()
+    transcript.append(str(child.before) + str(child.after))
     child.sendline("billing")
     output = "".join(transcript) + _finish(child)
 
