@@ -138,6 +138,17 @@ def test_up_piped_into_a_reader_that_is_gone_still_stops_everything(
     assert not (user.home / "api-url").exists() and not (user.home / "config-dir").exists()
 
 
+def test_a_closed_terminal_sighup_stops_everything_like_ctrl_c(
+    user: UserEnv, up: subprocess.Popen[str]
+) -> None:
+    redis_pid = _embedded_pid(user)
+    up.send_signal(signal.SIGHUP)  # what a terminal sends its foreground job when it closes
+    assert up.wait(timeout=60) == 0
+    wait_until(lambda: not _pid_alive(redis_pid), "the embedded redis-server to stop", timeout=15)
+    assert _redis_servers_on(user.home / "redis") == []  # the next `aigw up` finds its port free
+    assert not (user.home / "api-url").exists()
+
+
 def test_up_killed_with_9_takes_its_redis_and_workers_with_it(
     user: UserEnv, up: subprocess.Popen[str]
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+import gateway
 from gateway.config import load_config
 from gateway.errors import ConfigError
 
@@ -93,6 +95,23 @@ def test_config_invalid_yaml_names_the_line(config_dir: Path) -> None:
     (config_dir / "gateway.yaml").write_text("api:\n  port: [1\n")
     with pytest.raises(ConfigError, match=r"gateway.yaml: line \d+"):
         load_config(config_dir)
+
+
+def test_config_a_key_given_twice_is_refused_naming_it_and_its_line(config_dir: Path) -> None:
+    models = (config_dir / "models.yaml").read_text()
+    first_alias = models.split("models:\n", 1)[1].split("\n", 1)[0]  # "  <alias>:" as written
+    twice = models.replace("models:\n", f"models:\n{first_alias}\n    provider: offline\n    model: x\n", 1)
+    (config_dir / "models.yaml").write_text(twice)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    message = str(caught.value)
+    assert "models.yaml" in message and "given twice" in message and first_alias.strip(" :") in message
+    assert re.search(r"line \d+", message)
+
+
+def test_the_shipped_config_has_no_key_twice() -> None:
+    sample = Path(gateway.__file__).parent / "sample_config"
+    load_config(sample)  # would raise ConfigError naming the key
 
 
 def test_config_unknown_policy_field_type_is_reported(config_dir: Path) -> None:
