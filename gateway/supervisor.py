@@ -101,11 +101,17 @@ class Supervisor:
         for child in self.children:
             child.start()
 
-    def supervise(self) -> None:
-        """Restart children that die until SIGTERM, SIGINT, SIGHUP or ``stop_event``."""
-        # SIGHUP too: a closed terminal must stop the stack cleanly, embedded Redis included
+    def watch_signals(self) -> None:
+        """SIGTERM and SIGHUP set ``stop_event`` from now on (``supervise`` then returns and the
+        caller stops everything in order). Call it before starting children: a signal that lands
+        while they start is kept, where the default action would kill this process and leave them.
+        SIGHUP too: a closed terminal must stop the stack cleanly, embedded Redis included."""
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.stop_event.set())
+
+    def supervise(self) -> None:
+        """Restart children that die until SIGTERM, SIGINT, SIGHUP or ``stop_event``."""
+        self.watch_signals()
         try:
             while not self.stop_event.wait(0.5):
                 for child in self.children:

@@ -33,6 +33,7 @@ def up(
     setup_logging(settings, "WARNING")
     cfg = read_config(settings, config, create=True)
     stack = Stack(cfg, settings, port if port is not None else cfg.gateway.api.port)
+    stack.supervisor.watch_signals()  # a SIGTERM or SIGHUP from here on stops the stack in order
     try:
         token = stack.start()
     except KeyboardInterrupt:
@@ -148,6 +149,7 @@ def _supervise_workers(
         Child(f"aigw-worker-{label}-{i}", [], env, target=target, kwargs=kwargs) for i in range(count)
     ]
     supervisor = Supervisor(children)
+    supervisor.watch_signals()
     gc.collect()
     supervisor.start_all()
     try:
