@@ -8,6 +8,7 @@ live in these files: a deployment names the environment variable that holds its 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -105,9 +106,21 @@ class ModelAlias(Strict):
         return data
 
 
+def deployment_name(alias: str, index: int, deployment: Deployment) -> str:
+    """A deployment's stable name wherever one is shown or keyed (breakers, audit lines, metrics,
+    traces): ``<alias>/<index>:<provider kind>``, e.g. ``general/0:anthropic``."""
+    return f"{alias}/{index}:{deployment.provider}"
+
+
 class ModelsFile(Strict):
     models: dict[str, ModelAlias] = Field(min_length=1)
     default_model: str
+
+    def named_deployments(self) -> Iterator[tuple[str, Deployment]]:
+        """Every deployment of every alias with its ``deployment_name``, in the file's order."""
+        for alias, entry in self.models.items():
+            for index, deployment in enumerate(entry.deployments):
+                yield deployment_name(alias, index, deployment), deployment
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gateway.config import Deployment, ModelsFile
+from gateway.config import Deployment, ModelsFile, deployment_name
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,6 @@ class RouteStep:
     def name(self) -> str:
         """Stable deployment name, e.g. ``general/0:anthropic``."""
         return deployment_name(self.alias, self.index, self.deployment)
-
-
-def deployment_name(alias: str, index: int, deployment: Deployment) -> str:
-    return f"{alias}/{index}:{deployment.provider}"
 
 
 def build_chain(

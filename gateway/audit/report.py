@@ -45,12 +45,11 @@ def parse_group_by(text: str) -> tuple[GroupKey, ...]:
 def priced_deployments(models: ModelsFile) -> frozenset[str]:
     """The deployments whose cost is known: those with a ``pricing`` and the offline stand-in.
 
-    Names as the worker writes them (``workers/routing.py``'s ``deployment_name``).
+    Names as the worker writes them (``gateway.config.deployment_name``).
     """
     return frozenset(
-        f"{alias}/{index}:{deployment.provider}"
-        for alias, spec in models.models.items()
-        for index, deployment in enumerate(spec.deployments)
+        name
+        for name, deployment in models.named_deployments()
         if "pricing" in deployment.model_fields_set or deployment.provider == "offline"
     )
 

@@ -48,13 +48,8 @@ _Series = dict[tuple[str, ...], list[float]]
 
 
 def deployment_names(config: Config) -> list[str]:
-    """Every deployment's breaker name, as the workers name them (``workers.routing.deployment_name``,
-    which the API may not import: ``<alias>/<index>:<provider kind>``)."""
-    return [
-        f"{alias}/{index}:{deployment.provider}"
-        for alias, entry in config.models.models.items()
-        for index, deployment in enumerate(entry.deployments)
-    ]
+    """Every deployment's breaker name (``gateway.config.deployment_name``, as the workers key them)."""
+    return [name for name, _deployment in config.models.named_deployments()]
 
 
 class GatewayCollector(Collector):
