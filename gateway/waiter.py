@@ -60,10 +60,6 @@ class CompletionWaiter:
         """Whether a request is waiting on ``job_id`` now."""
         return bool(self._waiters.get(job_id))
 
-    async def wait(self, job_id: str, timeout: float) -> bool:
-        """True when ``job_id`` is published as done, False when ``timeout`` passes first."""
-        return await self.wait_view(job_id, timeout) is not None
-
     async def wait_view(self, job_id: str, timeout: float) -> Woken | None:
         """How ``job_id`` was published as done (its final view, when the message held one), or
         None when ``timeout`` passes first.

@@ -86,18 +86,6 @@ def build_workers(
     return workers, pipeline
 
 
-async def run_worker(
-    config: Config,
-    redis_url: str,
-    queue: str,
-    *,
-    concurrency: int | None = None,
-    burst: bool = False,
-    settings: Settings | None = None,
-) -> None:
-    await run_workers(config, redis_url, [queue], concurrency=concurrency, burst=burst, settings=settings)
-
-
 async def run_workers(
     config: Config,
     redis_url: str,

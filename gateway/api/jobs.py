@@ -154,14 +154,13 @@ async def wait_for(
     return await view_for(gw, job_id, service)  # woken without a view, or timed out: read it
 
 
-def json_view(view: JobView | bytes, status_code: int = 200, *, submitted: bool = False) -> Response:
+def json_view(view: JobView | bytes, *, submitted: bool = False) -> Response:
     """The view as the API answers it, serialised by pydantic's own (Rust) JSON writer (a published
-    view already was). A ``submitted`` job that is not final yet is 202."""
+    view already was, and is final). A ``submitted`` job that is not final yet is 202."""
     if isinstance(view, bytes):
-        return Response(view, status_code=status_code, media_type="application/json")
-    if submitted and not view.status.is_final:
-        status_code = 202
+        return Response(view, media_type="application/json")
     body = view.model_dump_json(exclude_none=True).encode()
+    status_code = 202 if submitted and not view.status.is_final else 200
     return Response(body, status_code=status_code, media_type="application/json")
 
 
